@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, schemas, errors, settings and the lifespan. No model logic here."""

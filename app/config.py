@@ -1,0 +1,38 @@
+"""Settings from the environment (or `.env`), read once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the README's settings table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    model_store: Path = Path("models_store")
+    """Folder holding <model>/<version>/model.onnx."""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=256)
+    """uvicorn worker processes; each loads every model and watches the store itself."""
+    poll_interval_s: float = Field(2.0, ge=0)
+    """How often the store is rescanned; 0 turns watching off."""
+    default_model: str | None = None
+    """Model for requests that name none (else the store must hold exactly one)."""
+    admin_token: SecretStr | None = None
+    """Bearer token for /admin/*; unset turns the admin routes off (403)."""
+    max_batch_rows: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, parsed on first use."""
+    return Settings()

@@ -1,0 +1,48 @@
+"""Fast JSON answers and the OpenAPI description of error answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from app.schemas import Problem
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses."""
+    text = {
+        400: "Malformed JSON",
+        404: "Unknown model or version",
+        413: "Body larger than MAX_BODY_BYTES",
+        415: "Content type is not JSON",
+        422: "The body does not fit the model; `errors` names each field",
+        503: "Not ready, loading, or overloaded (see Retry-After)",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": text.get(status, "Error"),
+            "content": {"application/problem+json": {}},
+        }
+        for status in statuses
+    }
+
+
+def request_body_docs(schema: type[Any]) -> dict[str, Any]:
+    """`openapi_extra` documenting a body that the route reads itself (see app.body)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{schema.__name__}"},
+                }
+            },
+        }
+    }

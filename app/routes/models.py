@@ -1,0 +1,61 @@
+"""GET /models and /models/{name}: what the store serves, and what each model expects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from app.responses import json_response, problem_docs
+from app.schemas import ModelDetail, ModelList
+from ml.errors import ModelNotReady
+from ml.registry import ModelEntry, ModelRegistry
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def _summary(entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "default_version": entry.default_version,
+        "version_policy": str(entry.config.version_policy) if entry.config else None,
+        "versions": [
+            {"version": v, "state": s.state.value, "error": s.error}
+            for v, s in sorted(entry.versions.items())
+        ],
+        "error": entry.config_error,
+    }
+
+
+@router.get("", response_model=ModelList)
+async def list_models(request: Request) -> Response:
+    """Every model with its versions, their state, and the default version."""
+    registry: ModelRegistry = request.app.state.registry
+    return json_response({"models": [_summary(entry) for entry in registry]})
+
+
+@router.get("/{name}", response_model=ModelDetail, responses=problem_docs(404, 503))
+async def describe_model(
+    request: Request, name: str = Path(description="Model name", max_length=64)
+) -> Response:
+    """One model: task, features with their types, labels, versions, and the JSON Schema of a row
+    (of the default version)."""
+    registry: ModelRegistry = request.app.state.registry
+    entry = registry.get(name)
+    model = entry.default
+    if model is None:
+        raise ModelNotReady(f"no version of model {name!r} is available to describe")
+    signature = model.signature
+    return json_response(
+        {
+            **_summary(entry),
+            "version": model.version,
+            "task": signature.task,
+            "description": model.metadata.get("description"),
+            "features": [{"name": f.name, "type": f.json_type} for f in signature.features],
+            "labels": list(model.labels) if model.labels is not None else None,
+            "outputs": [o.name for o in signature.outputs],
+            "row_schema": model.codec.row_schema(),
+        }
+    )

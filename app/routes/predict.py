@@ -1,0 +1,77 @@
+"""POST /predict and /predict/batch: the hot path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.body import read_json, validate
+from app.problems import HTTPProblem
+from app.responses import json_response, problem_docs, request_body_docs
+from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+from ml.outputs import Predictions
+
+router = APIRouter(tags=["predict"])
+
+ERRORS = problem_docs(400, 404, 413, 415, 422, 503)
+
+
+def _one(name: str, version: int, result: Predictions) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": name, "version": version}
+    if result.outputs is not None:
+        body["outputs"] = {k: v[0] for k, v in result.outputs.items()}
+        return body
+    assert result.predictions is not None
+    body["prediction"] = result.predictions[0]
+    if result.probabilities is not None:
+        body["probabilities"] = result.probabilities[0]
+    return body
+
+
+def _many(name: str, version: int, result: Predictions) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": name, "version": version}
+    if result.outputs is not None:
+        body["outputs"] = result.outputs
+        return body
+    body["predictions"] = result.predictions
+    if result.probabilities is not None:
+        body["probabilities"] = result.probabilities
+    return body
+
+
+# The routes take the raw Request and reach app.state directly: FastAPI's body and dependency
+# machinery costs more per call than the whole model run (see benchmarks/).
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra=request_body_docs(PredictRequest),
+)
+async def predict(request: Request) -> Response:
+    """Predict one row, given as a list in feature order or an object by feature name."""
+    state = request.app.state
+    body = validate(PredictRequest, await read_json(request, state.settings.max_body_bytes))
+    model = state.registry.resolve(body.model, body.version)
+    result = await model.predict([body.features], ("features",))
+    return json_response(_one(model.name, model.version, result))
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    responses=ERRORS,
+    openapi_extra=request_body_docs(BatchRequest),
+)
+async def predict_batch(request: Request) -> Response:
+    """Predict many rows; the answers keep the order of `instances`."""
+    state = request.app.state
+    body = validate(BatchRequest, await read_json(request, state.settings.max_body_bytes))
+    limit = state.settings.max_batch_rows
+    if len(body.instances) > limit:
+        message = f"at most {limit} rows per request (MAX_BATCH_ROWS); got {len(body.instances)}"
+        raise HTTPProblem(422, "Invalid input", message, [{"loc": ["instances"], "msg": message}])
+    model = state.registry.resolve(body.model, body.version)
+    result = await model.predict(body.instances, ("instances",))
+    return json_response(_many(model.name, model.version, result))

@@ -1,0 +1,168 @@
+"""Request and response bodies. Requests are strict: unknown keys and loose types are refused."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+ROW_JSON_SCHEMA: dict[str, Any] = {
+    "description": "One row: an object keyed by feature name, or a list in feature order. "
+    "GET /models/{name} gives the exact schema of a model's row.",
+    "oneOf": [
+        {"type": "object", "additionalProperties": {"type": ["number", "integer", "string"]}},
+        {"type": "array", "items": {"type": ["number", "integer", "string"]}},
+    ],
+}
+
+# The row's own checks need the model, so they run after the model is known (ml.rows).
+Row = Annotated[Any, WithJsonSchema(ROW_JSON_SCHEMA)]
+
+ModelName = Annotated[
+    str | None,
+    Field(
+        pattern=MODEL_NAME_PATTERN,
+        description="Model name; optional when the store holds one model or DEFAULT_MODEL is set.",
+    ),
+]
+Version = Annotated[
+    int | None, Field(ge=1, description="Version number; the default version serves if left out.")
+]
+
+
+class PredictRequest(BaseModel):
+    """One row to predict."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "iris",
+                    "version": 2,
+                    "features": {
+                        "sepal_length": 5.1,
+                        "sepal_width": 3.5,
+                        "petal_length": 1.4,
+                        "petal_width": 0.2,
+                    },
+                },
+                {"model": "iris", "features": [5.1, 3.5, 1.4, 0.2]},
+            ]
+        },
+    )
+
+    model: ModelName = None
+    version: Version = None
+    features: Row
+
+
+class BatchRequest(BaseModel):
+    """Many rows to predict, answered in the same order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"model": "iris", "instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
+                {
+                    "model": "diabetes_pipeline",
+                    "instances": [
+                        {
+                            "age": 59.0,
+                            "sex": "male",
+                            "bmi": 32.1,
+                            "bp": 101.0,
+                            "s1": 157.0,
+                            "s2": 93.2,
+                            "s3": 38.0,
+                            "s4": 4.0,
+                            "s5": 4.8598,
+                            "s6": 87.0,
+                        }
+                    ],
+                },
+            ]
+        },
+    )
+
+    model: ModelName = None
+    version: Version = None
+    instances: list[Row] = Field(min_length=1, description="Rows; at most MAX_BATCH_ROWS.")
+
+
+class PredictResponse(BaseModel):
+    """A classifier answers prediction + probabilities, a regressor a prediction, any other
+    model its outputs by name."""
+
+    model: str
+    version: int
+    prediction: Any = None
+    probabilities: dict[str, float] | None = None
+    outputs: dict[str, Any] | None = None
+
+
+class BatchResponse(BaseModel):
+    """Predictions in request order."""
+
+    model: str
+    version: int
+    predictions: list[Any] | None = None
+    probabilities: list[dict[str, float]] | None = None
+    outputs: dict[str, Any] | None = None
+
+
+class ProblemError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemError] = []
+
+
+class VersionInfo(BaseModel):
+    version: int
+    state: str = Field(description="LOADING, AVAILABLE, FAILED or UNLOADING")
+    error: str | None = None
+
+
+class ModelSummary(BaseModel):
+    name: str
+    default_version: int | None
+    version_policy: str | None
+    versions: list[VersionInfo]
+    error: str | None = Field(None, description="Why model.toml could not be used, if so.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    type: str = Field(description="JSON type: number, integer, string or boolean")
+
+
+class ModelDetail(ModelSummary):
+    version: int = Field(description="The version described below (the default one).")
+    task: str | None
+    description: str | None = None
+    features: list[FeatureInfo]
+    labels: list[str] | None
+    outputs: list[str]
+    row_schema: dict[str, Any] = Field(description="JSON Schema of one row")
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,1 @@
+"""The model store: scanning, loading, versions, warm-up, batching and export. No HTTP here."""

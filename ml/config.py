@@ -1,0 +1,113 @@
+"""`model.toml`: the settings a data scientist can give one model."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_FILE = "model.toml"
+
+
+class ConfigError(Exception):
+    """`model.toml` cannot be read or holds a key or value we do not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions on disk are served: the newest N, all of them, or a fixed list."""
+
+    kind: Literal["latest", "all", "specific"]
+    count: int = 1
+    versions: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        kind, _, arg = text.strip().partition(":")
+        try:
+            if kind == "all" and not arg:
+                return cls("all")
+            if kind == "latest":
+                count = int(arg) if arg else 1
+                if count >= 1:
+                    return cls("latest", count=count)
+            if kind == "specific":
+                versions = frozenset(int(v) for v in arg.split(","))
+                if versions and min(versions) >= 1:
+                    return cls("specific", versions=versions)
+        except ValueError:
+            pass
+        raise ValueError(
+            f"version_policy {text!r} is not one of 'latest:N', 'all', 'specific:V1,V2,...'"
+        )
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return f"latest:{self.count}"
+        if self.kind == "specific":
+            return "specific:" + ",".join(str(v) for v in sorted(self.versions))
+        return "all"
+
+
+class BatchingConfig(BaseModel):
+    """`[batching]`: coalesce concurrent single-row requests into one session run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_batch_size: int = Field(64, ge=1, le=100_000)
+    max_delay_ms: float = Field(2.0, ge=0, le=1_000)
+    # Rows waiting beyond this are refused with 503 rather than left to pile up.
+    max_queue_size: int = Field(1024, ge=1, le=1_000_000)
+
+
+class RuntimeConfig(BaseModel):
+    """`[onnxruntime]`: session options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # One thread by default: onnxruntime's pool fights the server's own threads for the cores.
+    intra_op_num_threads: int = Field(1, ge=0, le=256)
+
+
+class ModelConfig(BaseModel):
+    """The whole of `model.toml`; every key is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    default_version: int | None = Field(None, ge=1)
+    version_policy: VersionPolicy = VersionPolicy("latest", count=1)
+    batching: BatchingConfig | None = None
+    onnxruntime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("version_policy", mode="plain")
+    @classmethod
+    def _parse_policy(cls, value: object) -> VersionPolicy:
+        if isinstance(value, VersionPolicy):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("version_policy must be a string such as 'latest:2'")
+        return VersionPolicy.parse(value)
+
+
+def read_model_config(model_dir: Path) -> ModelConfig:
+    """Read `model_dir/model.toml`; a missing file means every default."""
+    path = model_dir / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ModelConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{CONFIG_FILE}: cannot read: {exc}") from exc
+    try:
+        return ModelConfig.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{CONFIG_FILE}: bad TOML syntax: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{CONFIG_FILE}: {problems}") from exc

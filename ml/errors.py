@@ -1,0 +1,63 @@
+"""The one error tree of the model layer.
+
+ServingError
+├── ModelNotFound     no such model, or no such version of it
+├── ModelNotReady     the version exists but is not serving (LOADING, FAILED, UNLOADING)
+├── InvalidInput      the rows do not fit the model's signature; `errors` says where and why
+├── Overloaded        the batching queue is full; try again after `retry_after` seconds
+└── InferenceFailed   onnxruntime rejected rows that passed validation
+
+The HTTP layer maps each class to a status code in one table; nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """Where a request went wrong (`loc`, as in pydantic) and what was expected there."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+
+class ServingError(Exception):
+    """Base of every error the model layer raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ModelNotFound(ServingError):
+    """The model, or the version asked for, is not in the store."""
+
+
+class ModelNotReady(ServingError):
+    """The version exists but cannot serve now; `retry_after` is set while it is loading."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class InvalidInput(ServingError):
+    """The request does not fit the model; `errors` lists each field at fault."""
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
+class Overloaded(ServingError):
+    """The batching queue of a version is full."""
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class InferenceFailed(ServingError):
+    """onnxruntime failed on rows that passed validation (a model bug, not a client one)."""

@@ -1,0 +1,207 @@
+"""One loaded model version: its onnxruntime session, signature, row codec and warm-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ml.config import ModelConfig
+from ml.errors import InferenceFailed
+from ml.outputs import Predictions, decode
+from ml.rows import RowCodec
+from ml.signature import OutputKind, Signature, SignatureError, derive_signature
+from ml.store import METADATA_FILE, MODEL_FILE
+
+log = logging.getLogger(__name__)
+
+# Runs estimated to take less than this stay on the event loop: the hop to a worker thread costs
+# more (~75 µs measured) than a small forest takes for dozens of rows.
+INLINE_BUDGET_S = 250e-6
+
+
+class ModelLoadError(Exception):
+    """A version could not be loaded or failed its warm-up; the message says why."""
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A version ready to serve; everything a request needs was built when it loaded."""
+
+    name: str
+    version: int
+    path: Path
+    config: ModelConfig
+    metadata: Mapping[str, Any]
+    signature: Signature
+    codec: RowCodec
+    session: ort.InferenceSession
+    labels: tuple[str, ...] | None
+    inline_max_rows: int = 1
+    _output_names: list[str] = field(default_factory=list)
+    _in_flight: int = 0
+    _drained: asyncio.Event | None = None
+
+    def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
+        """One blocking inference; rows are split to fit a fixed batch dimension."""
+        size = self.signature.fixed_batch_size
+        try:
+            if size is None or size == n_rows:
+                return self.session.run(self._output_names, arrays)
+            return self._run_fixed(arrays, n_rows, size)
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            log.exception("inference failed for %s/%s", self.name, self.version)
+            raise InferenceFailed(
+                f"model {self.name} version {self.version} failed to run on valid input"
+            ) from exc
+
+    def _run_fixed(self, arrays: Mapping[str, np.ndarray], n_rows: int, size: int) -> list[Any]:
+        parts: list[list[Any]] = []
+        for start in range(0, n_rows, size):
+            chunk = {name: a[start : start + size] for name, a in arrays.items()}
+            short = size - len(next(iter(chunk.values())))
+            if short:  # pad with copies of the last row; their outputs are dropped below
+                chunk = {
+                    n: np.concatenate([a, np.repeat(a[-1:], short, axis=0)])
+                    for n, a in chunk.items()
+                }
+            parts.append(self.session.run(self._output_names, chunk))
+        joined: list[Any] = []
+        for i in range(len(self._output_names)):
+            pieces = [p[i] for p in parts]
+            if isinstance(pieces[0], np.ndarray) and pieces[0].ndim >= 1:
+                joined.append(np.concatenate(pieces)[:n_rows])
+            elif isinstance(pieces[0], list):
+                joined.append([item for piece in pieces for item in piece][:n_rows])
+            else:
+                joined.append(pieces[0])
+        return joined
+
+    async def infer(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
+        """Run on the event loop when it is cheaper than a thread hop, else in a worker thread."""
+        if n_rows <= self.inline_max_rows:
+            return self.run(arrays, n_rows)
+        return await asyncio.to_thread(self.run, arrays, n_rows)
+
+    async def predict(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
+        """Validate `rows`, run them, and decode the outputs; raises InvalidInput for bad rows."""
+        arrays = self.codec.encode(rows, loc)
+        self._in_flight += 1
+        try:
+            raw = await self.infer(arrays, len(rows))
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
+        return decode(self.signature, self.labels, raw)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Wait for in-flight runs to end; the session is freed with the last reference."""
+        if self._in_flight:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+
+
+def _read_metadata(version_dir: Path) -> dict[str, Any]:
+    path = version_dir / METADATA_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{METADATA_FILE}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{METADATA_FILE}: must hold a JSON object")
+    for key in ("features", "labels"):
+        value = data.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str | int) for v in value)
+        ):
+            raise ModelLoadError(f"{METADATA_FILE}: {key!r} must be a list of names")
+    return data
+
+
+def _session(model_file: Path, config: ModelConfig) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.onnxruntime.intra_op_num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the reason reaches GET /models instead
+    try:
+        return ort.InferenceSession(
+            str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelLoadError(
+            f"{MODEL_FILE}: onnxruntime cannot load it: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__
+
+
+def _warm_up_rows(signature: Signature, count: int) -> list[list[Any]]:
+    sample = {"number": 0.0, "integer": 0, "string": "", "boolean": False}
+    return [[sample[f.json_type] for f in signature.features] for _ in range(count)]
+
+
+def load_model(name: str, version: int, version_dir: Path, config: ModelConfig) -> LoadedModel:
+    """Load a version, derive its signature, warm it up and time it. Blocking."""
+    model_file = version_dir / MODEL_FILE
+    if not model_file.is_file():
+        raise ModelLoadError(f"{MODEL_FILE} is missing")
+    metadata = _read_metadata(version_dir)
+    session = _session(model_file, config)
+    try:
+        signature = derive_signature(session.get_inputs(), session.get_outputs(), metadata)
+    except SignatureError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    model = LoadedModel(
+        name=name,
+        version=version,
+        path=version_dir,
+        config=config,
+        metadata=metadata,
+        signature=signature,
+        codec=RowCodec(name, signature),
+        session=session,
+        labels=signature.labels,
+        _output_names=[o.name for o in signature.outputs],
+    )
+    _warm_up(model)
+    return model
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """One real inference before serving; also measures the cost of a row to place runs."""
+    signature = model.signature
+    rows = signature.fixed_batch_size or 8
+    arrays = model.codec.encode(_warm_up_rows(signature, rows), ("warm-up",))
+    try:
+        raw = model.session.run(model._output_names, arrays)
+        started = time.perf_counter()
+        model.session.run(model._output_names, arrays)
+        per_row = (time.perf_counter() - started) / rows
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelLoadError(f"warm-up inference failed: {_first_line(exc)}") from exc
+    if model.labels is None and signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP and raw[1]:
+        model.labels = tuple(str(k) for k in raw[1][0])
+    model.signature = replace(signature, labels=model.labels)
+    model.inline_max_rows = max(1, int(INLINE_BUDGET_S / max(per_row, 1e-9)))
+    try:
+        decode(model.signature, model.labels, raw)
+    except Exception as exc:  # a shape we misread must fail here, not on a request
+        raise ModelLoadError(
+            f"warm-up outputs do not fit a {signature.output_kind}: {exc}"
+        ) from exc

@@ -1,0 +1,74 @@
+"""Turns a session's raw outputs into predictions, probabilities or named outputs per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ml.signature import OutputKind, Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """The answer for a batch of rows, in request order.
+
+    `predictions` (with `probabilities` for a classifier) for recognised models, or `outputs`
+    by output name for any other model.
+    """
+
+    predictions: list[Any] | None = None
+    probabilities: list[dict[str, float]] | None = None
+    outputs: dict[str, Any] | None = None
+
+    def row(self, index: int) -> Predictions:
+        """The answer for one row of the batch."""
+        return Predictions(
+            predictions=None if self.predictions is None else [self.predictions[index]],
+            probabilities=None if self.probabilities is None else [self.probabilities[index]],
+            outputs=None
+            if self.outputs is None
+            else {name: values[index] for name, values in self.outputs.items()},
+        )
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy arrays and scalars, and ZipMap dicts with integer keys, as plain JSON values."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return [to_jsonable(v) for v in value.tolist()]
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def decode(signature: Signature, labels: Sequence[str] | None, raw: Sequence[Any]) -> Predictions:
+    """Read the session outputs of a batch according to the model's output kind."""
+    kind = signature.output_kind
+    if kind is OutputKind.CLASSIFIER:
+        predicted = np.asarray(raw[0]).reshape(-1).tolist()
+        keys = labels or [str(i) for i in range(np.asarray(raw[1]).shape[1])]
+        probabilities = [dict(zip(keys, row, strict=True)) for row in np.asarray(raw[1]).tolist()]
+        return Predictions(predictions=predicted, probabilities=probabilities)
+    if kind is OutputKind.CLASSIFIER_ZIPMAP:
+        predicted = np.asarray(raw[0]).reshape(-1).tolist()
+        probabilities = [{str(k): float(v) for k, v in row.items()} for row in raw[1]]
+        return Predictions(predictions=predicted, probabilities=probabilities)
+    if kind is OutputKind.REGRESSOR:
+        values = np.asarray(raw[0])
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        return Predictions(predictions=values.tolist())
+    return Predictions(
+        outputs={
+            info.name: to_jsonable(value)
+            for info, value in zip(signature.outputs, raw, strict=True)
+        }
+    )

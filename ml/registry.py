@@ -1,0 +1,320 @@
+"""Which versions of which models are loaded, in what state, and which one serves by default.
+
+All changes happen on the event loop, one `sync` at a time, so a request always sees a
+consistent registry: a new version is fully loaded and warmed up in a worker thread before one
+assignment makes it visible, and a replaced version is dropped only after that switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ml.config import ConfigError, ModelConfig, read_model_config
+from ml.errors import FieldError, InvalidInput, ModelNotFound, ModelNotReady
+from ml.model import LoadedModel, ModelLoadError, load_model
+from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir
+
+log = logging.getLogger(__name__)
+
+LOADING_RETRY_AFTER_S = 1.0
+
+
+class VersionState(StrEnum):
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(slots=True)
+class VersionStatus:
+    """A version the registry knows of; `model` is set while it serves."""
+
+    version: int
+    state: VersionState
+    fingerprint: Fingerprint
+    error: str | None = None
+    model: LoadedModel | None = None
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    """A model of the store: its settings, its versions, and the version that serves by default."""
+
+    name: str
+    config: ModelConfig | None
+    config_fingerprint: Fingerprint
+    config_error: str | None = None
+    versions: dict[int, VersionStatus] = field(default_factory=dict)
+    default: LoadedModel | None = None
+
+    def refresh_default(self) -> None:
+        """The pinned version if set, else the highest available one."""
+        available = {
+            v: s.model
+            for v, s in self.versions.items()
+            if s.state is VersionState.AVAILABLE and s.model is not None
+        }
+        pinned = self.config.default_version if self.config else None
+        if pinned is not None:
+            self.default = available.get(pinned)
+        else:
+            self.default = available[max(available)] if available else None
+
+    @property
+    def default_version(self) -> int | None:
+        if self.config and self.config.default_version is not None:
+            return self.config.default_version
+        return self.default.version if self.default else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """What one sync changed; each item names a model and a version."""
+
+    loaded: list[dict[str, object]] = field(default_factory=list)
+    unloaded: list[dict[str, object]] = field(default_factory=list)
+    failed: list[dict[str, object]] = field(default_factory=list)
+
+
+class ModelRegistry:
+    """Loaded models by name and version; the only writer is `sync`."""
+
+    def __init__(self, scanner: StoreScanner, default_model: str | None = None) -> None:
+        self.scanner = scanner
+        self.default_model = default_model
+        self._models: dict[str, ModelEntry] = {}
+        self._lock = asyncio.Lock()
+        self.scanned = False
+
+    # -- reading, on the request path -------------------------------------------------------
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        return iter(sorted(self._models.values(), key=lambda e: e.name))
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self._models.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._models)) or "no models"
+            raise ModelNotFound(f"model {name!r} not found; the store holds {known}")
+        return entry
+
+    @property
+    def ready(self) -> bool:
+        """The first scan is done and at least one version serves."""
+        return self.scanned and any(_serving(e) for e in self._models.values())
+
+    def resolve(self, name: str | None, version: int | None) -> LoadedModel:
+        """The model version a request asked for, or the error that tells the caller why not."""
+        if not self.scanned and (name is None or name not in self._models):
+            raise ModelNotReady("the model store is still loading", LOADING_RETRY_AFTER_S)
+        if name is None:
+            name = self._implicit_model()
+        entry = self.get(name)
+        if version is None:
+            if entry.default is not None:
+                return entry.default
+            loading = any(s.state is VersionState.LOADING for s in entry.versions.values())
+            pinned = entry.config.default_version if entry.config else None
+            reason = (
+                f"default version {pinned} of model {name!r} is not available"
+                if pinned is not None
+                else f"no version of model {name!r} is available"
+            )
+            raise ModelNotReady(reason, LOADING_RETRY_AFTER_S if loading else None)
+        status = entry.versions.get(version)
+        if status is None or status.state is VersionState.UNLOADING:
+            served = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
+            raise ModelNotFound(f"model {name!r} has no version {version}; versions: {served}")
+        if status.state is VersionState.LOADING and status.model is None:
+            raise ModelNotReady(
+                f"model {name!r} version {version} is loading", LOADING_RETRY_AFTER_S
+            )
+        if status.model is None:
+            raise ModelNotReady(f"model {name!r} version {version} failed to load: {status.error}")
+        return status.model
+
+    def _implicit_model(self) -> str:
+        if self.default_model is not None:
+            return self.default_model
+        if len(self._models) == 1:
+            return next(iter(self._models))
+        known = ", ".join(sorted(self._models))
+        message = f"name a model: the store holds {known}"
+        raise InvalidInput(message, [FieldError(("model",), message)])
+
+    # -- writing, from start-up, the watcher and /admin/reload ------------------------------
+
+    async def rescan(self) -> ReloadReport:
+        """Scan the store now and apply every change; answers once they are in effect."""
+        found = await asyncio.to_thread(self.scanner.scan)
+        return await self.sync(found)
+
+    async def sync(
+        self, found: dict[str, ModelDir], unsettled: Collection[tuple[str, int | None]] = ()
+    ) -> ReloadReport:
+        """Make the registry match `found`; entries in `unsettled` (files still being written,
+        as `(model, version)`, or `(model, None)` for its model.toml) are left as they are."""
+        report = ReloadReport()
+        async with self._lock:
+            for model_dir in found.values():
+                await self._sync_model(model_dir, unsettled, report)
+            for name in [n for n in self._models if n not in found]:
+                entry = self._models[name]
+                for version in list(entry.versions):
+                    await self._unload(entry, version, report)
+                del self._models[name]
+                log.info("model %s removed from the store", name)
+            self.scanned = True
+        return report
+
+    async def _sync_model(
+        self,
+        model_dir: ModelDir,
+        unsettled: Collection[tuple[str, int | None]],
+        report: ReloadReport,
+    ) -> None:
+        name = model_dir.name
+        entry = self._models.get(name)
+        config_changed = False
+        if entry is None or (
+            entry.config_fingerprint != model_dir.config_fingerprint
+            and (name, None) not in unsettled
+        ):
+            config, error = await asyncio.to_thread(_read_config, model_dir)
+            if entry is None:
+                entry = self._models[name] = ModelEntry(name, config, model_dir.config_fingerprint)
+            elif config is not None:
+                config_changed = entry.config is not None and config != entry.config
+                entry.config = config
+            entry.config_fingerprint = model_dir.config_fingerprint
+            entry.config_error = error
+            if error:
+                log.error("model %s: %s", name, error)
+                report.failed.append({"model": name, "version": None, "error": error})
+        if entry.config is None:
+            return  # no valid model.toml ever read: nothing to serve until it is fixed
+        on_disk = {v: d for v, d in model_dir.versions.items() if (name, v) not in unsettled}
+        for version in [v for v in entry.versions if v not in model_dir.versions]:
+            await self._unload(entry, version, report)
+        keep = await self._load_wanted(entry, on_disk, config_changed, report)
+        for version, status in list(entry.versions.items()):
+            if (
+                version not in keep
+                and version in on_disk
+                and status.state is VersionState.AVAILABLE
+            ):
+                await self._unload(entry, version, report)
+        entry.refresh_default()
+
+    async def _load_wanted(
+        self,
+        entry: ModelEntry,
+        on_disk: dict[int, VersionDir],
+        reload_all: bool,
+        report: ReloadReport,
+    ) -> set[int]:
+        """Load what the policy selects, newest first; the versions that serve afterwards."""
+        assert entry.config is not None
+        policy = entry.config.version_policy
+        candidates = sorted(on_disk, reverse=True)
+        if policy.kind == "specific":
+            candidates = [v for v in candidates if v in policy.versions]
+        keep: set[int] = set()
+        for version in candidates:
+            if policy.kind == "latest" and len(keep) >= policy.count:
+                break
+            if await self._ensure_loaded(entry, on_disk[version], reload_all, report):
+                keep.add(version)
+        pinned = entry.config.default_version
+        if (
+            pinned is not None
+            and pinned in on_disk
+            and pinned not in keep
+            and await self._ensure_loaded(entry, on_disk[pinned], reload_all, report)
+        ):
+            keep.add(pinned)
+        return keep
+
+    async def _ensure_loaded(
+        self, entry: ModelEntry, version_dir: VersionDir, reload: bool, report: ReloadReport
+    ) -> bool:
+        status = entry.versions.get(version_dir.version)
+        unchanged = status is not None and status.fingerprint == version_dir.fingerprint
+        if not unchanged or reload:
+            await self._load(entry, version_dir, report)
+            status = entry.versions[version_dir.version]
+        return status is not None and status.state is VersionState.AVAILABLE
+
+    async def _load(self, entry: ModelEntry, version_dir: VersionDir, report: ReloadReport) -> None:
+        assert entry.config is not None
+        version = version_dir.version
+        previous = entry.versions.get(version)
+        serving = previous is not None and previous.model is not None
+        if not serving:
+            entry.versions[version] = VersionStatus(
+                version, VersionState.LOADING, version_dir.fingerprint
+            )
+        try:
+            model = await asyncio.to_thread(
+                load_model, entry.name, version, version_dir.path, entry.config
+            )
+        except Exception as exc:  # any failure of one version must leave the others serving
+            error = str(exc) if isinstance(exc, ModelLoadError) else f"unexpected error: {exc!r}"
+            log.error("model %s version %s failed to load: %s", entry.name, version, error)
+            report.failed.append({"model": entry.name, "version": version, "error": error})
+            if serving and previous is not None:
+                # The files changed under a serving version: keep serving what was loaded.
+                previous.fingerprint = version_dir.fingerprint
+                previous.error = f"reload failed, still serving the earlier load: {error}"
+            else:
+                entry.versions[version] = VersionStatus(
+                    version, VersionState.FAILED, version_dir.fingerprint, error=error
+                )
+            return
+        entry.versions[version] = VersionStatus(
+            version, VersionState.AVAILABLE, version_dir.fingerprint, model=model
+        )
+        entry.refresh_default()
+        log.info("model %s version %s loaded", entry.name, version)
+        report.loaded.append({"model": entry.name, "version": version})
+        if serving and previous is not None and previous.model is not None:
+            await previous.model.close()
+
+    async def _unload(self, entry: ModelEntry, version: int, report: ReloadReport) -> None:
+        status = entry.versions.get(version)
+        if status is None:
+            return
+        if status.model is None:
+            del entry.versions[version]  # a failed or never-loaded version: nothing to release
+            return
+        status.state = VersionState.UNLOADING
+        entry.refresh_default()
+        await status.model.close()
+        entry.versions.pop(version, None)
+        log.info("model %s version %s unloaded", entry.name, version)
+        report.unloaded.append({"model": entry.name, "version": version})
+
+    async def close(self) -> None:
+        """Release every session, after in-flight requests end."""
+        async with self._lock:
+            for entry in self._models.values():
+                for status in entry.versions.values():
+                    if status.model is not None:
+                        await status.model.close()
+            self._models.clear()
+
+
+def _serving(entry: ModelEntry) -> bool:
+    return any(s.state is VersionState.AVAILABLE for s in entry.versions.values())
+
+
+def _read_config(model_dir: ModelDir) -> tuple[ModelConfig | None, str | None]:
+    try:
+        return read_model_config(model_dir.path), None
+    except ConfigError as exc:
+        return None, str(exc)

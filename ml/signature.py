@@ -1,0 +1,239 @@
+"""What a model takes and gives, derived once from its ONNX graph and `metadata.json`.
+
+Two input layouts are served: one 2-D tensor `[N, F]` ("tensor"), and one `[N, 1]` input per
+feature ("columns", as skl2onnx writes for a ColumnTransformer). Outputs are recognised as a
+skl2onnx classifier (label + probabilities, as a tensor or a ZipMap), a regressor, or anything
+else ("raw"), which is returned by output name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+
+class SignatureError(Exception):
+    """The model's inputs or outputs are not a shape this server can serve."""
+
+
+class NodeArgLike(Protocol):
+    """The part of onnxruntime's NodeArg that we read."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def shape(self) -> Sequence[Any]: ...
+
+
+class InputLayout(StrEnum):
+    TENSOR = "tensor"
+    COLUMNS = "columns"
+
+
+class OutputKind(StrEnum):
+    CLASSIFIER = "classifier"
+    CLASSIFIER_ZIPMAP = "classifier_zipmap"
+    REGRESSOR = "regressor"
+    RAW = "raw"
+
+
+JsonType = Literal["number", "integer", "string", "boolean"]
+
+# ONNX element type -> (numpy dtype, the JSON type a request must send).
+ELEMENT_TYPES: dict[str, tuple[np.dtype[Any], JsonType]] = {
+    "tensor(float)": (np.dtype(np.float32), "number"),
+    "tensor(double)": (np.dtype(np.float64), "number"),
+    "tensor(float16)": (np.dtype(np.float16), "number"),
+    "tensor(int64)": (np.dtype(np.int64), "integer"),
+    "tensor(int32)": (np.dtype(np.int32), "integer"),
+    "tensor(string)": (np.dtype(object), "string"),
+    "tensor(bool)": (np.dtype(np.bool_), "boolean"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One feature of a row: its name, the dtype fed to onnxruntime and its JSON type."""
+
+    name: str
+    dtype: np.dtype[Any]
+    json_type: JsonType
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """An input or output as the graph declares it; `None` marks a dynamic dimension."""
+
+    name: str
+    onnx_type: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """Everything the request path needs to know about one model version."""
+
+    layout: InputLayout
+    features: tuple[Feature, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    output_kind: OutputKind
+    task: str | None
+    labels: tuple[str, ...] | None
+    # A graph whose batch dimension is a fixed number takes exactly that many rows a run.
+    fixed_batch_size: int | None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+
+def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:
+    # onnxruntime reports symbolic dimensions as strings and unknown ones as None.
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+def _info(arg: NodeArgLike) -> TensorInfo:
+    shape = arg.shape if isinstance(arg.shape, list | tuple) else ()
+    return TensorInfo(arg.name, arg.type, _dims(shape))
+
+
+def _element(info: TensorInfo) -> tuple[np.dtype[Any], JsonType]:
+    try:
+        return ELEMENT_TYPES[info.onnx_type]
+    except KeyError:
+        raise SignatureError(
+            f"input {info.name!r} has type {info.onnx_type}; served types are "
+            + ", ".join(ELEMENT_TYPES)
+        ) from None
+
+
+def _batch_size(inputs: Sequence[TensorInfo]) -> int | None:
+    sizes = {info.shape[0] for info in inputs}
+    if len(sizes) != 1:
+        raise SignatureError("the inputs disagree on their batch dimension")
+    return sizes.pop()
+
+
+def _tensor_features(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[Feature, ...]:
+    dtype, json_type = _element(info)
+    if json_type == "string":
+        raise SignatureError(f"input {info.name!r}: a single 2-D input must be numeric")
+    names = metadata.get("features")
+    width = info.shape[1]
+    if names is not None:
+        if width is not None and len(names) != width:
+            raise SignatureError(
+                f"metadata.json lists {len(names)} features but the model's input "
+                f"{info.name!r} takes {width}"
+            )
+    elif width is None:
+        raise SignatureError(
+            f"input {info.name!r} has a dynamic feature dimension: list the features in "
+            "metadata.json so requests can be checked"
+        )
+    else:
+        names = [f"x{i}" for i in range(width)]
+    return tuple(Feature(str(name), dtype, json_type) for name in names)
+
+
+def _column_features(
+    inputs: Sequence[TensorInfo], metadata: Mapping[str, Any]
+) -> tuple[Feature, ...]:
+    names = metadata.get("features")
+    if names is not None and list(names) != [info.name for info in inputs]:
+        raise SignatureError(
+            "metadata.json features must name the model's inputs in order: "
+            + ", ".join(info.name for info in inputs)
+        )
+    features = []
+    for info in inputs:
+        if len(info.shape) != 2 or info.shape[1] not in (1, None):
+            raise SignatureError(
+                f"input {info.name!r} has shape {list(info.shape)}: a model with several inputs "
+                "must take one [N, 1] column per feature"
+            )
+        dtype, json_type = _element(info)
+        features.append(Feature(info.name, dtype, json_type))
+    return tuple(features)
+
+
+def _is_label(info: TensorInfo) -> bool:
+    return info.onnx_type in ("tensor(int64)", "tensor(string)") and (
+        len(info.shape) == 1 or (len(info.shape) == 2 and info.shape[1] == 1)
+    )
+
+
+def _output_kind(outputs: Sequence[TensorInfo], task: str | None) -> OutputKind:
+    if len(outputs) == 2 and _is_label(outputs[0]) and task in (None, "classification"):
+        probabilities = outputs[1]
+        if probabilities.onnx_type.startswith("seq(map("):
+            return OutputKind.CLASSIFIER_ZIPMAP
+        if probabilities.onnx_type in ("tensor(float)", "tensor(double)") and (
+            len(probabilities.shape) == 2
+        ):
+            return OutputKind.CLASSIFIER
+    if len(outputs) == 1 and outputs[0].onnx_type in ("tensor(float)", "tensor(double)"):
+        shape = outputs[0].shape
+        single_target = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+        if task == "regression" or (task is None and single_target):
+            return OutputKind.REGRESSOR
+    return OutputKind.RAW
+
+
+def derive_signature(
+    inputs: Sequence[NodeArgLike], outputs: Sequence[NodeArgLike], metadata: Mapping[str, Any]
+) -> Signature:
+    """Build the signature of a model, or say in plain words why it cannot be served."""
+    input_infos = tuple(_info(arg) for arg in inputs)
+    output_infos = tuple(_info(arg) for arg in outputs)
+    if not input_infos:
+        raise SignatureError("the model has no inputs")
+    if any(len(info.shape) != 2 for info in input_infos):
+        bad = next(info for info in input_infos if len(info.shape) != 2)
+        raise SignatureError(
+            f"input {bad.name!r} has shape {list(bad.shape)}; served inputs are 2-D: one [N, F] "
+            "tensor or one [N, 1] column per feature"
+        )
+    if len(input_infos) == 1:
+        layout = InputLayout.TENSOR
+        features = _tensor_features(input_infos[0], metadata)
+    else:
+        layout = InputLayout.COLUMNS
+        features = _column_features(input_infos, metadata)
+    task = metadata.get("task")
+    if task not in (None, "classification", "regression"):
+        raise SignatureError(f"metadata.json task {task!r} is not 'classification' or 'regression'")
+    kind = _output_kind(output_infos, task)
+    labels = metadata.get("labels")
+    if kind is OutputKind.CLASSIFIER and labels is not None:
+        width = output_infos[1].shape[1]
+        if width is not None and width != len(labels):
+            raise SignatureError(
+                f"metadata.json lists {len(labels)} labels but the model gives {width} "
+                "probabilities"
+            )
+    return Signature(
+        layout=layout,
+        features=features,
+        inputs=input_infos,
+        outputs=output_infos,
+        output_kind=kind,
+        task=task or _implied_task(kind),
+        labels=tuple(str(label) for label in labels) if labels is not None else None,
+        fixed_batch_size=_batch_size(input_infos),
+    )
+
+
+def _implied_task(kind: OutputKind) -> str | None:
+    if kind in (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP):
+        return "classification"
+    if kind is OutputKind.REGRESSOR:
+        return "regression"
+    return None

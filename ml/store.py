@@ -1,0 +1,127 @@
+"""Finds `<store>/<model>/<version>/model.onnx` on disk and fingerprints what it finds.
+
+A fingerprint is the (name, size, mtime) of every file that makes up a version or a model's
+`model.toml`: the watcher compares two looks to tell a finished file from one still being
+written, and the registry compares it with what it loaded to tell a changed file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ml.config import CONFIG_FILE
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+VERSION_NAME = re.compile(r"^[1-9][0-9]{0,17}$")
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDir:
+    """One version folder as found on disk."""
+
+    version: int
+    path: Path
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDir:
+    """One model folder: its `model.toml` fingerprint and its version folders."""
+
+    name: str
+    path: Path
+    config_fingerprint: Fingerprint
+    versions: dict[int, VersionDir] = field(default_factory=dict)
+
+
+def _fingerprint_files(folder: Path, names: list[str]) -> Fingerprint:
+    prints = []
+    for name in sorted(names):
+        try:
+            stat = (folder / name).stat()
+        except OSError:
+            continue
+        prints.append((name, stat.st_size, stat.st_mtime_ns))
+    return tuple(prints)
+
+
+def is_valid_model_name(name: str) -> bool:
+    """True for names the store may hold; anything else never reaches the file system."""
+    return MODEL_NAME.fullmatch(name) is not None
+
+
+class StoreScanner:
+    """Reads the store's layout; warns once about each entry it skips."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._warned: set[str] = set()
+
+    def _skip(self, path: Path, why: str) -> None:
+        key = f"{path}:{why}"
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("skipping %s: %s", path, why)
+
+    def scan(self) -> dict[str, ModelDir]:
+        """Every model folder with its version folders; staged and unknown entries are skipped."""
+        try:
+            entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except FileNotFoundError:
+            self._skip(self.root, "the model store folder does not exist")
+            return {}
+        except OSError as exc:
+            self._skip(self.root, f"cannot read the model store: {exc.strerror}")
+            return {}
+        models: dict[str, ModelDir] = {}
+        for entry in entries:
+            if entry.name.startswith((".", "_")):
+                continue  # staged or hidden: a data scientist is still preparing it
+            path = Path(entry.path)
+            if not entry.is_dir(follow_symlinks=True):
+                if entry.name != "README.md":
+                    self._skip(path, "not a model folder")
+                continue
+            if not is_valid_model_name(entry.name):
+                self._skip(path, f"model names must match {MODEL_NAME.pattern}")
+                continue
+            models[entry.name] = self._scan_model(entry.name, path)
+        return models
+
+    def _scan_model(self, name: str, path: Path) -> ModelDir:
+        model = ModelDir(name, path, _fingerprint_files(path, [CONFIG_FILE]))
+        try:
+            entries = list(os.scandir(path))
+        except OSError as exc:
+            self._skip(path, f"cannot read the model folder: {exc.strerror}")
+            return model
+        for entry in entries:
+            if entry.name.startswith((".", "_")) or entry.name == CONFIG_FILE:
+                continue
+            if not (entry.is_dir(follow_symlinks=True) and VERSION_NAME.fullmatch(entry.name)):
+                self._skip(Path(entry.path), "versions are folders named by a positive integer")
+                continue
+            version_path = Path(entry.path)
+            try:
+                names = [
+                    e.name
+                    for e in os.scandir(version_path)
+                    if not e.name.startswith((".", "_")) and e.is_file(follow_symlinks=True)
+                ]
+            except OSError:
+                names = []  # unreadable: loading it will say why
+            version = int(entry.name)
+            model.versions[version] = VersionDir(
+                version, version_path, _fingerprint_files(version_path, names)
+            )
+        return model
