@@ -31,35 +31,46 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     `Content-Length` header claims."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise HTTPProblem(
-            413, "Body too large", f"the body has {declared} bytes; the limit is {max_bytes}"
-        )
+        raise body_too_large(max_bytes, int(declared))
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise HTTPProblem(
-                413, "Body too large", f"the body passed the limit of {max_bytes} bytes"
-            )
+            raise body_too_large(max_bytes)
     return bytes(body)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The parsed JSON body: 415 for another content type, 413 when too large, 400 when broken.
-
-    NaN and Infinity are parsed so that validation can refuse them by field with a 422.
-    """
-    if not _is_json(request.headers.get("content-type", "")):
+def require_json(content_type: str) -> None:
+    """415 unless the content type is JSON (`application/json` or `application/*+json`)."""
+    if not _is_json(content_type):
         raise HTTPProblem(
             415,
             "Unsupported media type",
             "send the body as JSON with 'Content-Type: application/json'",
         )
-    body = await read_body(request, max_bytes)
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed body, or 400. NaN and Infinity are parsed so that validation can refuse them
+    by field with a 422."""
     try:
         return pydantic_core.from_json(body, allow_inf_nan=True)
     except ValueError as exc:
         raise HTTPProblem(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
+
+
+def body_too_large(max_bytes: int, declared: int | None = None) -> HTTPProblem:
+    if declared is not None:
+        return HTTPProblem(
+            413, "Body too large", f"the body has {declared} bytes; the limit is {max_bytes}"
+        )
+    return HTTPProblem(413, "Body too large", f"the body passed the limit of {max_bytes} bytes")
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The parsed JSON body: 415 for another content type, 413 when too large, 400 when broken."""
+    require_json(request.headers.get("content-type", ""))
+    return parse_json(await read_body(request, max_bytes))
 
 
 def validate(schema: type[Model], payload: Any) -> Model:

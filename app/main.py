@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.routes import health, models, predict
+from app.fastpath import FastPathApp
+from app.routes import admin, health, models, predict
 from app.schemas import BatchRequest, PredictRequest
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
@@ -53,8 +54,8 @@ def _document_request_bodies(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; tests pass their own settings."""
+def create_fastapi(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app: every route, the OpenAPI document, the lifespan."""
     app = FastAPI(
         title="ONNX model server",
         summary="Serves versioned ONNX models from a model store, strictly and fast.",
@@ -66,8 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     _document_request_bodies(app)
     return app
+
+
+def create_app(settings: Settings | None = None) -> FastPathApp:
+    """The served app: FastAPI behind the predict fast path; tests pass their own settings."""
+    return FastPathApp(create_fastapi(settings))
 
 
 app = create_app()

@@ -18,6 +18,8 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses."""
     text = {
         400: "Malformed JSON",
+        401: "Missing or wrong bearer token",
+        403: "Admin routes are off (no ADMIN_TOKEN)",
         404: "Unknown model or version",
         413: "Body larger than MAX_BODY_BYTES",
         415: "Content type is not JSON",

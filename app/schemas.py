@@ -166,3 +166,15 @@ class ModelDetail(ModelSummary):
 
 class Health(BaseModel):
     status: str
+
+
+class ReloadItem(BaseModel):
+    model: str
+    version: int | None = Field(description="None when the item is the model's model.toml")
+    error: str | None = None
+
+
+class ReloadResult(BaseModel):
+    loaded: list[ReloadItem]
+    unloaded: list[ReloadItem]
+    failed: list[ReloadItem]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import State
 from starlette.responses import Response
 
 from app.body import read_json, validate
@@ -41,8 +42,28 @@ def _many(name: str, version: int, result: Predictions) -> dict[str, Any]:
     return body
 
 
-# The routes take the raw Request and reach app.state directly: FastAPI's body and dependency
-# machinery costs more per call than the whole model run (see benchmarks/).
+async def predict_one(state: State, payload: Any) -> dict[str, Any]:
+    """The answer to a /predict body; raises the error that becomes a problem answer."""
+    body = validate(PredictRequest, payload)
+    model = state.registry.resolve(body.model, body.version)
+    result = await model.predict([body.features], ("features",))
+    return _one(model.name, model.version, result)
+
+
+async def predict_many(state: State, payload: Any) -> dict[str, Any]:
+    """The answer to a /predict/batch body."""
+    body = validate(BatchRequest, payload)
+    limit = state.settings.max_batch_rows
+    if len(body.instances) > limit:
+        message = f"at most {limit} rows per request (MAX_BATCH_ROWS); got {len(body.instances)}"
+        raise HTTPProblem(422, "Invalid input", message, [{"loc": ["instances"], "msg": message}])
+    model = state.registry.resolve(body.model, body.version)
+    result = await model.predict(body.instances, ("instances",))
+    return _many(model.name, model.version, result)
+
+
+# In the served app these paths are answered by app.fastpath before FastAPI sees them, with the
+# same functions; the routes document them and serve when the app runs without that wrapper.
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -52,10 +73,8 @@ def _many(name: str, version: int, result: Predictions) -> dict[str, Any]:
 async def predict(request: Request) -> Response:
     """Predict one row, given as a list in feature order or an object by feature name."""
     state = request.app.state
-    body = validate(PredictRequest, await read_json(request, state.settings.max_body_bytes))
-    model = state.registry.resolve(body.model, body.version)
-    result = await model.predict([body.features], ("features",))
-    return json_response(_one(model.name, model.version, result))
+    payload = await read_json(request, state.settings.max_body_bytes)
+    return json_response(await predict_one(state, payload))
 
 
 @router.post(
@@ -67,11 +86,5 @@ async def predict(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     """Predict many rows; the answers keep the order of `instances`."""
     state = request.app.state
-    body = validate(BatchRequest, await read_json(request, state.settings.max_body_bytes))
-    limit = state.settings.max_batch_rows
-    if len(body.instances) > limit:
-        message = f"at most {limit} rows per request (MAX_BATCH_ROWS); got {len(body.instances)}"
-        raise HTTPProblem(422, "Invalid input", message, [{"loc": ["instances"], "msg": message}])
-    model = state.registry.resolve(body.model, body.version)
-    result = await model.predict(body.instances, ("instances",))
-    return json_response(_many(model.name, model.version, result))
+    payload = await read_json(request, state.settings.max_body_bytes)
+    return json_response(await predict_many(state, payload))

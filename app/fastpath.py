@@ -1,0 +1,110 @@
+"""Answers the predict routes straight from ASGI, in front of FastAPI.
+
+FastAPI's routing, middleware and request objects cost more per call than the whole model run
+(measured in benchmarks/: the simplest FastAPI GET tops out near half the rate of this path on
+our 2 cores). The predict routes are the only hot ones, so they are answered here, by the same
+functions the FastAPI routes call, and every other path, the lifespan included, goes to FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.datastructures import State
+from starlette.types import Message, Receive, Scope, Send
+
+from app.body import body_too_large, parse_json, require_json
+from app.errors import serving_error_response
+from app.problems import HTTPProblem, problem_response
+from app.routes.predict import predict_many, predict_one
+from ml.errors import ServingError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[State, Any], Awaitable[dict[str, Any]]]
+
+HANDLERS: dict[str, Handler] = {"/predict": predict_one, "/predict/batch": predict_many}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class FastPathApp:
+    """The served ASGI app: the predict routes here, everything else to `app`."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        # Tests and tools reach for the FastAPI app's state, routes and openapi().
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = HANDLERS.get(scope["path"])
+            if handler is not None:
+                await self._predict(handler, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _predict(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        state: State = self.app.state
+        try:
+            body = await _read_body(scope, receive, state.settings.max_body_bytes)
+            answer = await handler(state, parse_json(body))
+        except ServingError as exc:
+            await _send_response(send, serving_error_response(exc))
+            return
+        except HTTPProblem as exc:
+            response = problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+            await _send_response(send, response)
+            return
+        except Exception:  # a bug must still answer problem+json, never a traceback
+            log.exception("unhandled error on POST %s", scope["path"])
+            await _send_response(
+                send,
+                problem_response(500, "Internal error", "the server failed; the error is logged"),
+            )
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+        await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+
+
+async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    content_type = b""
+    declared: int | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            content_type = value
+        elif key == b"content-length" and value.isdigit():
+            declared = int(value)
+    require_json(content_type.decode("latin-1"))
+    if declared is not None and declared > max_bytes:
+        raise body_too_large(max_bytes, declared)
+    message: Message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    # Chunked or large bodies: collect, counting as we go, whatever Content-Length said.
+    parts = bytearray(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts += message.get("body", b"")
+        if len(parts) > max_bytes:
+            raise body_too_large(max_bytes)
+    return bytes(parts)
+
+
+async def _send_response(send: Send, response: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
