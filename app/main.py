@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Owns the registry and the watcher: models load in the background while the process
     already answers liveness, and readiness turns 200 once they are in."""
     settings: Settings = app.state.settings
+    # Everything imported so far lives as long as the process: moved out of the collector's
+    # reach, a full collection no longer walks ~60k objects (~15 ms) in the middle of requests.
+    gc.collect()
+    gc.freeze()
     registry = ModelRegistry(StoreScanner(settings.model_store), settings.default_model)
     watcher = StoreWatcher(registry, settings.poll_interval_s)
     app.state.registry = registry

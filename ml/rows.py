@@ -11,26 +11,43 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
+from annotated_types import Ge, Le
 from pydantic import AllowInfNan, Strict, TypeAdapter, ValidationError
 
 from ml.errors import FieldError, InvalidInput
-from ml.signature import Feature, InputLayout, JsonType, Signature
+from ml.signature import Feature, InputLayout, Signature
 
 Loc = tuple[str | int, ...]
 
-_VALUE_TYPES: dict[JsonType, Any] = {
-    "number": Annotated[float, Strict(), AllowInfNan(False)],
-    "integer": Annotated[int, Strict()],
-    "string": Annotated[str, Strict()],
-    "boolean": Annotated[bool, Strict()],
-}
 
-_EXPECTED: dict[JsonType, str] = {
-    "number": "a finite number",
-    "integer": "an integer",
-    "string": "a string",
-    "boolean": "true or false",
-}
+def _value_type(feature: Feature) -> tuple[Any, str, str]:
+    """The pydantic type of one feature's value, what a wrong type is told, and what a value
+    out of range is told.
+
+    Numbers are bounded by the input's dtype, so that no value turns into infinity or overflows
+    on its way into the array.
+    """
+    kind = feature.json_type
+    if kind == "string":
+        return Annotated[str, Strict()], "a string", ""
+    if kind == "boolean":
+        return Annotated[bool, Strict()], "true or false", ""
+    if kind == "integer":
+        info = np.iinfo(feature.dtype)
+        bounded = Annotated[int, Strict(), Ge(int(info.min)), Le(int(info.max))]
+        return bounded, "an integer", f"an integer from {info.min} to {info.max} ({info.dtype})"
+    if feature.dtype == np.float64:
+        return Annotated[float, Strict(), AllowInfNan(False)], "a finite number", ""
+    limit = float(np.finfo(feature.dtype).max)
+    bounded = Annotated[float, Strict(), AllowInfNan(False), Ge(-limit), Le(limit)]
+    return bounded, "a finite number", f"a number within ±{limit:.4g} ({feature.dtype})"
+
+
+_RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal"})
+# Errors about one value; any other error (a row that is not a list, or too short) is a row's.
+_VALUE_ERRORS = frozenset(
+    {"float_type", "int_type", "string_type", "bool_type", "finite_number", *_RANGE_ERRORS}
+)
 
 
 class RowCodec:
@@ -44,7 +61,10 @@ class RowCodec:
         self._name_set = frozenset(self.names)
         self._width = len(self.names)
         self._expects = f"{model_name} expects {self._width} features: {', '.join(self.names)}"
-        row_type = tuple[tuple(_VALUE_TYPES[f.json_type] for f in self.features)]  # type: ignore[misc]
+        value_types = [_value_type(f) for f in self.features]
+        self._expected = [text for _, text, _ in value_types]
+        self._in_range = [text for _, _, text in value_types]
+        row_type = tuple[tuple(t for t, _, _ in value_types)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[tuple[Any, ...]]] = TypeAdapter(list[row_type])
         self._uniform_dtype = (
             self.features[0].dtype if signature.layout is InputLayout.TENSOR else None
@@ -104,16 +124,18 @@ class RowCodec:
         ("instances", 3, "petal_width").
         """
         single = len(loc) == 1 and loc[0] == "features"
-        ordered = [
-            self._ordered(row, loc if single else (*loc, index)) for index, row in enumerate(rows)
-        ]
-        try:
-            values = self._rows_adapter.validate_python(ordered)
-        except ValidationError as exc:
-            errors = [self._value_error(err, loc, single) for err in exc.errors()]
-            raise InvalidInput(
-                "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5]), errors
-            ) from None
+        if rows and type(rows[0]) is list:
+            # Positional rows go straight to pydantic-core; only if it finds a row of the wrong
+            # shape does the Python pass below run, to say which row and what was expected.
+            try:
+                values = self._rows_adapter.validate_python(rows)
+            except ValidationError as exc:
+                if any(err["type"] not in _VALUE_ERRORS for err in exc.errors()):
+                    values = self._check(self._order_all(rows, loc, single), loc, single)
+                else:
+                    raise self._invalid(exc, loc, single) from None
+        else:
+            values = self._check(self._order_all(rows, loc, single), loc, single)
         if self._uniform_dtype is not None:
             return {self.signature.inputs[0].name: np.array(values, dtype=self._uniform_dtype)}
         return {
@@ -121,13 +143,28 @@ class RowCodec:
             for j, feature in enumerate(self.features)
         }
 
+    def _order_all(self, rows: Sequence[Any], loc: Loc, single: bool) -> list[Sequence[Any]]:
+        return [
+            self._ordered(row, loc if single else (*loc, index)) for index, row in enumerate(rows)
+        ]
+
+    def _check(self, ordered: list[Sequence[Any]], loc: Loc, single: bool) -> list[Any]:
+        try:
+            return self._rows_adapter.validate_python(ordered)
+        except ValidationError as exc:
+            raise self._invalid(exc, loc, single) from None
+
+    def _invalid(self, exc: ValidationError, loc: Loc, single: bool) -> InvalidInput:
+        errors = [self._value_error(err, loc, single) for err in exc.errors()]
+        summary = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
+        return InvalidInput(summary, errors)
+
     def _value_error(self, err: Any, loc: Loc, single: bool) -> FieldError:
         row_index, column = err["loc"][0], err["loc"][1]
         feature = self.features[column]
+        expected = (self._in_range if err["type"] in _RANGE_ERRORS else self._expected)[column]
         where = (*loc, feature.name) if single else (*loc, row_index, feature.name)
-        return FieldError(
-            where, f"expected {_EXPECTED[feature.json_type]}, got {_describe(err['input'])}"
-        )
+        return FieldError(where, f"expected {expected}, got {_describe(err['input'])}")
 
 
 def _describe(value: Any) -> str:

@@ -85,9 +85,10 @@ class StoreScanner:
             return {}
         models: dict[str, ModelDir] = {}
         for entry in entries:
-            if entry.name.startswith((".", "_")):
-                continue  # staged or hidden: a data scientist is still preparing it
             path = Path(entry.path)
+            if entry.name.startswith((".", "_")):
+                self._skip(path, "hidden or staged (names starting with '.' or '_')")
+                continue
             if not entry.is_dir(follow_symlinks=True):
                 if entry.name != "README.md":
                     self._skip(path, "not a model folder")
@@ -106,7 +107,10 @@ class StoreScanner:
             self._skip(path, f"cannot read the model folder: {exc.strerror}")
             return model
         for entry in entries:
-            if entry.name.startswith((".", "_")) or entry.name == CONFIG_FILE:
+            if entry.name == CONFIG_FILE:
+                continue
+            if entry.name.startswith((".", "_")):
+                self._skip(Path(entry.path), "hidden or staged (names starting with '.' or '_')")
                 continue
             if not (entry.is_dir(follow_symlinks=True) and VERSION_NAME.fullmatch(entry.name)):
                 self._skip(Path(entry.path), "versions are folders named by a positive integer")

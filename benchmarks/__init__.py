@@ -1,0 +1,1 @@
+"""Load tests, the latency guard and the comparison with baselines."""

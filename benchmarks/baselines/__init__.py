@@ -1,0 +1,1 @@
+"""Servers to compare against, run by benchmarks.compare. Not part of the product."""

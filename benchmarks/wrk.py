@@ -1,0 +1,72 @@
+"""Drives a server with wrk (throughput: Locust tops out well below these rates on 2 cores)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{body}]==]
+"""
+
+
+def ensure_wrk() -> str:
+    """Path to wrk, installing Debian's package if it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise RuntimeError("wrk is not installed and there is no apt-get to install it")
+    subprocess.run([apt, "update", "-qq"], check=True)
+    subprocess.run([apt, "install", "-y", "-qq", "wrk"], check=True)
+    found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError("installing wrk failed")
+    return found
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_wrk(
+    url: str, body: str | None, connections: int, seconds: float, cpu: str | None = None
+) -> WrkResult:
+    """POST `body` (or GET when None) to `url` for `seconds` over `connections` connections."""
+    argv = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        if body is not None:
+            script.write(SCRIPT.format(body=body))
+    try:
+        if body is not None:
+            argv += ["-s", script.name]
+        if cpu is not None:
+            argv = ["taskset", "-c", cpu, *argv]
+        out = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
+    finally:
+        Path(script.name).unlink()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    socket_errors = re.search(r"Socket errors:(.*)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return WrkResult(rate, p50, p99, errors)
