@@ -1,10 +1,12 @@
 """Adaptive micro-batching: concurrent single-row requests to one version share a session run.
 
-The batcher runs whatever is queued as soon as it is idle, in a worker thread, so rows that
-arrive during a run form the next batch. It waits up to `max_delay_ms` for a batch to fill only
-while the previous batch held more than one row, that is, only under concurrent load: a lone
-client never pays the delay. A queue longer than `max_queue_size` rows refuses new rows at once
-(Overloaded, a 503 with Retry-After) instead of letting latency grow without bound.
+The first row to find the batcher idle leads: it yields to the event loop once, so that requests
+already read join it, and runs whatever is queued as one batch. Rows that arrive while a run is
+under way queue up and a drainer task runs them as the next batches, one after another. Only
+while batches hold more than one row (concurrent load) does the drainer wait up to
+`max_delay_ms` for a batch to fill, so a lone client never pays that delay. A queue longer than
+`max_queue_size` rows refuses new rows at once (Overloaded: a 503 with Retry-After) instead of
+letting latency grow without bound.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from ml.errors import ModelNotReady, Overloaded
 
-RunFn = Callable[[Mapping[str, np.ndarray], int], list[Any]]
+InferFn = Callable[[Mapping[str, np.ndarray], int], Awaitable[list[Any]]]
 
 
 @dataclass(slots=True)
@@ -41,19 +43,25 @@ def _fail(pending: Iterable[_Pending], error: BaseException) -> None:
             item.future.set_exception(error)
 
 
+def _unloaded() -> ModelNotReady:
+    return ModelNotReady("the model version was unloaded", retry_after=1.0)
+
+
 class MicroBatcher:
-    """One queue and one worker task per model version; created on the event loop."""
+    """One queue per model version; used on the event loop only."""
 
     def __init__(
-        self, run: RunFn, max_batch_size: int, max_delay_ms: float, max_queue_size: int
+        self, infer: InferFn, max_batch_size: int, max_delay_ms: float, max_queue_size: int
     ) -> None:
-        self._run = run
+        self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000
         self.max_queue_size = max_queue_size
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._busy = False  # a leader or the drainer owns the next run
+        self._drainer: asyncio.Task[None] | None = None
+        self._closed = False
         self._last_batch_size = 1
         self.batch_sizes: deque[int] = deque(maxlen=1024)  # recent sizes, for tests and metrics
 
@@ -64,6 +72,8 @@ class MicroBatcher:
 
     async def submit(self, arrays: Mapping[str, np.ndarray]) -> list[Any]:
         """Queue one row and wait for its outputs."""
+        if self._closed:
+            raise _unloaded()
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(
                 f"the batching queue is full ({self.max_queue_size} rows); retry shortly",
@@ -72,22 +82,33 @@ class MicroBatcher:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(arrays, future))
         self._arrived.set()
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._serve(), name="micro-batcher")
+        if not self._busy:
+            self._busy = True
+            try:
+                await asyncio.sleep(0)  # requests the loop has already read join this batch
+                await self._run_next_batch()
+            finally:
+                self._hand_over()
         return await future
 
-    async def _serve(self) -> None:
-        while True:
-            await self._arrived.wait()
-            self._arrived.clear()
-            while self._queue:
+    def _hand_over(self) -> None:
+        """Rows left after a run go to the drainer; with none, the batcher is idle again."""
+        if self._queue and not self._closed:
+            self._drainer = asyncio.create_task(self._drain(), name="micro-batch-drainer")
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self._closed:
                 if self._last_batch_size > 1 and len(self._queue) < self.max_batch_size:
                     await self._fill()
-                size = min(len(self._queue), self.max_batch_size)
-                batch = [self._queue.popleft() for _ in range(size)]
-                self._last_batch_size = size
-                self.batch_sizes.append(size)
-                await self._run_batch(batch)
+                await self._run_next_batch()
+        finally:
+            self._busy = False
+            if self._queue and not self._closed:
+                self._busy = True
+                self._drainer = asyncio.create_task(self._drain(), name="micro-batch-drainer")
 
     async def _fill(self) -> None:
         """Wait for more rows until the batch is full or the delay is spent."""
@@ -102,16 +123,20 @@ class MicroBatcher:
             except TimeoutError:
                 return
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    async def _run_next_batch(self) -> None:
+        size = min(len(self._queue), self.max_batch_size)
+        batch = [self._queue.popleft() for _ in range(size)]
         live = [p for p in batch if not p.future.done()]  # a cancelled request needs no answer
         if not live:
             return
+        self._last_batch_size = len(live)
+        self.batch_sizes.append(len(live))
         names = live[0].arrays.keys()
         arrays = {name: np.concatenate([p.arrays[name] for p in live]) for name in names}
         try:
-            raw = await asyncio.to_thread(self._run, arrays, len(live))
-        except asyncio.CancelledError:  # closed mid-run: no request may be left waiting
-            _fail(live, ModelNotReady("the model version was unloaded", retry_after=1.0))
+            raw = await self._infer(arrays, len(live))
+        except asyncio.CancelledError:  # cancelled mid-run: no request may be left waiting
+            _fail(live, _unloaded())
             raise
         except Exception as exc:  # each waiting request gets the error of the run it was in
             _fail(live, exc)
@@ -121,10 +146,11 @@ class MicroBatcher:
                 pending.future.set_result(_split(raw, index))
 
     async def close(self) -> None:
-        """Stop the worker; the caller has let in-flight rows finish, so any left are refused."""
-        _fail(self._queue, ModelNotReady("the model version was unloaded", retry_after=1.0))
+        """Refuse new rows and those still queued; the caller has let in-flight rows finish."""
+        self._closed = True
+        _fail(self._queue, _unloaded())
         self._queue.clear()
-        if self._worker is not None:
-            self._worker.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await self._drainer

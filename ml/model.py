@@ -103,7 +103,7 @@ class LoadedModel:
             if self.signature.fixed_batch_size is not None:
                 size = min(size, self.signature.fixed_batch_size)
             self._batcher = MicroBatcher(
-                self.run, size, batching.max_delay_ms, batching.max_queue_size
+                self.infer, size, batching.max_delay_ms, batching.max_queue_size
             )
         return self._batcher
 

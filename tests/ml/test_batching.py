@@ -9,13 +9,17 @@ from ml.errors import ModelNotReady, Overloaded
 
 
 class RecordingRun:
-    """A model run that doubles its input and records each batch's size."""
+    """A model run, in a worker thread as LoadedModel.infer does for a large batch, that doubles
+    its input and records each batch's size."""
 
     def __init__(self, pause: threading.Event | None = None) -> None:
         self.sizes: list[int] = []
         self.pause = pause
 
-    def __call__(self, arrays, n_rows):
+    async def __call__(self, arrays, n_rows):
+        return await asyncio.to_thread(self.run, arrays, n_rows)
+
+    def run(self, arrays, n_rows):
         if self.pause is not None:
             self.pause.wait(5)
         x = arrays["x"]
@@ -81,7 +85,7 @@ def test_a_full_queue_refuses_rows_instead_of_hanging():
 
 
 def test_a_failed_run_fails_every_row_in_it():
-    def broken(arrays, n_rows):
+    async def broken(arrays, n_rows):
         raise RuntimeError("boom")
 
     async def scenario():
