@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """`json` writes one JSON object a line (access log included)."""
+    access_log: bool = True
+    """One line a request, with its request id, status, duration, model and version."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """A request still running after this is answered 504."""
+    drain_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish before the process exits."""
+    docs_enabled: bool = True
+    """Serve /docs, /redoc and /openapi.json."""
 
 
 @lru_cache

@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.body import body_too_large, parse_json, require_json
 from app.errors import serving_error_response
+from app.observe import MODEL_KEY, ROUTE_KEY, VERSION_KEY
 from app.problems import HTTPProblem, problem_response
 from app.routes.predict import predict_many, predict_one
 from ml.errors import ServingError
@@ -45,6 +46,7 @@ class FastPathApp:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = HANDLERS.get(scope["path"])
             if handler is not None:
+                scope[ROUTE_KEY] = scope["path"]
                 await self._predict(handler, scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -68,6 +70,8 @@ class FastPathApp:
                 problem_response(500, "Internal error", "the server failed; the error is logged"),
             )
             return
+        scope[MODEL_KEY] = answer["model"]
+        scope[VERSION_KEY] = str(answer["version"])
         await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
         await send({"type": "http.response.body", "body": orjson.dumps(answer)})
 
@@ -85,6 +89,8 @@ async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
         raise body_too_large(max_bytes, declared)
     message: Message = await receive()
     body = message.get("body", b"")
+    if len(body) > max_bytes:  # a chunked body may arrive whole in one message
+        raise body_too_large(max_bytes)
     if not message.get("more_body", False):
         return body
     # Chunked or large bodies: collect, counting as we go, whatever Content-Length said.

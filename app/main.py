@@ -9,11 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import __version__
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.fastpath import FastPathApp
-from app.routes import admin, health, models, predict
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.observe import ObservedApp
+from app.routes import admin, health, metrics, models, predict
 from app.schemas import BatchRequest, PredictRequest
+from app.shutdown import not_ready_on_sigterm
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
 from ml.watch import StoreWatcher
@@ -26,18 +31,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Owns the registry and the watcher: models load in the background while the process
     already answers liveness, and readiness turns 200 once they are in."""
     settings: Settings = app.state.settings
+    configure_logging(settings.log_level, settings.log_format)
     # Everything imported so far lives as long as the process: moved out of the collector's
     # reach, a full collection no longer walks ~60k objects (~15 ms) in the middle of requests.
     gc.collect()
     gc.freeze()
-    registry = ModelRegistry(StoreScanner(settings.model_store), settings.default_model)
+    registry = ModelRegistry(
+        StoreScanner(settings.model_store), settings.default_model, app.state.metrics
+    )
     watcher = StoreWatcher(registry, settings.poll_interval_s)
     app.state.registry = registry
     app.state.watcher = watcher
     app.state.draining = False
-    async with watcher.running():
-        yield
-        app.state.draining = True
+    with not_ready_on_sigterm(app.state):
+        async with watcher.running():
+            yield
+            app.state.draining = True
     await registry.close()
 
 
@@ -61,25 +70,40 @@ def _document_request_bodies(app: FastAPI) -> None:
 
 def create_fastapi(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app: every route, the OpenAPI document, the lifespan."""
+    settings = settings or get_settings()
+    docs = settings.docs_enabled
     app = FastAPI(
         title="ONNX model server",
         summary="Serves versioned ONNX models from a model store, strictly and fast.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     _document_request_bodies(app)
     return app
 
 
-def create_app(settings: Settings | None = None) -> FastPathApp:
-    """The served app: FastAPI behind the predict fast path; tests pass their own settings."""
-    return FastPathApp(create_fastapi(settings))
+def create_app(settings: Settings | None = None) -> ObservedApp:
+    """The served app: request ids, logs, metrics and timeouts around the predict fast path,
+    which hands every other route to FastAPI. Tests pass their own settings."""
+    api = create_fastapi(settings)
+    settings = api.state.settings
+    return ObservedApp(
+        FastPathApp(api),
+        api.state.metrics,
+        timeout_s=settings.request_timeout_s,
+        access_log_on=settings.access_log,
+    )
 
 
 app = create_app()

@@ -63,7 +63,8 @@ class MicroBatcher:
         self._drainer: asyncio.Task[None] | None = None
         self._closed = False
         self._last_batch_size = 1
-        self.batch_sizes: deque[int] = deque(maxlen=1024)  # recent sizes, for tests and metrics
+        self.batch_sizes: deque[int] = deque(maxlen=1024)  # recent sizes, for tests
+        self.on_depth: Callable[[int], None] | None = None  # told the queue depth as it changes
 
     @property
     def depth(self) -> int:
@@ -82,6 +83,8 @@ class MicroBatcher:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(arrays, future))
         self._arrived.set()
+        if self.on_depth is not None:
+            self.on_depth(len(self._queue))
         if not self._busy:
             self._busy = True
             try:
@@ -126,6 +129,8 @@ class MicroBatcher:
     async def _run_next_batch(self) -> None:
         size = min(len(self._queue), self.max_batch_size)
         batch = [self._queue.popleft() for _ in range(size)]
+        if self.on_depth is not None:
+            self.on_depth(len(self._queue))
         live = [p for p in batch if not p.future.done()]  # a cancelled request needs no answer
         if not live:
             return

@@ -18,6 +18,7 @@ import onnxruntime as ort
 from ml.batching import MicroBatcher
 from ml.config import ModelConfig
 from ml.errors import InferenceFailed
+from ml.observer import ServingObserver
 from ml.outputs import Predictions, decode
 from ml.rows import RowCodec
 from ml.signature import OutputKind, Signature, SignatureError, derive_signature
@@ -52,19 +53,25 @@ class LoadedModel:
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
     _batcher: MicroBatcher | None = None
+    observer: ServingObserver | None = None
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
         """One blocking inference; rows are split to fit a fixed batch dimension."""
         size = self.signature.fixed_batch_size
+        started = time.perf_counter()
         try:
             if size is None or size == n_rows:
-                return self.session.run(self._output_names, arrays)
-            return self._run_fixed(arrays, n_rows, size)
+                outputs = self.session.run(self._output_names, arrays)
+            else:
+                outputs = self._run_fixed(arrays, n_rows, size)
         except Exception as exc:  # onnxruntime raises several unrelated types
             log.exception("inference failed for %s/%s", self.name, self.version)
             raise InferenceFailed(
                 f"model {self.name} version {self.version} failed to run on valid input"
             ) from exc
+        if self.observer is not None:
+            self.observer.ran(self.name, self.version, n_rows, time.perf_counter() - started)
+        return outputs
 
     def _run_fixed(self, arrays: Mapping[str, np.ndarray], n_rows: int, size: int) -> list[Any]:
         parts: list[list[Any]] = []
@@ -105,23 +112,37 @@ class LoadedModel:
             self._batcher = MicroBatcher(
                 self.infer, size, batching.max_delay_ms, batching.max_queue_size
             )
+            if self.observer is not None:
+                observer, name, version = self.observer, self.name, self.version
+                self._batcher.on_depth = lambda depth: observer.queued(name, version, depth)
         return self._batcher
 
     async def predict(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """Validate `rows`, run them, and decode the outputs; raises InvalidInput for bad rows."""
         arrays = self.codec.encode(rows, loc)
-        batcher = self._batcher_for_one_row() if len(rows) == 1 else None
+        raw = await self._execute(arrays, len(rows))
+        return decode(self.signature, self.labels, raw)
+
+    async def infer_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Check whole input tensors (RowCodec.check_arrays), run them on the same path as
+        `predict` (batching included), and return the raw outputs by output name."""
+        checked, n_rows = self.codec.check_arrays(arrays)
+        raw = await self._execute(checked, n_rows)
+        return dict(zip(self._output_names, raw, strict=True))
+
+    async def _execute(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
+        """Run checked arrays, a single row through the batcher where one is configured,
+        counted in flight so that an unload waits for them."""
+        batcher = self._batcher_for_one_row() if n_rows == 1 else None
         self._in_flight += 1
         try:
             if batcher is not None:
-                raw = await batcher.submit(arrays)
-            else:
-                raw = await self.infer(arrays, len(rows))
+                return await batcher.submit(arrays)
+            return await self.infer(arrays, n_rows)
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
-        return decode(self.signature, self.labels, raw)
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Wait for in-flight runs to end; the session is freed with the last reference."""
@@ -177,7 +198,13 @@ def _warm_up_rows(signature: Signature, count: int) -> list[list[Any]]:
     return [[sample[f.json_type] for f in signature.features] for _ in range(count)]
 
 
-def load_model(name: str, version: int, version_dir: Path, config: ModelConfig) -> LoadedModel:
+def load_model(
+    name: str,
+    version: int,
+    version_dir: Path,
+    config: ModelConfig,
+    observer: ServingObserver | None = None,
+) -> LoadedModel:
     """Load a version, derive its signature, warm it up and time it. Blocking."""
     model_file = version_dir / MODEL_FILE
     if not model_file.is_file():
@@ -201,6 +228,7 @@ def load_model(name: str, version: int, version_dir: Path, config: ModelConfig) 
         _output_names=[o.name for o in signature.outputs],
     )
     _warm_up(model)
+    model.observer = observer  # set after the warm-up, which is not traffic
     return model
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from ml.config import ConfigError, ModelConfig, read_model_config
 from ml.errors import FieldError, InvalidInput, ModelNotFound, ModelNotReady
 from ml.model import LoadedModel, ModelLoadError, load_model
+from ml.observer import ServingObserver
 from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,15 @@ class ReloadReport:
 class ModelRegistry:
     """Loaded models by name and version; the only writer is `sync`."""
 
-    def __init__(self, scanner: StoreScanner, default_model: str | None = None) -> None:
+    def __init__(
+        self,
+        scanner: StoreScanner,
+        default_model: str | None = None,
+        observer: ServingObserver | None = None,
+    ) -> None:
         self.scanner = scanner
         self.default_model = default_model
+        self.observer = observer
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self.scanned = False
@@ -163,13 +170,22 @@ class ModelRegistry:
         async with self._lock:
             for model_dir in found.values():
                 await self._sync_model(model_dir, unsettled, report)
-            for name in [n for n in self._models if n not in found]:
+            removed = [n for n in self._models if n not in found]
+            for name in removed:
                 entry = self._models[name]
                 for version in list(entry.versions):
                     await self._unload(entry, version, report)
                 del self._models[name]
                 log.info("model %s removed from the store", name)
             self.scanned = True
+            if self.observer is not None:
+                for entry in self._models.values():
+                    self.observer.versions_serving(
+                        entry.name,
+                        sum(s.state is VersionState.AVAILABLE for s in entry.versions.values()),
+                    )
+                for name in removed:
+                    self.observer.versions_serving(name, 0)
         return report
 
     async def _sync_model(
@@ -262,12 +278,14 @@ class ModelRegistry:
             )
         try:
             model = await asyncio.to_thread(
-                load_model, entry.name, version, version_dir.path, entry.config
+                load_model, entry.name, version, version_dir.path, entry.config, self.observer
             )
         except Exception as exc:  # any failure of one version must leave the others serving
             error = str(exc) if isinstance(exc, ModelLoadError) else f"unexpected error: {exc!r}"
             log.error("model %s version %s failed to load: %s", entry.name, version, error)
             report.failed.append({"model": entry.name, "version": version, "error": error})
+            if self.observer is not None:
+                self.observer.load_failed(entry.name)
             if serving and previous is not None:
                 # The files changed under a serving version: keep serving what was loaded.
                 previous.fingerprint = version_dir.fingerprint

@@ -7,7 +7,7 @@ one numpy array per input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -107,7 +107,15 @@ class RowCodec:
         raise InvalidInput(f"{message}; {self._expects}", [FieldError(loc, message)])
 
     def _name_problem(self, row: dict[str, Any], loc: Loc) -> str:
-        return "; ".join(err.msg for err in self._name_errors(row, loc)) + f"; {self._expects}"
+        missing = [name for name in self.names if name not in row]
+        unknown = [str(name) for name in row if name not in self._name_set]
+        parts = []
+        if missing:
+            parts.append(f"missing feature{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+        where = ".".join(map(str, loc))
+        return f"{where}: {'; '.join(parts)}; {self._expects}"
 
     def _name_errors(self, row: dict[str, Any], loc: Loc) -> list[FieldError]:
         missing = [name for name in self.names if name not in row]
@@ -165,6 +173,88 @@ class RowCodec:
         expected = (self._in_range if err["type"] in _RANGE_ERRORS else self._expected)[column]
         where = (*loc, feature.name) if single else (*loc, row_index, feature.name)
         return FieldError(where, f"expected {expected}, got {_describe(err['input'])}")
+
+    # -- whole tensors, as the Open Inference Protocol sends them ---------------------------
+
+    def tensor_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        """The shape of each input by name, in the session's order; `None` marks a dynamic
+        dimension. A feature dimension the graph leaves dynamic is fixed by metadata.json."""
+        signature = self.signature
+        if signature.layout is InputLayout.TENSOR:
+            info = signature.inputs[0]
+            return {info.name: (info.shape[0], self._width)}
+        return {info.name: (info.shape[0], 1) for info in signature.inputs}
+
+    def check_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """Check whole input tensors and return them in the session's order with their row count.
+
+        Every input must be there under its name, with the model's dtype and shape (feature
+        dimension, and the batch dimension where the graph fixes it), at least one row and as
+        many rows as the other inputs, finite numbers and, for a string input, strings only.
+        Raises InvalidInput naming each input at fault.
+        """
+        shapes = self.tensor_shapes()
+        takes = f"{self.model_name} takes the inputs {', '.join(shapes)}"
+        errors = [
+            FieldError(("inputs", name), f"unknown input {name!r}; {takes}")
+            for name in arrays
+            if name not in shapes
+        ]
+        errors += [
+            FieldError(("inputs", name), f"missing input {name!r}; {takes}")
+            for name in shapes
+            if name not in arrays
+        ]
+        if not errors:
+            dtypes = self._tensor_dtypes()
+            for name, shape in shapes.items():
+                problem = _tensor_problem(arrays[name], dtypes[name], shape)
+                if problem is not None:
+                    errors.append(FieldError(("inputs", name), f"input {name!r} {problem}"))
+        if not errors:
+            rows = {name: int(arrays[name].shape[0]) for name in shapes}
+            if len(set(rows.values())) == 1:
+                return {name: arrays[name] for name in shapes}, next(iter(rows.values()))
+            counts = ", ".join(f"{name!r} has {count}" for name, count in rows.items())
+            message = f"the inputs disagree on the number of rows: {counts}"
+            errors.append(FieldError(("inputs",), message))
+        raise InvalidInput("; ".join(e.msg for e in errors), errors)
+
+    def _tensor_dtypes(self) -> dict[str, np.dtype[Any]]:
+        if self._uniform_dtype is not None:
+            return {self.signature.inputs[0].name: self._uniform_dtype}
+        return {f.name: f.dtype for f in self.features}
+
+
+def _tensor_problem(
+    array: np.ndarray, dtype: np.dtype[Any], shape: tuple[int | None, ...]
+) -> str | None:
+    """What is wrong with one input tensor, or None."""
+    if array.dtype != dtype:
+        return f"takes {_dtype_text(dtype)}; got {_dtype_text(array.dtype)}"
+    if array.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(array.shape, shape, strict=True)
+    ):
+        wanted = [-1 if d is None else d for d in shape]
+        return f"takes shape {wanted} (-1: any size); got {list(array.shape)}"
+    if array.shape[0] < 1:
+        return "has no rows: its first (batch) dimension must be at least 1"
+    if dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(array))
+        if bad.size:
+            index = int(bad[0])
+            row = index // max(1, array.size // array.shape[0])
+            return f"holds {array.flat[index]} in row {row}: values must be finite numbers"
+    elif dtype.kind == "O" and not all(type(v) is str for v in array.flat):
+        index = next(i for i, v in enumerate(array.flat) if type(v) is not str)
+        return f"takes strings; element {index} is {_describe(array.flat[index])}"
+    return None
+
+
+def _dtype_text(dtype: np.dtype[Any]) -> str:
+    if dtype.kind == "O":
+        return "strings"
+    return "booleans" if dtype.kind == "b" else f"{dtype} numbers"
 
 
 def _describe(value: Any) -> str:

@@ -1,0 +1,21 @@
+"""What the model layer reports as it works; the HTTP layer turns it into metrics."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ServingObserver(Protocol):
+    """Receives events from loaded versions, batchers and the registry."""
+
+    def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
+        """One session run of `rows` rows took `seconds`."""
+
+    def queued(self, model: str, version: int, depth: int) -> None:
+        """The batching queue of a version now holds `depth` rows."""
+
+    def load_failed(self, model: str) -> None:
+        """A version of `model` failed to load or to warm up."""
+
+    def versions_serving(self, model: str, count: int) -> None:
+        """`model` now serves `count` versions."""
