@@ -17,7 +17,7 @@ from ml.config import ConfigError, ModelConfig, read_model_config
 from ml.errors import FieldError, InvalidInput, ModelNotFound, ModelNotReady
 from ml.model import LoadedModel, ModelLoadError, load_model
 from ml.observer import ServingObserver
-from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir
+from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir, without_store_path
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,8 @@ class ModelRegistry:
             and (name, None) not in unsettled
         ):
             config, error = await asyncio.to_thread(_read_config, model_dir)
+            if error is not None:
+                error = without_store_path(error, self.scanner.root)
             if entry is None:
                 entry = self._models[name] = ModelEntry(name, config, model_dir.config_fingerprint)
             elif config is not None:
@@ -282,6 +284,7 @@ class ModelRegistry:
             )
         except Exception as exc:  # any failure of one version must leave the others serving
             error = str(exc) if isinstance(exc, ModelLoadError) else f"unexpected error: {exc!r}"
+            error = without_store_path(error, self.scanner.root)
             log.error("model %s version %s failed to load: %s", entry.name, version, error)
             report.failed.append({"model": entry.name, "version": version, "error": error})
             if self.observer is not None:

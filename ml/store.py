@@ -55,6 +55,15 @@ def _fingerprint_files(folder: Path, names: list[str]) -> Fingerprint:
     return tuple(prints)
 
 
+def without_store_path(text: str, root: Path) -> str:
+    """`text` with the store's location cut out of every path in it: errors reach clients, and
+    where the store lives on the server is none of their business."""
+    for prefix in sorted({str(root.resolve()), str(root.absolute()), str(root)}, key=len)[::-1]:
+        if prefix not in (".", ".."):  # Path(".") / "iris" prints as "iris": nothing to cut
+            text = text.replace(prefix + os.sep, "").replace(prefix, "<store>")
+    return text
+
+
 def is_valid_model_name(name: str) -> bool:
     """True for names the store may hold; anything else never reaches the file system."""
     return MODEL_NAME.fullmatch(name) is not None

@@ -176,3 +176,14 @@ def test_valid_model_names(name: str) -> None:
 )
 def test_invalid_model_names(name: str) -> None:
     assert not is_valid_model_name(name)
+
+
+def test_errors_lose_the_store_location(tmp_path):
+    from ml.store import without_store_path
+
+    store = tmp_path / "models_store"
+    message = f"Load model from {store}/iris/1/model.onnx failed; see {store}"
+    assert without_store_path(message, store) == (
+        "Load model from iris/1/model.onnx failed; see <store>"
+    )
+    assert without_store_path("a.b ./c", Path(".")) == "a.b ./c"
