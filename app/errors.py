@@ -25,6 +25,7 @@ from ml.errors import (
     ModelNotReady,
     Overloaded,
     ServingError,
+    StoreUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SERVING_ERRORS: dict[type[ServingError], tuple[int, str]] = {
     ModelNotFound: (404, "Model not found"),
     ModelNotReady: (503, "Model not ready"),
+    StoreUnavailable: (503, "Model store unavailable"),
     InvalidInput: (422, "Invalid input"),
     Overloaded: (503, "Overloaded"),
     InferenceFailed: (500, "Inference failed"),
@@ -124,7 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
-        return answer(request, exc.status_code, title, str(exc.detail), headers=exc.headers)
+        detail = str(exc.detail)
+        if is_v2(request.url.path) and exc.status_code in (404, 405):
+            detail = f"{detail}: {request.method} {request.url.path}"
+        return answer(request, exc.status_code, title, detail, headers=exc.headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

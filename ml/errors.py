@@ -5,6 +5,7 @@ ServingError
 ├── ModelNotReady     the version exists but is not serving (LOADING, FAILED, UNLOADING)
 ├── InvalidInput      the rows do not fit the model's signature; `errors` says where and why
 ├── Overloaded        the batching queue is full; try again after `retry_after` seconds
+├── StoreUnavailable  the store folder is missing or unreadable (what is loaded keeps serving)
 └── InferenceFailed   onnxruntime rejected rows that passed validation
 
 The HTTP layer maps each class to a status code in one table; nothing here knows HTTP.
@@ -61,3 +62,7 @@ class Overloaded(ServingError):
 
 class InferenceFailed(ServingError):
     """onnxruntime failed on rows that passed validation (a model bug, not a client one)."""
+
+
+class StoreUnavailable(ServingError):
+    """The store folder itself is missing or unreadable."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml.config import CONFIG_FILE
+from ml.errors import StoreUnavailable
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -83,15 +84,17 @@ class StoreScanner:
             log.warning("skipping %s: %s", path, why)
 
     def scan(self) -> dict[str, ModelDir]:
-        """Every model folder with its version folders; staged and unknown entries are skipped."""
+        """Every model folder with its version folders; staged and unknown entries are skipped.
+
+        Raises StoreUnavailable when the store folder itself is missing or unreadable: that says
+        nothing about the models in it (an unmounted volume), so callers keep what they serve.
+        """
         try:
             entries = sorted(os.scandir(self.root), key=lambda e: e.name)
         except FileNotFoundError:
-            self._skip(self.root, "the model store folder does not exist")
-            return {}
+            raise StoreUnavailable("the model store folder does not exist") from None
         except OSError as exc:
-            self._skip(self.root, f"cannot read the model store: {exc.strerror}")
-            return {}
+            raise StoreUnavailable(f"the model store cannot be read: {exc.strerror}") from None
         models: dict[str, ModelDir] = {}
         for entry in entries:
             path = Path(entry.path)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from ml.errors import StoreUnavailable
 from ml.registry import ModelRegistry, ReloadReport
 from ml.store import Fingerprint, ModelDir
 
@@ -55,17 +56,37 @@ class StoreWatcher:
         return await self.registry.sync(found, unsettled)
 
     async def _follow(self) -> None:
+        root = self.registry.scanner.root
+        outage: str | None = None
         try:
             await self.reload_now()
-        except Exception:  # the server must come up even if the store is unreadable
+        except StoreUnavailable as exc:  # live but not ready until the store appears
+            outage = exc.detail
+            log.error(
+                "%s: %s; serving nothing until it appears", self.registry.scanner.root, outage
+            )
+        except Exception:  # the server must come up even if the first scan fails
             log.exception("the first scan of the model store failed")
-            self.registry.scanned = True
+        self.registry.scanned = True
         while self.interval_s > 0:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.poll_once()
+            except StoreUnavailable as exc:
+                if outage != exc.detail:  # once per outage, not every poll
+                    log.error(
+                        "%s: %s; still serving what is loaded",
+                        self.registry.scanner.root,
+                        exc.detail,
+                    )
+                outage = exc.detail
+                continue
             except Exception:  # one bad look must not stop the watching
                 log.exception("scanning the model store failed")
+                continue
+            if outage is not None:
+                log.info("the model store is back: %s", root)
+                outage = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[asyncio.Task[None]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ml.errors import StoreUnavailable
 from ml.store import StoreScanner, is_valid_model_name
 
 
@@ -112,15 +113,16 @@ def test_skipped_entries_are_logged_once(store: Path, caplog: pytest.LogCaptureF
     assert len(caplog.records) == count
 
 
-def test_missing_store_is_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ml.store"):
-        assert StoreScanner(tmp_path / "missing").scan() == {}
-    assert "does not exist" in caplog.text
+def test_missing_store_is_unavailable_not_empty(tmp_path: Path) -> None:
+    # An unmounted volume says nothing about the models: callers keep what they serve.
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        StoreScanner(tmp_path / "missing").scan()
 
 
-def test_store_path_that_is_a_file_is_empty(tmp_path: Path) -> None:
+def test_store_path_that_is_a_file_is_unavailable(tmp_path: Path) -> None:
     path = touch(tmp_path / "store")
-    assert StoreScanner(path).scan() == {}
+    with pytest.raises(StoreUnavailable, match="cannot be read"):
+        StoreScanner(path).scan()
 
 
 def test_fingerprint_changes_with_size(store: Path) -> None:
