@@ -16,7 +16,7 @@ from app.fastpath import FastPathApp
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.observe import ObservedApp
-from app.routes import admin, health, metrics, models, predict
+from app.routes import admin, health, metrics, models, predict, v2
 from app.schemas import BatchRequest, PredictRequest
 from app.shutdown import not_ready_on_sigterm
 from ml.registry import ModelRegistry
@@ -88,6 +88,7 @@ def create_fastapi(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(v2.router)
     app.include_router(metrics.router)
     _document_request_bodies(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import State
 from starlette.responses import Response
 
 from app.problems import problem_response
@@ -18,17 +19,21 @@ async def live() -> Response:
     return json_response({"status": "live"})
 
 
+def not_ready_reason(state: State) -> str | None:
+    """Why the server is not ready, or None when it is (shared with /v2/health/ready)."""
+    if getattr(state, "draining", False):
+        return "the server is shutting down"
+    if not state.registry.ready:
+        if state.registry.scanned:
+            return "no model version is available"
+        return "the model store is still being loaded"
+    return None
+
+
 @router.get("/ready", response_model=Health, responses=problem_docs(503))
 async def ready(request: Request) -> Response:
     """200 once the first scan is done and a version serves; 503 before that and while draining."""
-    state = request.app.state
-    if getattr(state, "draining", False):
-        return problem_response(503, "Not ready", "the server is shutting down")
-    if not state.registry.ready:
-        reason = (
-            "no model version is available"
-            if state.registry.scanned
-            else "the model store is still being loaded"
-        )
+    reason = not_ready_reason(request.app.state)
+    if reason is not None:
         return problem_response(503, "Not ready", reason, headers={"Retry-After": "1"})
     return json_response({"status": "ready"})

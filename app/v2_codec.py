@@ -1,0 +1,390 @@
+"""Open Inference Protocol tensors to numpy arrays and back, as JSON or as binary data.
+
+Binary data is Triton's binary tensor data extension: with the request header
+`Inference-Header-Content-Length: N`, the first N bytes of the body are the JSON request and the
+rest are the raw tensors of the inputs that carry `parameters.binary_data_size`, in order:
+little-endian, row-major, and for BYTES a 4-byte little-endian length before each element.
+Outputs asked for with `binary_data` (or the request's `binary_data_output`) come back the same
+way after the JSON answer, whose size is then in the same header.
+
+This module checks what the protocol says (datatype names, shape against data, JSON value types,
+binary sizes); whether the tensors fit the model is ml.rows.RowCodec.check_arrays's job.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+import pydantic_core
+from annotated_types import Ge, Le
+from pydantic import Strict, TypeAdapter, ValidationError
+
+from app.errors import summarize, validation_errors
+from app.problems import HTTPProblem
+from app.v2_schemas import V2InferRequest, V2RequestInput
+from ml.signature import Signature
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+DATATYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(dtype)
+    for name, dtype in (
+        ("BOOL", np.bool_),
+        ("UINT8", np.uint8),
+        ("UINT16", np.uint16),
+        ("UINT32", np.uint32),
+        ("UINT64", np.uint64),
+        ("INT8", np.int8),
+        ("INT16", np.int16),
+        ("INT32", np.int32),
+        ("INT64", np.int64),
+        ("FP16", np.float16),
+        ("FP32", np.float32),
+        ("FP64", np.float64),
+        ("BYTES", np.object_),
+    )
+}
+_BY_DTYPE = {dtype: name for name, dtype in DATATYPES.items()}
+
+# ONNX tensor type -> datatype; an output of any other type (a ZipMap's seq(map(...))) is not a
+# tensor the protocol can carry.
+ONNX_DATATYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def bad_request(message: str) -> HTTPProblem:
+    """A 400; under /v2 it answers `{"error": message}`."""
+    return HTTPProblem(400, "Bad request", message)
+
+
+@dataclass(frozen=True, slots=True)
+class InferCall:
+    """A decoded request: its id, input arrays by name, and each output to return with whether
+    it goes back as binary data (`None`: every tensor output, binary if `binary_default`)."""
+
+    id: str | None
+    arrays: dict[str, np.ndarray]
+    outputs: list[tuple[str, bool]] | None
+    binary_default: bool
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def decode_request(body: bytes, header_length: str | None, max_rows: int) -> InferCall:
+    """Parse and check an infer request body; raises a 400 that says what is wrong."""
+    view = memoryview(body)
+    if header_length is None:
+        json_part, binary = body, view[len(view) :]
+    else:
+        if not (header_length.isascii() and header_length.isdigit()):
+            raise bad_request(f"{HEADER_LENGTH} must be a number of bytes; got {header_length!r}")
+        size = int(header_length)
+        if size > len(body):
+            raise bad_request(f"{HEADER_LENGTH} is {size} but the body has {len(body)} bytes")
+        json_part, binary = body[:size], view[size:]
+    try:
+        payload = pydantic_core.from_json(json_part, allow_inf_nan=True)
+    except ValueError as exc:
+        hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
+        hint = hint if header_length is None and "trailing" in str(exc) else ""
+        raise bad_request(f"the body is not valid JSON: {exc}{hint}") from None
+    if type(payload) is not dict:
+        raise bad_request("the body must be a JSON object: an inference request")
+    try:
+        request = V2InferRequest.model_validate(payload)
+    except ValidationError as exc:
+        errors = validation_errors(list(exc.errors(include_url=False)))  # type: ignore[arg-type]
+        raise bad_request(summarize(errors)) from None
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in request.inputs:
+        if tensor.name in arrays:
+            raise bad_request(f"input {tensor.name!r} is given twice")
+        if tensor.shape and tensor.shape[0] > max_rows:
+            raise bad_request(
+                f"input {tensor.name!r} has {tensor.shape[0]} rows; at most {max_rows} rows "
+                "per request (MAX_BATCH_ROWS)"
+            )
+        size = _binary_size(tensor)
+        if size is None:
+            arrays[tensor.name] = _from_json(tensor)
+            continue
+        if header_length is None:
+            raise bad_request(
+                f"input {tensor.name!r} sets binary_data_size but the request has no "
+                f"{HEADER_LENGTH} header to say where the binary data starts"
+            )
+        if offset + size > len(binary):
+            raise bad_request(
+                f"input {tensor.name!r} needs {size} bytes of binary data; only "
+                f"{len(binary) - offset} are left after the JSON"
+            )
+        arrays[tensor.name] = _from_binary(tensor, binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise bad_request(
+            f"{len(binary) - offset} bytes after the JSON belong to no input's binary_data_size"
+        )
+    return InferCall(request.id, arrays, *_requested_outputs(request))
+
+
+def _parameter(
+    parameters: Mapping[str, Any] | None, key: str, kind: type, where: str
+) -> Any | None:
+    value = None if parameters is None else parameters.get(key)
+    if value is not None and type(value) is not kind:
+        raise bad_request(f"{where}: parameter {key!r} must be {kind.__name__}; got {value!r}")
+    return value
+
+
+def _unsupported(parameters: Mapping[str, Any] | None, where: str, *keys: str) -> None:
+    for key in keys:
+        if parameters is not None and key in parameters:
+            raise bad_request(f"{where}: parameter {key!r} is not supported by this server")
+
+
+def _binary_size(tensor: V2RequestInput) -> int | None:
+    where = f"input {tensor.name!r}"
+    _unsupported(tensor.parameters, where, "shared_memory_region")
+    size: int | None = _parameter(tensor.parameters, "binary_data_size", int, where)
+    if size is not None:
+        if size < 0:
+            raise bad_request(f"{where}: binary_data_size must not be negative; got {size}")
+        if tensor.data is not None:
+            raise bad_request(f"{where} has both data and binary_data_size; send one of them")
+    elif tensor.data is None:
+        raise bad_request(f"{where} has no data (nor binary_data_size)")
+    return size
+
+
+def _dtype(tensor: V2RequestInput) -> np.dtype[Any]:
+    dtype = DATATYPES.get(tensor.datatype)
+    if dtype is None:
+        raise bad_request(
+            f"input {tensor.name!r} has datatype {tensor.datatype!r}; this server reads "
+            + ", ".join(DATATYPES)
+        )
+    return dtype
+
+
+def _from_json(tensor: V2RequestInput) -> np.ndarray:
+    dtype = _dtype(tensor)
+    where = f"input {tensor.name!r}"
+    if type(tensor.data) is not list:
+        raise bad_request(f"{where}: data must be a list of values (flat or nested)")
+    values = _flatten(tensor.data, where)
+    count = math.prod(tensor.shape)
+    if len(values) != count:
+        raise bad_request(
+            f"{where} has {len(values)} values but its shape {tensor.shape} holds {count}"
+        )
+    adapter, expected = _value_adapter(tensor.datatype)
+    try:
+        checked = adapter.validate_python(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise bad_request(
+            f"{where}: value {first['loc'][0]} must be {expected} ({tensor.datatype}); "
+            f"got {repr(first['input'])[:40]}"
+        ) from None
+    if dtype.kind == "f":
+        array = _narrow_floats(np.array(checked, dtype=np.float64), dtype, where)
+    else:
+        array = np.array(checked, dtype=dtype)
+    return array.reshape(tensor.shape)
+
+
+def _flatten(data: list[Any], where: str) -> list[Any]:
+    """Nested lists, row-major, as one flat list."""
+    while data and type(data[0]) is list:
+        if any(type(item) is not list for item in data):
+            raise bad_request(f"{where}: data mixes lists and values at one level")
+        data = list(itertools.chain.from_iterable(data))
+    return data
+
+
+@functools.cache
+def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], str]:
+    """What a JSON value of `datatype` must be: pydantic's strict check of a flat list, and
+    how to say it. NaN and Infinity pass here; the model's check refuses them by input."""
+    dtype = DATATYPES[datatype]
+    if dtype.kind == "b":
+        return TypeAdapter(list[Annotated[bool, Strict()]]), "true or false"
+    if dtype.kind == "O":
+        return TypeAdapter(list[Annotated[str, Strict()]]), "a string"
+    if dtype.kind == "f":
+        return TypeAdapter(list[Annotated[float, Strict()]]), "a number"
+    info = np.iinfo(dtype)
+    value = Annotated[int, Strict(), Ge(int(info.min)), Le(int(info.max))]
+    return TypeAdapter(list[value]), f"an integer from {info.min} to {info.max}"
+
+
+def _narrow_floats(values: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """float64 values as `dtype`, refusing finite values that `dtype` cannot hold."""
+    if dtype != np.float64:
+        limit = float(np.finfo(dtype).max)
+        finite = values[np.isfinite(values)]
+        if finite.size and float(np.abs(finite).max()) > limit:
+            raise bad_request(f"{where}: values must lie within ±{limit:.6g} ({dtype})")
+    return values.astype(dtype)
+
+
+def _from_binary(tensor: V2RequestInput, chunk: memoryview) -> np.ndarray:
+    dtype = _dtype(tensor)
+    where = f"input {tensor.name!r}"
+    count = math.prod(tensor.shape)
+    if dtype.kind == "O":
+        array = np.empty(count, dtype=object)
+        array[:] = _read_strings(chunk, count, where)
+    else:
+        expected = count * dtype.itemsize
+        if len(chunk) != expected:
+            raise bad_request(
+                f"{where} has {len(chunk)} bytes of binary data; shape {tensor.shape} of "
+                f"{tensor.datatype} takes {expected}"
+            )
+        raw = np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
+        if dtype.kind == "b" and (raw.view(np.uint8) > 1).any():
+            raise bad_request(f"{where}: BOOL bytes must be 0 or 1")
+        array = raw.astype(dtype)  # a copy: aligned, writable, native byte order
+    return array.reshape(tensor.shape)
+
+
+def _read_strings(chunk: memoryview, count: int, where: str) -> list[str]:
+    """BYTES elements: each a 4-byte little-endian length, then that many UTF-8 bytes."""
+    strings: list[str] = []
+    offset = 0
+    while offset < len(chunk):
+        if offset + 4 > len(chunk):
+            raise bad_request(f"{where}: BYTES data ends inside an element's length")
+        length = int.from_bytes(chunk[offset : offset + 4], "little")
+        offset += 4
+        if offset + length > len(chunk):
+            raise bad_request(f"{where}: BYTES element {len(strings)} runs past its data")
+        try:
+            strings.append(str(chunk[offset : offset + length], "utf-8"))
+        except UnicodeDecodeError:
+            raise bad_request(f"{where}: BYTES element {len(strings)} is not UTF-8") from None
+        offset += length
+    if len(strings) != count:
+        raise bad_request(f"{where} has {len(strings)} BYTES elements; its shape holds {count}")
+    return strings
+
+
+def _requested_outputs(
+    request: V2InferRequest,
+) -> tuple[list[tuple[str, bool]] | None, bool]:
+    default = bool(_parameter(request.parameters, "binary_data_output", bool, "the request"))
+    if not request.outputs:
+        return None, default
+    wanted: dict[str, bool] = {}
+    for output in request.outputs:
+        where = f"output {output.name!r}"
+        _unsupported(output.parameters, where, "classification", "shared_memory_region")
+        if output.name in wanted:
+            raise bad_request(f"{where} is asked for twice")
+        binary = _parameter(output.parameters, "binary_data", bool, where)
+        wanted[output.name] = default if binary is None else binary
+    return list(wanted.items()), default
+
+
+# -- model metadata and responses --------------------------------------------------------------
+
+
+def output_datatypes(signature: Signature) -> dict[str, str | None]:
+    """Each output's datatype, or None for one that is not a tensor (a ZipMap)."""
+    return {info.name: ONNX_DATATYPES.get(info.onnx_type) for info in signature.outputs}
+
+
+def dims(shape: Sequence[int | None]) -> list[int]:
+    """A shape as the protocol writes it: -1 for a dynamic dimension."""
+    return [-1 if d is None else d for d in shape]
+
+
+def select_outputs(call: InferCall, signature: Signature, model: str) -> list[tuple[str, bool]]:
+    """The outputs to return, with their binary flag; a ZipMap output is left out unless asked
+    for by name, which is a 400 (it is a sequence of maps, not a tensor)."""
+    datatypes = output_datatypes(signature)
+    if call.outputs is None:
+        return [(name, call.binary_default) for name, kind in datatypes.items() if kind]
+    for name, _ in call.outputs:
+        if name not in datatypes:
+            raise bad_request(
+                f"model {model} has no output {name!r}; its outputs are " + ", ".join(datatypes)
+            )
+        if datatypes[name] is None:
+            tensors = ", ".join(n for n, kind in datatypes.items() if kind) or "none"
+            raise bad_request(
+                f"output {name!r} is a sequence of maps (a ZipMap), not a tensor; the tensor "
+                f"outputs of {model} are {tensors}"
+            )
+    return call.outputs
+
+
+def encode_response(
+    model: str,
+    version: int,
+    request_id: str | None,
+    raw: Mapping[str, Any],
+    outputs: Sequence[tuple[str, bool]],
+) -> tuple[bytes, int | None]:
+    """The answer body, and the size of its JSON part when binary outputs follow it."""
+    entries: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, binary in outputs:
+        array = np.asarray(raw[name])
+        datatype = _BY_DTYPE[array.dtype]
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            blob = _to_binary(array)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif datatype == "BYTES":
+            entry["data"] = [_text(v) for v in array.ravel().tolist()]
+        else:
+            entry["data"] = np.ascontiguousarray(array).ravel()
+        entries.append(entry)
+    answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
+    if request_id is not None:
+        answer["id"] = request_id
+    answer["outputs"] = entries
+    header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _to_binary(array: np.ndarray) -> bytes:
+    if array.dtype.kind != "O":
+        return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    parts = []
+    for value in array.ravel().tolist():
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts.append(len(data).to_bytes(4, "little"))
+        parts.append(data)
+    return b"".join(parts)
