@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -28,6 +27,9 @@ INFERENCE_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 1.0,
 )  # fmt: skip
+# generate_latest writes the 0.0.4 text format; newer prometheus-client versions label
+# TEXT_FORMAT with a later version than the body they produce.
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000)
 
 
@@ -94,10 +96,10 @@ class Metrics:
         """The text to answer /metrics with, and its content type."""
         folder = multiprocess_dir()
         if folder is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return generate_latest(self.registry), TEXT_FORMAT
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined, path=folder)
-        return generate_latest(combined), CONTENT_TYPE_LATEST
+        return generate_latest(combined), TEXT_FORMAT
 
     # -- the model layer's observer (ml.model.RunObserver, ml.registry.LoadObserver) ----------
 

@@ -276,7 +276,7 @@ def test_exits_soon_after_sigterm(tmp_path):
         started = time.monotonic()
         returncode = server.process.wait(STOP_TIMEOUT_S)
         assert time.monotonic() - started < 5.0, server.output()
-        assert returncode in CLEAN_EXIT, server.output()
+        assert returncode == 0, server.output()  # a drained SIGTERM is a clean exit
         assert "Application shutdown complete" in server.output()
         with pytest.raises(httpx.TransportError):
             httpx.get(server.url + "/health/live", timeout=1.0)
