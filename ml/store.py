@@ -21,6 +21,8 @@ METADATA_FILE = "metadata.json"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VERSION_NAME = re.compile(r"^[1-9][0-9]{0,17}$")
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.<>])/[^\s'\",;:]+")
+
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ def without_store_path(text: str, root: Path) -> str:
     for prefix in sorted({str(root.resolve()), str(root.absolute()), str(root)}, key=len)[::-1]:
         if prefix not in (".", ".."):  # Path(".") / "iris" prints as "iris": nothing to cut
             text = text.replace(prefix + os.sep, "").replace(prefix, "<store>")
-    return text
+    # Any absolute path left points outside the store (a refused external-data file, say).
+    return _ABSOLUTE_PATH.sub("<path outside the store>", text)
 
 
 def is_valid_model_name(name: str) -> bool:

@@ -189,3 +189,7 @@ def test_errors_lose_the_store_location(tmp_path):
         "Load model from iris/1/model.onnx failed; see <store>"
     )
     assert without_store_path("a.b ./c", Path(".")) == "a.b ./c"
+    outside = "External data path escapes model directory: /tmp/x/secret.bin (see iris/1)"
+    assert without_store_path(outside, store) == (
+        "External data path escapes model directory: <path outside the store> (see iris/1)"
+    )
