@@ -6,19 +6,21 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from app import __version__
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
+from app.errors import install_error_handlers, is_v2
 from app.fastpath import FastPathApp
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.observe import ObservedApp
 from app.routes import admin, health, metrics, models, predict, v2
-from app.schemas import BatchRequest, PredictRequest
+from app.schemas import BatchRequest, PredictRequest, Problem
 from app.shutdown import not_ready_on_sigterm
+from app.v2_schemas import V2Error
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
 from ml.watch import StoreWatcher
@@ -50,18 +52,40 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await registry.close()
 
 
-def _document_request_bodies(app: FastAPI) -> None:
-    """Add the bodies that the predict routes read themselves to the OpenAPI components."""
+def _error_bodies_as_served(schema: dict[str, Any]) -> None:
+    """Document error answers as they are sent: problem+json on the service's routes, and under
+    /v2 the protocol's `{"error"}` with 400 where FastAPI would have documented a 422."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if is_v2(path):
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": "The request does not fit the protocol or the model",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}
+                        },
+                    }
+                continue
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = problem
+
+
+def _customize_openapi(app: FastAPI) -> None:
+    """Add the bodies that the predict routes read themselves, and the real error bodies."""
     original = app.openapi
 
-    def openapi() -> dict[str, object]:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (PredictRequest, BatchRequest):
+            for model in (PredictRequest, BatchRequest, Problem, V2Error):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition
+            _error_bodies_as_served(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -90,7 +114,7 @@ def create_fastapi(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(v2.router)
     app.include_router(metrics.router)
-    _document_request_bodies(app)
+    _customize_openapi(app)
     return app
 
 

@@ -255,8 +255,10 @@ def _from_binary(tensor: V2RequestInput, chunk: memoryview) -> np.ndarray:
     where = f"input {tensor.name!r}"
     count = math.prod(tensor.shape)
     if dtype.kind == "O":
+        # Read (and count) what was sent before allocating what the shape claims.
+        strings = _read_strings(chunk, count, where)
         array = np.empty(count, dtype=object)
-        array[:] = _read_strings(chunk, count, where)
+        array[:] = strings
     else:
         expected = count * dtype.itemsize
         if len(chunk) != expected:
