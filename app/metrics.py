@@ -8,6 +8,7 @@ answers it, adds up all of them (prometheus-client's multiprocess mode).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,6 +44,7 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # `_created` series double the output and nobody reads them
         self.registry = CollectorRegistry(auto_describe=True)
+        self._run_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "model_server_requests",
@@ -104,8 +106,15 @@ class Metrics:
     # -- the model layer's observer (ml.model.RunObserver, ml.registry.LoadObserver) ----------
 
     def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
-        self.inference.labels(model, str(version)).observe(seconds)
-        self.batch_size.labels(model, str(version)).observe(rows)
+        children = self._run_children.get((model, version))
+        if children is None:  # label lookups cost more than the updates: done once per version
+            labels = (model, str(version))
+            children = self._run_children[(model, version)] = (
+                self.inference.labels(*labels),
+                self.batch_size.labels(*labels),
+            )
+        children[0].observe(seconds)
+        children[1].observe(rows)
 
     def queued(self, model: str, version: int, depth: int) -> None:
         self.queue_depth.labels(model, str(version)).set(depth)

@@ -75,6 +75,7 @@ def our_server(
         "WORKERS": str(workers),
         "POLL_INTERVAL_S": "0",
         "LOG_LEVEL": "warning",
+        "ACCESS_LOG": "false",  # the baselines log nothing either
         **(extra_env or {}),
     }
     return serve([sys.executable, "-m", "app"], env)
