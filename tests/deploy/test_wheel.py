@@ -8,13 +8,9 @@ Dockerfile and `python -m app` in the container do. Takes ~15 s with a warm pip 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,19 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_server import REPO, copy_demo_store, server_environ, start_server
 
-REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 INSTALL_TIMEOUT_S = 900
-# Never from the test run's environment: the settings, and anything that would make the fresh
-# environment see the repo or the dev environment instead of its own install.
-LEAKS = {
-    "MODEL_STORE", "HOST", "PORT", "WORKERS", "POLL_INTERVAL_S", "DEFAULT_MODEL", "ADMIN_TOKEN",
-    "MAX_BATCH_ROWS", "MAX_BODY_BYTES", "LOG_LEVEL", "LOG_FORMAT", "ACCESS_LOG",
-    "REQUEST_TIMEOUT_S", "DRAIN_TIMEOUT_S", "DOCS_ENABLED", "PROMETHEUS_MULTIPROC_DIR",
-    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP",
-}  # fmt: skip
+# Never from the test run's environment (besides the server's settings): anything that would
+# make the fresh environment see the repo or the dev environment instead of its own install.
+LEAKS = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
 # Build outputs and local state a source copy leaves out.
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
@@ -51,7 +42,7 @@ class Install:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in LEAKS}
+    return {k: v for k, v in server_environ().items() if k not in LEAKS}
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
@@ -122,64 +113,20 @@ def test_the_install_is_its_own(install: Install) -> None:
     assert missing.strip() == "None"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(install: Install, tmp_path: Path) -> Iterator[str]:
-    store = tmp_path / "store"
-    shutil.copytree(REPO / "models_store", store)
-    port = free_port()
-    log = tmp_path / "server.log"
-    env = dict(
-        install.env,
-        MODEL_STORE=str(store),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        POLL_INTERVAL_S="0",
-        PYTHONUNBUFFERED="1",
+    server = start_server(
+        copy_demo_store(tmp_path / "store"),
+        tmp_path,
+        base_env=install.env,
+        command=[str(install.bin / "model-server")],
+        cwd=install.outside,
+        start_timeout_s=START_TIMEOUT_S,
     )
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(install.bin / "model-server")],
-            cwd=install.outside,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        last = "no answer"
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"model-server exited {process.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"/health/ready not 200 in {START_TIMEOUT_S} s ({last}):\n{log.read_text()}"
-                )
-            try:
-                ready = httpx.get(f"{url}/health/ready", timeout=2.0)
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            else:
-                if ready.status_code == 200:
-                    break
-                last = f"{ready.status_code} {ready.text}"
-            time.sleep(0.2)
-        yield url
+        yield server.url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(STOP_TIMEOUT_S)
+        server.stop(STOP_TIMEOUT_S)
 
 
 def test_model_server_from_the_wheel_predicts(server: str) -> None:

@@ -16,10 +16,6 @@ import gc
 import itertools
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +28,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from live_server import START_TIMEOUT_S, LiveServer, wait_until
 from onnx_factories import (
     IRIS_LABELS,
     diabetes_rows,
@@ -47,51 +44,17 @@ from ml.model import load_model
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
 
-REPO = Path(__file__).resolve().parents[2]
 POLL_S = 0.3
-START_TIMEOUT_S = 30.0
 CHANGE_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 10.0
 TOKEN = "hot-reload-test-token"
 PROBLEM = "application/problem+json"
 ROW = [5.1, 3.5, 1.4, 0.2]
-# Settings the server reads; none may leak from the test environment into the process.
-SETTINGS_VARS = (
-    "MODEL_STORE",
-    "HOST",
-    "PORT",
-    "WORKERS",
-    "POLL_INTERVAL_S",
-    "DEFAULT_MODEL",
-    "ADMIN_TOKEN",
-    "MAX_BATCH_ROWS",
-    "MAX_BODY_BYTES",
-    "LOG_LEVEL",
-)
 
 
 # -- the server process ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> None:
-        if self.process.poll() is not None:
-            pytest.fail(f"the server exited with {self.process.returncode}:\n{self.output()}")
-
+class Server(LiveServer):
     def models(self) -> dict[str, dict[str, Any]]:
         answer = httpx.get(self.url + "/models", timeout=10.0)
         assert answer.status_code == 200, answer.text
@@ -121,73 +84,26 @@ class Server:
         assert answer.status_code == 200, answer.text
         return int(answer.json()["version"])
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL to the whole process group if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-
 
 @contextlib.contextmanager
 def running_server(
     store: Path, *, poll_s: float = POLL_S, token: str | None = None, workers: int = 1
 ) -> Iterator[Server]:
     """`python -m app` on `store`, ready to serve; stopped (and its output printed) on exit."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
-    env.update(
-        MODEL_STORE=str(store),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WORKERS=str(workers),
-        POLL_INTERVAL_S=str(poll_s),
-        LOG_LEVEL="warning",
-    )
+    env = {"WORKERS": str(workers), "POLL_INTERVAL_S": str(poll_s), "LOG_LEVEL": "warning"}
     if token is not None:
         env["ADMIN_TOKEN"] = token
-    log = store.parent / f"server-{port}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            server.alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + "/health/ready", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready within {START_TIMEOUT_S} s:\n{server.output()}")
-            time.sleep(0.05)
+    with Server.start(store, store.parent, env=env) as server:
         yield server
-    finally:
-        server.stop()
-        # Shown by pytest only when the test fails.
-        print(f"--- output of the server at {server.url} ---\n{server.output()}")
 
 
 def wait_for(
     server: Server, what: str, check: Callable[[], bool], timeout_s: float = CHANGE_TIMEOUT_S
 ) -> float:
     """Call `check` until it is true; the seconds it took. Fails after `timeout_s`."""
-    started = time.monotonic()
-    while not check():
-        server.alive()
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"{what}: not seen within {timeout_s} s; GET /models: {server.models()}")
-        time.sleep(0.05)
-    return time.monotonic() - started
+    return wait_until(
+        check, what, timeout_s, server=server, context=lambda: f"GET /models: {server.models()}"
+    )
 
 
 # -- the store ---------------------------------------------------------------------------------

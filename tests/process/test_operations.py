@@ -5,145 +5,44 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import live_server
 import numpy as np
 import onnxruntime as ort
 import pytest
+from live_server import DEMO_STORE, LiveServer, copy_demo_store
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_STORE = REPO / "models_store"
 START_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 10.0
-# Everything the server reads from the environment; none may leak in from the test's own.
-SETTINGS_VARS = (
-    "MODEL_STORE",
-    "HOST",
-    "PORT",
-    "WORKERS",
-    "POLL_INTERVAL_S",
-    "DEFAULT_MODEL",
-    "ADMIN_TOKEN",
-    "MAX_BATCH_ROWS",
-    "MAX_BODY_BYTES",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "ACCESS_LOG",
-    "REQUEST_TIMEOUT_S",
-    "DRAIN_TIMEOUT_S",
-    "DOCS_ENABLED",
-    "PROMETHEUS_MULTIPROC_DIR",
-)
 IRIS_ROW = [6.7, 3.0, 5.2, 2.3]
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
 PREDICT_BODY = json.dumps({"model": "iris", "features": IRIS_ROW}).encode()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    port: int
-    stdout: Path
-    stderr: Path
-
-    def errors(self) -> str:
-        return self.stderr.read_text(errors="replace")
-
-    def output(self) -> str:
-        return (
-            f"--- stdout ---\n{self.stdout.read_text(errors='replace')}\n"
-            f"--- stderr ---\n{self.errors()}"
-        )
-
-    def stop(self) -> int:
-        """SIGTERM, then SIGKILL to the whole process group if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-        return self.process.returncode
-
-    def kill(self) -> None:
-        """Whatever happened, nothing of this server outlives the test."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_TIMEOUT_S)
-
-
-def _wait_for_ready(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"the server exited with {server.process.returncode}:\n{server.output()}")
-        try:
-            response = httpx.get(server.url + "/health/ready", timeout=2.0)
-        except httpx.TransportError as exc:
-            last = repr(exc)
-        else:
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text}"
-        time.sleep(0.05)
-    pytest.fail(f"not ready within {START_TIMEOUT_S} s ({last}):\n{server.output()}")
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Any]:
     """`start(LOG_FORMAT="json")`: a ready server over a copy of the demo store; killed after."""
-    store = tmp_path / "store"
-    shutil.copytree(DEMO_STORE, store)
-    servers: list[Server] = []
+    store = copy_demo_store(tmp_path / "store")
+    servers: list[LiveServer] = []
 
-    def start_server(**env: str) -> Server:
-        port = free_port()
-        environment = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
-        environment.update(
-            MODEL_STORE=str(store),
-            HOST="127.0.0.1",
-            PORT=str(port),
-            POLL_INTERVAL_S="0",
-            PYTHONUNBUFFERED="1",
-            TMPDIR=str(tmp_path),  # where the multiprocess metrics folder goes
-            **env,
+    def start_server(**env: str) -> LiveServer:
+        server = live_server.start_server(
+            store,
+            tmp_path,
+            env={"TMPDIR": str(tmp_path), **env},  # TMPDIR: where the multiprocess metrics go
+            split_stderr=True,
+            start_timeout_s=START_TIMEOUT_S,
         )
-        stdout, stderr = tmp_path / f"stdout-{port}.log", tmp_path / f"stderr-{port}.log"
-        with stdout.open("wb") as out, stderr.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "app"],
-                cwd=REPO,
-                env=environment,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,  # its own process group, so that workers can be killed
-            )
-        server = Server(process, f"http://127.0.0.1:{port}", port, stdout, stderr)
         servers.append(server)
-        _wait_for_ready(server)
         return server
 
     try:

@@ -2,137 +2,41 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import live_server
 import numpy as np
 import onnxruntime as ort
 import pytest
+from live_server import DEMO_STORE, START_TIMEOUT_S, STOP_TIMEOUT_S, LiveServer, copy_demo_store
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_STORE = REPO / "models_store"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 MAX_BODY_BYTES = 4096
-# Settings the server reads; the test environment must not leak any of them into the process.
-SETTINGS_VARS = (
-    "MODEL_STORE",
-    "HOST",
-    "PORT",
-    "WORKERS",
-    "POLL_INTERVAL_S",
-    "DEFAULT_MODEL",
-    "ADMIN_TOKEN",
-    "MAX_BATCH_ROWS",
-    "MAX_BODY_BYTES",
-    "LOG_LEVEL",
-)
 # uvicorn re-raises the SIGTERM it handled once shutdown is complete, so either status is clean.
 CLEAN_EXIT = (0, -signal.SIGTERM)
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 4.2, 1.3]]
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    port: int
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then SIGKILL to the whole process group if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-        return self.process.returncode
-
-
-def wait_for(server: Server, path: str, deadline: float) -> None:
-    """Poll `path` until it answers 200; fail with the server's output otherwise."""
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"the server exited with {server.process.returncode}:\n{server.output()}")
-        try:
-            response = httpx.get(server.url + path, timeout=2.0)
-        except httpx.TransportError as exc:
-            last = repr(exc)
-        else:
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text}"
-        time.sleep(0.1)
-    pytest.fail(f"{path} not 200 within {START_TIMEOUT_S} s ({last}):\n{server.output()}")
-
-
-def start_server(tmp_path: Path, **env: str) -> Server:
+def start_server(tmp_path: Path, **env: str) -> LiveServer:
+    """A ready server over `tmp_path`/store (a copy of the demo store, made on first use)."""
     store = tmp_path / "store"
     if not store.exists():
-        shutil.copytree(DEMO_STORE, store)
-    port = free_port()
-    log = tmp_path / f"server-{port}.log"
-    environment = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
-    environment.update(
-        MODEL_STORE=str(store),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        POLL_INTERVAL_S="0",
-        MAX_BODY_BYTES=str(MAX_BODY_BYTES),
-        PYTHONUNBUFFERED="1",
-        **env,
+        copy_demo_store(store)
+    return live_server.start_server(
+        store, tmp_path, env={"MAX_BODY_BYTES": str(MAX_BODY_BYTES), **env}
     )
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=REPO,
-            env=environment,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so that workers can be killed too
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", port, log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        wait_for(server, "/health/live", deadline)
-        wait_for(server, "/health/ready", deadline)
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("server"))
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with start_server(tmp_path_factory.mktemp("server")) as server:
         yield server
-    finally:
-        server.stop()
-        print(f"--- server output ---\n{server.output()}")
 
 
 def iris_reference(rows: list[list[float]], version: int = 2) -> tuple[list, list]:

@@ -25,10 +25,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from live_server import LiveServer, wait_until
 from onnx import TensorProto, helper
 from onnx_factories import (
     IRIS_LABELS,
@@ -51,16 +48,9 @@ from onnx_factories import (
     write_regressor,
 )
 
-from app.config import Settings
-
-REPO = Path(__file__).resolve().parents[2]
 POLL_S = 0.2
-START_TIMEOUT_S = 30.0
 CHANGE_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 10.0
 PROBLEM = "application/problem+json"
-# Every setting the server reads; none may leak from the test environment into the process.
-SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIABETES_ROW = diabetes_rows(1)[0]
 SECRET = [1234.5, 2345.5, 3456.5, 4567.5]  # what the external-data models must never read
@@ -70,12 +60,6 @@ CAP_DAC_READ_SEARCH = 2
 
 
 # -- the server process ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def drop_file_permission_override() -> None:
@@ -95,19 +79,11 @@ def effective_capabilities(pid: int) -> int:
     raise AssertionError(f"no CapEff for process {pid}")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-    private: Path  # the folder holding the store (and secrets); no answer may name it
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> None:
-        if self.process.poll() is not None:
-            pytest.fail(f"the server exited with {self.process.returncode}:\n{self.output()}")
+class Server(LiveServer):
+    @property
+    def private(self) -> Path:
+        """The folder holding the store (and secrets); no answer may name it."""
+        return self.store.parent
 
     def check(self, answer: httpx.Response) -> httpx.Response:
         """No traceback and no server path in `answer`."""
@@ -144,16 +120,6 @@ class Server:
             body["version"] = version
         return self.post("/predict", body)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL to the whole process group if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-
 
 @contextlib.contextmanager
 def running_server(
@@ -161,60 +127,30 @@ def running_server(
 ) -> Iterator[Server]:
     """`python -m app` on `store`: live (and ready, if `ready`); stopped, its output printed,
     on exit. `unprivileged`: file modes bind it even when the tests run as root."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_VARS}
-    env.update(
-        MODEL_STORE=str(store),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WORKERS="1",
-        POLL_INTERVAL_S=str(POLL_S),
-        LOG_LEVEL="warning",
-    )
     drop = unprivileged and os.geteuid() == 0
-    log = store.parent / f"server-{port}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=drop_file_permission_override if drop else None,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log, store.parent)
-    try:
+    with Server.start(
+        store,
+        store.parent,
+        env={"WORKERS": "1", "POLL_INTERVAL_S": str(POLL_S), "LOG_LEVEL": "warning"},
+        wait_ready=ready,
+        preexec_fn=drop_file_permission_override if drop else None,
+    ) as server:
         if drop:
-            caps = effective_capabilities(process.pid)
+            caps = effective_capabilities(server.process.pid)
             assert not caps & (1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH), hex(caps)
-        wanted = "/health/ready" if ready else "/health/live"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            server.alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + wanted, timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"{wanted} not 200 within {START_TIMEOUT_S} s:\n{server.output()}")
-            time.sleep(0.05)
         yield server
-    finally:
-        server.stop()
-        # Shown by pytest only when the test fails.
-        print(f"--- output of the server at {server.url} ---\n{server.output()}")
 
 
 def wait_for(
     server: Server, what: str, check: Callable[[], bool], timeout_s: float = CHANGE_TIMEOUT_S
 ) -> None:
-    started = time.monotonic()
-    while not check():
-        server.alive()
-        if time.monotonic() - started > timeout_s:
-            answer = httpx.get(server.url + "/models", timeout=10.0).text
-            pytest.fail(f"{what}: not seen within {timeout_s} s; GET /models: {answer}")
-        time.sleep(0.05)
+    wait_until(
+        check,
+        what,
+        timeout_s,
+        server=server,
+        context=lambda: f"GET /models: {httpx.get(server.url + '/models', timeout=10.0).text}",
+    )
 
 
 def assert_problem(answer: httpx.Response, status: int) -> dict[str, Any]:

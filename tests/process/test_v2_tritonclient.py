@@ -6,29 +6,15 @@ these tests exercise the binary tensor data extension end to end over a real soc
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
+from live_server import DEMO_STORE, copy_demo_store, start_server
 from tritonclient.utils import InferenceServerException
 
-from app.config import Settings
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_STORE = REPO / "models_store"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 IRIS_ROWS = np.array(
     [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 4.2, 1.3]], dtype=np.float32
 )
@@ -39,59 +25,13 @@ PIPELINE_ROWS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`host:port` of a real server over a copy of the demo store, ready; stopped afterwards."""
     folder = tmp_path_factory.mktemp("v2-triton")
-    store = shutil.copytree(DEMO_STORE, folder / "store")
-    port = _free_port()
-    settings = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in settings}
-    env.update(MODEL_STORE=str(store), HOST="127.0.0.1", PORT=str(port), POLL_INTERVAL_S="0")
-    log = folder / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_ready(process, f"http://127.0.0.1:{port}/v2/health/ready", log)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT_S)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], ready_url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            response = httpx.get(ready_url, timeout=2.0)
-        except httpx.TransportError as exc:
-            last = repr(exc)
-        else:
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text}"
-        time.sleep(0.1)
-    pytest.fail(f"not ready within {START_TIMEOUT_S} s ({last}):\n{log.read_text()}")
+    store = copy_demo_store(folder / "store")
+    with start_server(store, folder, ready_path="/v2/health/ready") as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 @pytest.fixture(scope="module")
