@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish before the process exits."""
     docs_enabled: bool = True
     """Serve /docs, /redoc and /openapi.json."""
+
+    @field_validator("admin_token", "default_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # ADMIN_TOKEN= in a .env file must turn admin off, not accept an empty bearer token.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 @lru_cache

@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         row = build_store(store)
         results: dict[tuple[str, int], list[WrkResult]] = {}
-        with our_server(store) as url:
+        with our_server(store) as server:
+            url = server.url
             for _ in range(args.rounds):
                 for connections in (1, 32):
                     for name in ("mlp", "mlp_batched"):

@@ -36,7 +36,8 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, dict[str
     }
     for round_index in range(rounds):
         for name, start in SERVERS.items():
-            with start() as url:
+            with start() as server:
+                url = server.url
                 run_wrk(url + "/predict", SINGLE, connections, 2)  # warm-up
                 for route, path, body in (
                     ("single", "/predict", SINGLE),

@@ -68,8 +68,8 @@ def run_locust(
 def measure_our_server(
     store: Path, workers: int, users_per_class: int, seconds: int, rate_per_user: float
 ) -> dict[str, RouteStats]:
-    with our_server(store, workers) as url:
-        return run_locust(url, users_per_class, seconds, rate_per_user)
+    with our_server(store, workers) as server:
+        return run_locust(server.url, users_per_class, seconds, rate_per_user)
 
 
 def markdown_table(stats: dict[str, RouteStats]) -> str:

@@ -16,12 +16,8 @@ loads it again when the new one is removed, so it is two loads and two unloads.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.servers import REPO, free_port, wait_until
+from benchmarks.servers import REPO, our_server
 
 TOKEN = "reload-memory-benchmark"
 SAMPLE_VALUES = {"number": 0.5, "integer": 1, "string": "a", "boolean": False}
@@ -42,48 +38,6 @@ class Sample:
     label: str
     cycle: int
     rss_kib: int
-
-
-def vm_rss_kib(pid: int) -> int:
-    """The resident set size of process `pid`, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m app` in this process's own child, so that its pid is the server's."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODEL_STORE": str(store),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WORKERS": "1",  # uvicorn serves in the process it was started in
-        "POLL_INTERVAL_S": "0",  # only /admin/reload changes what is loaded
-        "ADMIN_TOKEN": TOKEN,
-        "LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(url + "/health/ready")
-    except BaseException:
-        stop_server(process)
-        raise
-    return process, url
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def sample_row(client: httpx.Client, model: str) -> list[Any]:
@@ -150,22 +104,22 @@ def measure(model: str, cycles: int, warmup: int, every: int) -> tuple[list[Samp
         shutil.copytree(REPO / "models_store", store)
         if not (store / model).is_dir():
             raise SystemExit(f"models_store has no model {model!r}")
-        process, url = start_server(store)
-        try:
-            with httpx.Client(base_url=url, timeout=30.0) as client:
-                cycler = Cycler(client, store / model, sample_row(client, model))
-                samples = [Sample("start", 0, vm_rss_kib(process.pid))]
-                print(f"{'':12} {'cycle':>6} {'VmRSS MiB':>10}", flush=True)
-                print(f"{'start':12} {0:6} {samples[0].rss_kib / 1024:10.1f}", flush=True)
-                for done in range(1, cycles + 1):
-                    cycler.cycle()
-                    label = checkpoint(done, cycles, warmup, every)
-                    if label is not None:
-                        sample = Sample(label, done, vm_rss_kib(process.pid))
-                        samples.append(sample)
-                        print(f"{label:12} {done:6} {sample.rss_kib / 1024:10.1f}", flush=True)
-        finally:
-            stop_server(process)
+        # POLL_INTERVAL_S=0: only /admin/reload changes what is loaded.
+        with (
+            our_server(store, extra_env={"ADMIN_TOKEN": TOKEN}) as server,
+            httpx.Client(base_url=server.url, timeout=30.0) as client,
+        ):
+            cycler = Cycler(client, store / model, sample_row(client, model))
+            samples = [Sample("start", 0, server.rss_kib())]
+            print(f"{'':12} {'cycle':>6} {'VmRSS MiB':>10}", flush=True)
+            print(f"{'start':12} {0:6} {samples[0].rss_kib / 1024:10.1f}", flush=True)
+            for done in range(1, cycles + 1):
+                cycler.cycle()
+                label = checkpoint(done, cycles, warmup, every)
+                if label is not None:
+                    sample = Sample(label, done, server.rss_kib())
+                    samples.append(sample)
+                    print(f"{label:12} {done:6} {sample.rss_kib / 1024:10.1f}", flush=True)
     return samples, cycler.reload_s
 
 

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,8 +33,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.reload_memory import vm_rss_kib
-from benchmarks.servers import REPO, free_port, wait_until
+from benchmarks.servers import REPO, Served, our_server
 
 POLL_INTERVAL_S = 1.0
 BATCH_EVERY = 10  # every tenth request of a thread is a batch
@@ -65,43 +61,6 @@ class Tally:
         self.statuses.update(other.statuses)
         self.failures.extend(other.failures[: max(0, 10 - len(self.failures))])
         self.versions.update(other.versions)
-
-
-def start_server(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m app` as this process's own child, so that its pid is the server's."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODEL_STORE": str(store),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WORKERS": "1",  # uvicorn serves in the process it was started in
-        "POLL_INTERVAL_S": str(POLL_INTERVAL_S),
-        "LOG_LEVEL": "warning",
-        "ACCESS_LOG": "false",
-    }
-    env.pop("ADMIN_TOKEN", None)
-    env.pop("DEFAULT_MODEL", None)
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(url + "/health/ready")
-    except BaseException:
-        stop_server(process)
-        raise
-    return process, url
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(40)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def drive(url: str, index: int, started: float, last_minute: int, stop: threading.Event) -> Tally:
@@ -181,54 +140,61 @@ class Result:
     removed: int
 
 
+def _run(
+    server: Served, store: Path, minutes: float, interval: float, threads: int
+) -> tuple[list[Tally], float, list[tuple[float, int]], StoreChurn]:
+    """Load from `threads` threads while a version comes and goes every `interval` seconds."""
+    url, process = server.url, server.process
+    churn = StoreChurn(store / "iris")
+    last_minute = max(0, math.ceil(minutes) - 1)
+    started = time.perf_counter()
+    rss = [(0.0, server.rss_kib())]
+    print(f"server pid {server.pid}, VmRSS {rss[0][1] / 1024:.1f} MiB", flush=True)
+    stop = threading.Event()
+    workers = [
+        _Worker(target=drive, args=(url, i, started, last_minute, stop)) for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    deadline = started + minutes * 60
+    next_change = started + interval
+    next_rss = started + 60
+    try:
+        while (now := time.perf_counter()) < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}")
+            if now >= next_change:
+                churn.step()
+                next_change += interval
+            if now >= next_rss:
+                rss.append((now - started, server.rss_kib()))
+                print(
+                    f"{(now - started) / 60:5.1f} min: VmRSS {rss[-1][1] / 1024:.1f} MiB,"
+                    f" {churn.added} versions added, {churn.removed} removed",
+                    flush=True,
+                )
+                next_rss += 60
+            time.sleep(min(0.05, max(0.0, min(next_change, next_rss) - now)))
+    finally:
+        stop.set()
+        tallies = [worker.join_result() for worker in workers]
+    elapsed = time.perf_counter() - started
+    rss.append((elapsed, server.rss_kib()))
+    return tallies, elapsed, rss, churn
+
+
 def soak(minutes: float, interval: float, threads: int) -> Result:
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
         store = Path(scratch) / "store"
         shutil.copytree(REPO / "models_store", store)
         log = Path(scratch) / "server.log"
-        process, url = start_server(store, log)
+        extra_env = {"POLL_INTERVAL_S": str(POLL_INTERVAL_S)}
         try:
-            churn = StoreChurn(store / "iris")
-            last_minute = max(0, math.ceil(minutes) - 1)
-            started = time.perf_counter()
-            rss = [(0.0, vm_rss_kib(process.pid))]
-            print(f"server pid {process.pid}, VmRSS {rss[0][1] / 1024:.1f} MiB", flush=True)
-            stop = threading.Event()
-            workers = [
-                _Worker(target=drive, args=(url, i, started, last_minute, stop))
-                for i in range(threads)
-            ]
-            for worker in workers:
-                worker.start()
-            deadline = started + minutes * 60
-            next_change = started + interval
-            next_rss = started + 60
-            try:
-                while (now := time.perf_counter()) < deadline:
-                    if process.poll() is not None:
-                        raise RuntimeError(f"the server exited with {process.returncode}")
-                    if now >= next_change:
-                        churn.step()
-                        next_change += interval
-                    if now >= next_rss:
-                        rss.append((now - started, vm_rss_kib(process.pid)))
-                        print(
-                            f"{(now - started) / 60:5.1f} min: VmRSS {rss[-1][1] / 1024:.1f} MiB,"
-                            f" {churn.added} versions added, {churn.removed} removed",
-                            flush=True,
-                        )
-                        next_rss += 60
-                    time.sleep(min(0.05, max(0.0, min(next_change, next_rss) - now)))
-            finally:
-                stop.set()
-                tallies = [worker.join_result() for worker in workers]
-            elapsed = time.perf_counter() - started
-            rss.append((elapsed, vm_rss_kib(process.pid)))
+            with our_server(store, extra_env=extra_env, log=log) as server:
+                tallies, elapsed, rss, churn = _run(server, store, minutes, interval, threads)
         except BaseException:
             print(f"--- server output ---\n{log.read_text(errors='replace')[-5000:]}")
             raise
-        finally:
-            stop_server(process)
         output = log.read_text(errors="replace").strip()
         if output:
             print(f"--- server output ---\n{output[-5000:]}")
