@@ -57,18 +57,17 @@ class FastPathApp:
             body = await _read_body(scope, receive, state.settings.max_body_bytes)
             answer = await handler(state, parse_json(body))
         except ServingError as exc:
-            await _send_response(send, serving_error_response(exc))
+            await serving_error_response(exc)(scope, receive, send)
             return
         except HTTPProblem as exc:
-            response = problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
-            await _send_response(send, response)
+            await exc.response()(scope, receive, send)
             return
         except Exception:  # a bug must still answer problem+json, never a traceback
             log.exception("unhandled error on POST %s", scope["path"])
-            await _send_response(
-                send,
-                problem_response(500, "Internal error", "the server failed; the error is logged"),
+            failed = problem_response(
+                500, "Internal error", "the server failed; the error is logged"
             )
+            await failed(scope, receive, send)
             return
         scope[MODEL_KEY] = answer["model"]
         scope[VERSION_KEY] = str(answer["version"])
@@ -103,14 +102,3 @@ async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
         if len(parts) > max_bytes:
             raise body_too_large(max_bytes)
     return bytes(parts)
-
-
-async def _send_response(send: Send, response: Any) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})

@@ -15,9 +15,10 @@ import re
 import time
 from typing import Any
 
-import orjson
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import is_v2, v2_error_response
 from app.logs import ACCESS_LOGGER
 from app.metrics import Metrics
 from app.problems import problem_response
@@ -51,12 +52,11 @@ def _route(scope: Scope) -> str:
     return route
 
 
-def _timeout_answer(path: str, timeout_s: float) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _timeout_answer(path: str, timeout_s: float) -> Response:
     detail = f"the request took longer than REQUEST_TIMEOUT_S ({timeout_s:g} s)"
-    if path.startswith("/v2"):
-        return 504, [(b"content-type", b"application/json")], orjson.dumps({"error": detail})
-    response = problem_response(504, "Gateway timeout", detail)
-    return 504, response.raw_headers, bytes(response.body)
+    if is_v2(path):
+        return v2_error_response(504, detail)
+    return problem_response(504, "Gateway timeout", detail)
 
 
 class Deadlines:
@@ -144,11 +144,8 @@ class ObservedApp:
                 raise  # cancelled by the server (shutdown), not by the timeout
             task.uncancel()
             if status == 0:  # nothing sent yet: the client gets a 504, not a dropped connection
-                code, headers, body = _timeout_answer(scope["path"], self.timeout_s)
-                await send_with_id(
-                    {"type": "http.response.start", "status": code, "headers": headers}
-                )
-                await send_with_id({"type": "http.response.body", "body": body})
+                answer = _timeout_answer(scope["path"], self.timeout_s)
+                await answer(scope, receive, send_with_id)
         finally:
             self.deadlines.finish(task)
             self._record(scope, status or 500, time.perf_counter() - started, request_id)

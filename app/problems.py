@@ -29,6 +29,9 @@ class HTTPProblem(Exception):
         self.errors = list(errors)
         self.headers = dict(headers or {})
 
+    def response(self) -> Response:
+        return problem_response(self.status, self.title, self.detail, self.errors, self.headers)
+
 
 def problem_response(
     status: int,

@@ -7,15 +7,14 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from app.schemas import Problem
-
 
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses."""
+    """OpenAPI `responses` entries for the given error statuses; their problem+json body is
+    documented for every route at once (app.main._error_bodies_as_served)."""
     text = {
         400: "Malformed JSON",
         401: "Missing or wrong bearer token",
@@ -26,14 +25,7 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "The body does not fit the model; `errors` names each field",
         503: "Not ready, loading, or overloaded (see Retry-After)",
     }
-    return {
-        status: {
-            "model": Problem,
-            "description": text.get(status, "Error"),
-            "content": {"application/problem+json": {}},
-        }
-        for status in statuses
-    }
+    return {status: {"description": text.get(status, "Error")} for status in statuses}
 
 
 def request_body_docs(schema: type[Any]) -> dict[str, Any]:
