@@ -52,6 +52,8 @@ class LoadedModel:
     labels: tuple[str, ...] | None
     inline_max_rows: int = 1
     _output_names: list[str] = field(default_factory=list)
+    # One for every run: given none, onnxruntime builds a default per call (~1 µs of a 6 µs run).
+    _run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
     _batcher: MicroBatcher | None = None
@@ -63,7 +65,7 @@ class LoadedModel:
         started = time.perf_counter()
         try:
             if size is None or size == n_rows:
-                outputs = self.session.run(self._output_names, arrays)
+                outputs = self.session.run(self._output_names, arrays, self._run_options)
             else:
                 outputs = self._run_fixed(arrays, n_rows, size)
         except Exception as exc:  # onnxruntime raises several unrelated types
@@ -85,7 +87,7 @@ class LoadedModel:
                     n: np.concatenate([a, np.repeat(a[-1:], short, axis=0)])
                     for n, a in chunk.items()
                 }
-            parts.append(self.session.run(self._output_names, chunk))
+            parts.append(self.session.run(self._output_names, chunk, self._run_options))
         joined: list[Any] = []
         for i in range(len(self._output_names)):
             pieces = [p[i] for p in parts]
@@ -119,22 +121,35 @@ class LoadedModel:
                 self._batcher.on_depth = lambda depth: observer.queued(name, version, depth)
         return self._batcher
 
+    def _runs_inline(self, n_rows: int) -> bool:
+        """Whether a run of `n_rows` happens right on the event loop, unbatched."""
+        return n_rows <= self.inline_max_rows and (n_rows > 1 or self.config.batching is None)
+
     async def predict(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """Validate `rows`, run them, and decode the outputs; raises InvalidInput for bad rows."""
         arrays = self.codec.encode(rows, loc)
-        raw = await self._execute(arrays, len(rows))
+        n_rows = len(rows)
+        if self._runs_inline(n_rows):
+            # Nothing awaits between here and the outputs, so no unload can start meanwhile:
+            # the run needs no in-flight count, and skips the coroutine layers that cost more.
+            raw = self.run(arrays, n_rows)
+        else:
+            raw = await self._execute(arrays, n_rows)
         return decode(self.signature, self.labels, raw)
 
     async def infer_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Check whole input tensors (RowCodec.check_arrays), run them on the same path as
         `predict` (batching included), and return the raw outputs by output name."""
         checked, n_rows = self.codec.check_arrays(arrays)
-        raw = await self._execute(checked, n_rows)
+        if self._runs_inline(n_rows):
+            raw = self.run(checked, n_rows)
+        else:
+            raw = await self._execute(checked, n_rows)
         return dict(zip(self._output_names, raw, strict=True))
 
     async def _execute(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
-        """Run checked arrays, a single row through the batcher where one is configured,
-        counted in flight so that an unload waits for them."""
+        """Runs that await, batched or in a worker thread, counted in flight so that an unload
+        waits for them."""
         batcher = self._batcher_for_one_row() if n_rows == 1 else None
         self._in_flight += 1
         try:

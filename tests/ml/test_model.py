@@ -334,13 +334,13 @@ class GatedSession:
         self.gate = threading.Event()
         self.started = threading.Event()
 
-    def run(self, names: Any, feed: Any) -> Any:
+    def run(self, names: Any, feed: Any, options: Any = None) -> Any:
         self.started.set()
         if not self.gate.wait(5):
             raise TimeoutError("the test never opened the gate")
         if self.fail:
             raise RuntimeError("boom")
-        return self.session.run(names, feed)
+        return self.session.run(names, feed, options)
 
 
 def test_inference_failure_is_wrapped(tmp_path: Path) -> None:
