@@ -8,6 +8,7 @@ one numpy array per input.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Annotated, Any
 
 import numpy as np
@@ -145,7 +146,11 @@ class RowCodec:
         else:
             values = self._check(self._order_all(rows, loc, single), loc, single)
         if self._uniform_dtype is not None:
-            return {self.signature.inputs[0].name: np.array(values, dtype=self._uniform_dtype)}
+            # pydantic-core has checked every row's width and values, so numpy can read them as
+            # one flat run: twice as fast as from nested sequences.
+            count = len(values) * self._width
+            flat = np.fromiter(chain.from_iterable(values), self._uniform_dtype, count)
+            return {self.signature.inputs[0].name: flat.reshape(len(values), self._width)}
         return {
             feature.name: np.array([row[j] for row in values], dtype=feature.dtype).reshape(-1, 1)
             for j, feature in enumerate(self.features)
@@ -170,9 +175,13 @@ class RowCodec:
     def _value_error(self, err: Any, loc: Loc, single: bool) -> FieldError:
         row_index, column = err["loc"][0], err["loc"][1]
         feature = self.features[column]
-        expected = (self._in_range if err["type"] in _RANGE_ERRORS else self._expected)[column]
+        value = err["input"]
+        out_of_range = err["type"] in _RANGE_ERRORS or (
+            err["type"] == "int_type" and _parsed_from_a_huge_integer(value)
+        )
+        expected = (self._in_range if out_of_range else self._expected)[column]
         where = (*loc, feature.name) if single else (*loc, row_index, feature.name)
-        return FieldError(where, f"expected {expected}, got {_describe(err['input'])}")
+        return FieldError(where, f"expected {expected}, got {_describe(value)}")
 
     # -- whole tensors, as the Open Inference Protocol sends them ---------------------------
 
@@ -255,6 +264,12 @@ def _dtype_text(dtype: np.dtype[Any]) -> str:
     if dtype.kind == "O":
         return "strings"
     return "booleans" if dtype.kind == "b" else f"{dtype} numbers"
+
+
+def _parsed_from_a_huge_integer(value: Any) -> bool:
+    """Whether `value` is how the JSON parser (orjson) reads an integer past 64 bits: a float
+    with no fraction, so that the client hears "out of range", not "not an integer"."""
+    return type(value) is float and value.is_integer() and abs(value) >= 2.0**63
 
 
 def _describe(value: Any) -> str:

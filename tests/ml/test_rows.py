@@ -228,6 +228,14 @@ def test_int64_refuses_integers_out_of_range(columns: RowCodec) -> None:
     assert [e.loc for e in error.errors] == [("instances", 1, "x0")]
 
 
+def test_integer_past_64_bits_read_as_a_float_is_out_of_range(columns: RowCodec) -> None:
+    # orjson reads an integer past 64 bits as a float; the client still hears "out of range".
+    error = invalid(columns, [["red", 1.0, float(2**70)]], ("features",))
+    [field] = error.errors
+    assert field.loc == ("features", "count")
+    assert field.msg.startswith("expected an integer from -9223372036854775808 to ")
+
+
 def test_string_column_refuses_numbers(columns: RowCodec) -> None:
     error = invalid(columns, [[3, 1.0, 2]], ("features",))
     assert error.errors == [FieldError(("features", "color"), "expected a string, got 3")]
