@@ -35,6 +35,7 @@ def main() -> None:
         log_config=None,  # app.logs configures every logger, in each worker too
         access_log=False,  # our own access log (app.observe) carries request ids and models
         proxy_headers=False,
+        server_header=False,  # names the software to whoever asks, on every answer
         timeout_graceful_shutdown=settings.drain_timeout_s,
     )
 

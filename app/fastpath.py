@@ -19,7 +19,14 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.body import body_too_large, parse_json, require_json
 from app.errors import serving_error_response
-from app.observe import MODEL_KEY, ROUTE_KEY, VERSION_KEY
+from app.observe import (
+    MODEL_KEY,
+    REQUEST_ID_HEADER_KEY,
+    ROUTE_KEY,
+    STATUS_KEY,
+    VERSION_KEY,
+    tagging_send,
+)
 from app.problems import HTTPProblem, problem_response
 from app.routes.predict import predict_many, predict_one
 from ml.errors import ServingError
@@ -29,11 +36,12 @@ log = logging.getLogger(__name__)
 Handler = Callable[[State, Any], Awaitable[dict[str, Any]]]
 
 HANDLERS: dict[str, Handler] = {"/predict": predict_one, "/predict/batch": predict_many}
-JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 class FastPathApp:
-    """The served ASGI app: the predict routes here, everything else to `app`."""
+    """The predict routes here, everything else to `app`; inside ObservedApp, whose request id
+    header it adds to every response and whose status key it sets (inner_tags_responses)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -43,13 +51,16 @@ class FastPathApp:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST":
             handler = HANDLERS.get(scope["path"])
             if handler is not None:
                 scope[ROUTE_KEY] = scope["path"]
                 await self._predict(handler, scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, tagging_send(scope, send))
 
     async def _predict(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         state: State = self.app.state
@@ -57,22 +68,25 @@ class FastPathApp:
             body = await _read_body(scope, receive, state.settings.max_body_bytes)
             answer = await handler(state, parse_json(body))
         except ServingError as exc:
-            await serving_error_response(exc)(scope, receive, send)
-            return
+            failed = serving_error_response(exc)
         except HTTPProblem as exc:
-            await exc.response()(scope, receive, send)
-            return
+            failed = exc.response()
         except Exception:  # a bug must still answer problem+json, never a traceback
             log.exception("unhandled error on POST %s", scope["path"])
             failed = problem_response(
                 500, "Internal error", "the server failed; the error is logged"
             )
-            await failed(scope, receive, send)
+        else:
+            scope[MODEL_KEY] = answer["model"]
+            scope[VERSION_KEY] = str(answer["version"])
+            scope[STATUS_KEY] = 200
+            headers = [JSON_CONTENT_TYPE, scope[REQUEST_ID_HEADER_KEY]]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": orjson.dumps(answer)})
             return
-        scope[MODEL_KEY] = answer["model"]
-        scope[VERSION_KEY] = str(answer["version"])
-        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
-        await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+        scope[STATUS_KEY] = failed.status_code
+        failed.raw_headers.append(scope[REQUEST_ID_HEADER_KEY])
+        await failed(scope, receive, send)
 
 
 async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
@@ -83,7 +97,8 @@ async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
             content_type = value
         elif key == b"content-length" and value.isdigit():
             declared = int(value)
-    require_json(content_type.decode("latin-1"))
+    if content_type != b"application/json":  # the usual header needs no parsing
+        require_json(content_type.decode("latin-1"))
     if declared is not None and declared > max_bytes:
         raise body_too_large(max_bytes, declared)
     message: Message = await receive()

@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> ObservedApp:
         api.state.metrics,
         timeout_s=settings.request_timeout_s,
         access_log_on=settings.access_log,
+        inner_tags_responses=True,
     )
 
 

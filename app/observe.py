@@ -28,6 +28,10 @@ from app.problems import problem_response
 MODEL_KEY = "model_server.model"
 VERSION_KEY = "model_server.version"
 ROUTE_KEY = "model_server.route"
+# Set here for the app inside: the response header that carries the request id.
+REQUEST_ID_HEADER_KEY = "model_server.request_id_header"
+# Set by whoever starts the response: its status, for the metrics and the access log.
+STATUS_KEY = "model_server.status"
 
 _GIVEN_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -50,6 +54,20 @@ def _route(scope: Scope) -> str:
         matched = scope.get("route")
         route = getattr(matched, "path", None) or "unmatched"
     return route
+
+
+def tagging_send(scope: Scope, send: Send) -> Send:
+    """`send`, adding the request id header to the response and noting its status in `scope`:
+    for responders that do not do it themselves."""
+    header = scope[REQUEST_ID_HEADER_KEY]
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            scope[STATUS_KEY] = message["status"]
+            message["headers"] = [*message.get("headers", ()), header]
+        await send(message)
+
+    return tagged
 
 
 def _timeout_answer(path: str, timeout_s: float) -> Response:
@@ -97,16 +115,27 @@ class Deadlines:
 
 
 class ObservedApp:
-    """Wraps the served app; everything it measures goes to `metrics` and the access log."""
+    """Wraps the served app; everything it measures goes to `metrics` and the access log.
+
+    With `inner_tags_responses`, the app inside adds the request id header and notes the status
+    itself (app.fastpath answers its hot routes so, without a send wrapper in between);
+    otherwise every response is tagged here.
+    """
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, timeout_s: float, access_log_on: bool
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        timeout_s: float,
+        access_log_on: bool,
+        inner_tags_responses: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.timeout_s = timeout_s
         self.deadlines = Deadlines(timeout_s)
         self.access_log_on = access_log_on
+        self.inner_tags_responses = inner_tags_responses
         self.ids = RequestIds()
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
@@ -125,30 +154,25 @@ class ObservedApp:
                 break
         if not request_id or not _GIVEN_ID.match(request_id):
             request_id = self.ids.next()
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
-            await send(message)
-
+        scope[REQUEST_ID_HEADER_KEY] = (b"x-request-id", request_id)
         task = asyncio.current_task()
         assert task is not None
         self.deadlines.start(task)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(
+                scope, receive, send if self.inner_tags_responses else tagging_send(scope, send)
+            )
         except asyncio.CancelledError:
             if not self.deadlines.expired(task):
                 raise  # cancelled by the server (shutdown), not by the timeout
             task.uncancel()
-            if status == 0:  # nothing sent yet: the client gets a 504, not a dropped connection
+            if STATUS_KEY not in scope:  # nothing sent yet: a 504, not a dropped connection
                 answer = _timeout_answer(scope["path"], self.timeout_s)
-                await answer(scope, receive, send_with_id)
+                await answer(scope, receive, tagging_send(scope, send))
         finally:
             self.deadlines.finish(task)
-            self._record(scope, status or 500, time.perf_counter() - started, request_id)
+            seconds = time.perf_counter() - started
+            self._record(scope, scope.get(STATUS_KEY, 500), seconds, request_id)
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
         route = _route(scope)
