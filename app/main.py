@@ -46,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.watcher = watcher
     app.state.draining = False
     with not_ready_on_sigterm(app.state):
-        async with watcher.running():
+        async with app.state.metrics.flushing(), watcher.running():
             yield
             app.state.draining = True
     await registry.close()

@@ -137,7 +137,6 @@ class ObservedApp:
         self.access_log_on = access_log_on
         self.inner_tags_responses = inner_tags_responses
         self.ids = RequestIds()
-        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)  # state, routes, openapi() of the app inside
@@ -178,15 +177,7 @@ class ObservedApp:
         route = _route(scope)
         model = scope.get(MODEL_KEY, "")
         version = scope.get(VERSION_KEY, "")
-        key = (route, model, version, status)
-        children = self._children.get(key)
-        if children is None:  # label lookups cost more than the updates: done once per key
-            children = self._children[key] = (
-                self.metrics.requests.labels(route, model, version, str(status)),
-                self.metrics.latency.labels(route, model),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.metrics.answered(route, model, version, status, seconds)
         if self.access_log_on and access_log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             access_log.info(

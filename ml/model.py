@@ -60,7 +60,15 @@ class LoadedModel:
     observer: ServingObserver | None = None
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
-        """One blocking inference; rows are split to fit a fixed batch dimension."""
+        """One blocking inference on the event loop's thread, reported to the observer."""
+        outputs, seconds = self._timed_run(arrays, n_rows)
+        if self.observer is not None:
+            self.observer.ran(self.name, self.version, n_rows, seconds)
+        return outputs
+
+    def _timed_run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> tuple[list[Any], float]:
+        """One blocking inference and how long it took, in any thread; rows are split to fit a
+        fixed batch dimension."""
         size = self.signature.fixed_batch_size
         started = time.perf_counter()
         try:
@@ -73,9 +81,7 @@ class LoadedModel:
             raise InferenceFailed(
                 f"model {self.name} version {self.version} failed to run on valid input"
             ) from exc
-        if self.observer is not None:
-            self.observer.ran(self.name, self.version, n_rows, time.perf_counter() - started)
-        return outputs
+        return outputs, time.perf_counter() - started
 
     def _run_fixed(self, arrays: Mapping[str, np.ndarray], n_rows: int, size: int) -> list[Any]:
         parts: list[list[Any]] = []
@@ -103,7 +109,10 @@ class LoadedModel:
         """Run on the event loop when it is cheaper than a thread hop, else in a worker thread."""
         if n_rows <= self.inline_max_rows:
             return self.run(arrays, n_rows)
-        return await asyncio.to_thread(self.run, arrays, n_rows)
+        outputs, seconds = await asyncio.to_thread(self._timed_run, arrays, n_rows)
+        if self.observer is not None:  # reported from here: observers are not thread-safe
+            self.observer.ran(self.name, self.version, n_rows, seconds)
+        return outputs
 
     def _batcher_for_one_row(self) -> MicroBatcher | None:
         batching = self.config.batching

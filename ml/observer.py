@@ -6,7 +6,8 @@ from typing import Protocol
 
 
 class ServingObserver(Protocol):
-    """Receives events from loaded versions, batchers and the registry."""
+    """Receives events from loaded versions, batchers and the registry, always on the event
+    loop's thread (implementations need no locks)."""
 
     def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
         """One session run of `rows` rows took `seconds`."""

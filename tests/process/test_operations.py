@@ -22,6 +22,8 @@ import pytest
 from live_server import DEMO_STORE, LiveServer, copy_demo_store
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.metrics import FLUSH_INTERVAL_S
+
 START_TIMEOUT_S = 15.0
 IRIS_ROW = [6.7, 3.0, 5.2, 2.3]
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
@@ -294,6 +296,11 @@ def test_two_workers_report_every_request_in_metrics(start):
 
     # Generated ids start with a prefix of their process: both workers answered some.
     assert len({rid.rsplit("-", 1)[0] for rid in ids}) == 2, ids
+    # A worker moves its tallies into the shared files at least every FLUSH_INTERVAL_S.
+    deadline = time.monotonic() + 10 * FLUSH_INTERVAL_S
+    while _predicts_counted(scrape(server.url)) < 60:
+        assert time.monotonic() < deadline, "the workers' counts never added up to 60"
+        time.sleep(0.1)
     for _ in range(4):  # whichever worker answers the scrape
         samples = scrape(server.url)
         predicts = [
@@ -338,3 +345,11 @@ def test_body_longer_than_its_content_length_is_never_served(start):
     after = httpx.post(server.url + "/predict", json={"model": "iris", "features": IRIS_ROW})
     assert after.status_code == 200, after.text
     assert after.json() == iris_answer(IRIS_ROW)
+
+
+def _predicts_counted(samples: list[tuple[str, dict[str, str], float]]) -> float:
+    return sum(
+        v
+        for n, labels, v in samples
+        if n == "model_server_requests_total" and labels["route"] == "/predict"
+    )
