@@ -111,10 +111,12 @@ def our_server(
     return serve([sys.executable, "-m", "app"], env, log=log)
 
 
-def baseline_server(module: str, model_path: Path) -> contextlib.AbstractContextManager[Served]:
+def baseline_server(
+    module: str, model_path: Path, attribute: str = "app"
+) -> contextlib.AbstractContextManager[Served]:
     """A baseline ASGI app from benchmarks/baselines, under uvicorn with one worker."""
     command = [
-        sys.executable, "-m", "uvicorn", f"benchmarks.baselines.{module}:app",
+        sys.executable, "-m", "uvicorn", f"benchmarks.baselines.{module}:{attribute}",
         "--host", "127.0.0.1", "--port", "{port}", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return serve(command, {"MODEL_PATH": str(model_path)}, ready_path="/health/live")
