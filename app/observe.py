@@ -137,6 +137,7 @@ class ObservedApp:
         self.access_log_on = access_log_on
         self.inner_tags_responses = inner_tags_responses
         self.ids = RequestIds()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)  # state, routes, openapi() of the app inside
@@ -154,8 +155,7 @@ class ObservedApp:
         if not request_id or not _GIVEN_ID.match(request_id):
             request_id = self.ids.next()
         scope[REQUEST_ID_HEADER_KEY] = (b"x-request-id", request_id)
-        task = asyncio.current_task()
-        assert task is not None
+        task = self._current_task()
         self.deadlines.start(task)
         try:
             await self.app(
@@ -172,6 +172,16 @@ class ObservedApp:
             self.deadlines.finish(task)
             seconds = time.perf_counter() - started
             self._record(scope, scope.get(STATUS_KEY, 500), seconds, request_id)
+
+    def _current_task(self) -> asyncio.Task[Any]:
+        # Given the loop, current_task() skips get_running_loop(), which makes a getpid()
+        # system call on every call in Python 3.11; the loop changes only between test clients.
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        if task is None:
+            self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(self._loop)
+            assert task is not None  # uvicorn runs every request in a task of its own
+        return task
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
         route = _route(scope)

@@ -44,6 +44,8 @@ def _value_type(feature: Feature) -> tuple[Any, str, str]:
     return bounded, "a finite number", f"a number within ±{limit:.4g} ({feature.dtype})"
 
 
+# From this many rows on, reading validated rows flat beats numpy's nested-sequence reader.
+_FLAT_READ_MIN_ROWS = 4
 _RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal"})
 # Errors about one value; any other error (a row that is not a list, or too short) is a row's.
 _VALUE_ERRORS = frozenset(
@@ -146,11 +148,14 @@ class RowCodec:
         else:
             values = self._check(self._order_all(rows, loc, single), loc, single)
         if self._uniform_dtype is not None:
+            name, n_rows = self.signature.inputs[0].name, len(values)
+            if n_rows < _FLAT_READ_MIN_ROWS:
+                return {name: np.array(values, dtype=self._uniform_dtype)}
             # pydantic-core has checked every row's width and values, so numpy can read them as
-            # one flat run: twice as fast as from nested sequences.
-            count = len(values) * self._width
+            # one flat run: on 64 rows, 40% faster than from nested sequences.
+            count = n_rows * self._width
             flat = np.fromiter(chain.from_iterable(values), self._uniform_dtype, count)
-            return {self.signature.inputs[0].name: flat.reshape(len(values), self._width)}
+            return {name: flat.reshape(n_rows, self._width)}
         return {
             feature.name: np.array([row[j] for row in values], dtype=feature.dtype).reshape(-1, 1)
             for j, feature in enumerate(self.features)

@@ -358,3 +358,13 @@ def test_row_schema_refuses_bad_rows(iris: RowCodec, row: Any) -> None:
 def test_row_schema_refuses_bad_column_rows(columns: RowCodec) -> None:
     assert not validates(columns.row_schema(), [3, 1.5, 2])
     assert not validates(columns.row_schema(), ["red", 1.5, 2.5])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 64])
+def test_tensor_rows_laid_out_in_order_whatever_the_row_count(iris: RowCodec, count: int) -> None:
+    # Few rows are read by numpy's nested reader, more as one flat run: the same array either way.
+    rows = [[float(i), i + 0.5, 1, -i] for i in range(count)]
+    arrays = iris.encode(rows, ("instances",))
+    assert list(arrays) == ["input"]
+    assert arrays["input"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["input"], np.array(rows, dtype=np.float32))
