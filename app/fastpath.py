@@ -54,15 +54,13 @@ class FastPathApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "POST":
-            handler = HANDLERS.get(scope["path"])
-            if handler is not None:
-                scope[ROUTE_KEY] = scope["path"]
-                await self._predict(handler, scope, receive, send)
-                return
-        await self.app(scope, receive, tagging_send(scope, send))
-
-    async def _predict(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = HANDLERS.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, tagging_send(scope, send))
+            return
+        # The predict routes, answered here rather than in a method of their own: one coroutine
+        # less per request on the path that carries the traffic.
+        scope[ROUTE_KEY] = scope["path"]
         state: State = self.app.state
         try:
             body = await _read_body(scope, receive, state.settings.max_body_bytes)

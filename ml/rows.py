@@ -68,7 +68,9 @@ class RowCodec:
         self._expected = [text for _, text, _ in value_types]
         self._in_range = [text for _, _, text in value_types]
         row_type = tuple[tuple(t for t, _, _ in value_types)]  # type: ignore[misc]
-        self._rows_adapter: TypeAdapter[list[tuple[Any, ...]]] = TypeAdapter(list[row_type])
+        adapter: TypeAdapter[list[tuple[Any, ...]]] = TypeAdapter(list[row_type])
+        # The core validator itself: TypeAdapter.validate_python adds ~0.2 µs of Python per call.
+        self._validate_rows = adapter.validator.validate_python
         self._uniform_dtype = (
             self.features[0].dtype if signature.layout is InputLayout.TENSOR else None
         )
@@ -139,7 +141,7 @@ class RowCodec:
             # Positional rows go straight to pydantic-core; only if it finds a row of the wrong
             # shape does the Python pass below run, to say which row and what was expected.
             try:
-                values = self._rows_adapter.validate_python(rows)
+                values = self._validate_rows(rows)
             except ValidationError as exc:
                 if any(err["type"] not in _VALUE_ERRORS for err in exc.errors()):
                     values = self._check(self._order_all(rows, loc, single), loc, single)
@@ -168,7 +170,7 @@ class RowCodec:
 
     def _check(self, ordered: list[Sequence[Any]], loc: Loc, single: bool) -> list[Any]:
         try:
-            return self._rows_adapter.validate_python(ordered)
+            return self._validate_rows(ordered)
         except ValidationError as exc:
             raise self._invalid(exc, loc, single) from None
 
