@@ -1,4 +1,4 @@
-"""Reads a JSON request body once, bounded, and parses it with pydantic-core.
+"""Reads a JSON request body once, bounded, and parses it with orjson (pydantic-core for NaN).
 
 The predict routes read the body here instead of through FastAPI's body parameters: that path
 parses, validates and re-encodes through several layers and caps a small body at a fraction of
