@@ -109,9 +109,21 @@ class LoadedModel:
         """Run on the event loop when it is cheaper than a thread hop, else in a worker thread."""
         if n_rows <= self.inline_max_rows:
             return self.run(arrays, n_rows)
-        outputs, seconds = await asyncio.to_thread(self._timed_run, arrays, n_rows)
-        if self.observer is not None:  # reported from here: observers are not thread-safe
-            self.observer.ran(self.name, self.version, n_rows, seconds)
+        return await asyncio.to_thread(
+            self._run_in_thread, asyncio.get_running_loop(), arrays, n_rows
+        )
+
+    def _run_in_thread(
+        self, loop: asyncio.AbstractEventLoop, arrays: Mapping[str, np.ndarray], n_rows: int
+    ) -> list[Any]:
+        outputs, seconds = self._timed_run(arrays, n_rows)
+        if self.observer is not None:
+            # Observers are used on the loop's thread only. Reported from here, the run counts
+            # even when the request that waited for it was cancelled (timeout) meanwhile.
+            with contextlib.suppress(RuntimeError):  # the loop closed: the process is ending
+                loop.call_soon_threadsafe(
+                    self.observer.ran, self.name, self.version, n_rows, seconds
+                )
         return outputs
 
     def _batcher_for_one_row(self) -> MicroBatcher | None:

@@ -409,3 +409,52 @@ def test_failed_run_is_no_longer_in_flight(tmp_path: Path) -> None:
         await asyncio.wait_for(model.close(timeout_s=5), 0.5)
 
     asyncio.run(scenario())
+
+
+class RunRecorder:
+    """A ServingObserver that keeps the runs it hears of, and the thread it heard them on."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, int, int]] = []
+        self.threads: set[int] = set()
+
+    def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
+        self.runs.append((model, version, rows))
+        self.threads.add(threading.get_ident())
+
+    def queued(self, model: str, version: int, depth: int) -> None:
+        pass
+
+    def load_failed(self, model: str) -> None:
+        pass
+
+    def versions_serving(self, model: str, count: int) -> None:
+        pass
+
+
+def test_runs_in_a_thread_are_reported_on_the_loop_even_when_the_request_gave_up(
+    tmp_path: Path,
+) -> None:
+    model = load(write_iris_classifier(tmp_path))
+    gated = GatedSession(model.session)
+    model.session = gated  # type: ignore[assignment]
+    model.inline_max_rows = 0  # run in a worker thread, as a large batch would
+    recorder = RunRecorder()
+    model.observer = recorder
+
+    async def scenario() -> int:
+        prediction = asyncio.create_task(model.predict(iris_rows(3), ("instances",)))
+        assert await asyncio.to_thread(gated.started.wait, 5)
+        prediction.cancel()  # as the request timeout does
+        with pytest.raises(asyncio.CancelledError):
+            await prediction
+        gated.gate.set()
+        for _ in range(100):  # the worker thread finishes the run after the request is gone
+            if recorder.runs:
+                break
+            await asyncio.sleep(0.01)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert recorder.runs == [("m", 1, 3)]
+    assert recorder.threads == {loop_thread}
