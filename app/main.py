@@ -50,6 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
             app.state.draining = True
     await registry.close()
+    app.state.metrics.flush()  # runs that ended while the versions closed
 
 
 def _error_bodies_as_served(schema: dict[str, Any]) -> None:

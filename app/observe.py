@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -138,6 +139,7 @@ class ObservedApp:
         self.inner_tags_responses = inner_tags_responses
         self.ids = RequestIds()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)  # state, routes, openapi() of the app inside
@@ -175,12 +177,16 @@ class ObservedApp:
 
     def _current_task(self) -> asyncio.Task[Any]:
         # Given the loop, current_task() skips get_running_loop(), which makes a getpid()
-        # system call on every call in Python 3.11; the loop changes only between test clients.
-        task = asyncio.current_task(self._loop) if self._loop is not None else None
-        if task is None:
-            self._loop = asyncio.get_running_loop()
+        # system call on every call in Python 3.11. The loop is remembered with its thread:
+        # under uvicorn there is one, but test clients run loops of their own, in other threads.
+        if self._loop_thread == threading.get_ident():
             task = asyncio.current_task(self._loop)
-            assert task is not None  # uvicorn runs every request in a task of its own
+            if task is not None:
+                return task
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        task = asyncio.current_task(self._loop)
+        assert task is not None  # uvicorn runs every request in a task of its own
         return task
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
