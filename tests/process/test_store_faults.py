@@ -521,6 +521,17 @@ def write_two_versions(folder: Path) -> Path:
     return folder
 
 
+def two_versions_with_toml(text: str) -> Callable[[Path], Path]:
+    """A writer for `place`: two versions and a model.toml holding `text`."""
+
+    def write(folder: Path) -> Path:
+        write_two_versions(folder)
+        write_model_toml(folder.parent, text)
+        return folder
+
+    return write
+
+
 def default_served(server: Server, model: str) -> int:
     answer = server.predict(model, IRIS_ROW)
     assert answer.status_code == 200, answer.text
@@ -533,12 +544,7 @@ def test_broken_model_toml_keeps_the_previous_settings_until_fixed(shared, broke
     name = f"toml-{broken}"
     store, server = shared.store, shared.server
 
-    def write(folder: Path) -> Path:
-        write_two_versions(folder)
-        write_model_toml(folder.parent, GOOD_TOML)
-        return folder
-
-    placed = place(shared, "model", name, write)
+    placed = place(shared, "model", name, two_versions_with_toml(GOOD_TOML))
     with removed_afterwards(shared, placed):
         wait_for(
             server,
@@ -586,12 +592,7 @@ def test_model_with_a_broken_model_toml_from_the_start_serves_once_fixed(shared,
     name = f"new-toml-{broken}"
     server = shared.server
 
-    def write(folder: Path) -> Path:
-        write_two_versions(folder)
-        write_model_toml(folder.parent, text)
-        return folder
-
-    placed = place(shared, "model", name, write)
+    placed = place(shared, "model", name, two_versions_with_toml(text))
     with removed_afterwards(shared, placed):
         wait_for(server, "the model listed", lambda: name in server.models())
         time.sleep(2 * POLL_S)
