@@ -28,12 +28,12 @@ from app.observe import (
     tagging_send,
 )
 from app.problems import HTTPProblem, problem_response
-from app.routes.predict import predict_many, predict_one
+from app.routes.predict import HeaderLookup, predict_many, predict_one
 from ml.errors import ServingError
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[State, Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[State, Any, HeaderLookup], Awaitable[dict[str, Any]]]
 
 HANDLERS: dict[str, Handler] = {"/predict": predict_one, "/predict/batch": predict_many}
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
@@ -64,7 +64,7 @@ class FastPathApp:
         state: State = self.app.state
         try:
             body = await _read_body(scope, receive, state.settings.max_body_bytes)
-            answer = await handler(state, parse_json(body))
+            answer = await handler(state, parse_json(body), _HeaderReader(scope).get)
         except ServingError as exc:
             failed = serving_error_response(exc)
         except HTTPProblem as exc:
@@ -85,6 +85,23 @@ class FastPathApp:
         scope[STATUS_KEY] = failed.status_code
         failed.raw_headers.append(scope[REQUEST_ID_HEADER_KEY])
         await failed(scope, receive, send)
+
+
+class _HeaderReader:
+    """Reads one request header of the scope on demand; made per request, read only when a
+    model's rollout routes by a header."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def get(self, name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.scope["headers"]:
+            if key == wanted:
+                return value.decode("latin-1")  # type: ignore[no-any-return]
+        return None
 
 
 async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:

@@ -155,6 +155,19 @@ class Metrics:
             multiprocess_mode="liveall",
             registry=r,
         )
+        self.rollout_requests = Counter(
+            "model_server_rollout_requests",
+            "Requests naming no version of a model with a rollout, by the version that answered.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.shadow_comparisons = Counter(
+            "model_server_shadow_comparisons",
+            "Rows a rollout's candidate scored in the shadow of the default, by outcome "
+            "(agreed, disagreed, error, dropped).",
+            ["model", "candidate", "outcome"],
+            registry=r,
+        )
 
     def answered(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
         """One request answered: counted, and its duration observed."""
@@ -225,3 +238,9 @@ class Metrics:
 
     def versions_serving(self, model: str, count: int) -> None:
         self.loaded_versions.labels(model).set(count)
+
+    def rollout_answered(self, model: str, version: int) -> None:
+        self.rollout_requests.labels(model, str(version)).inc()
+
+    def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
+        self.shadow_comparisons.labels(model, str(candidate), outcome).inc(rows)

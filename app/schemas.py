@@ -171,6 +171,33 @@ class ModelDetail(ModelSummary):
     row_schema: dict[str, Any] = Field(description="JSON Schema of one row")
 
 
+class ShadowReport(BaseModel):
+    compared: int
+    agreed: int
+    disagreed: int
+    errors: int
+    dropped: int
+    agreement: float | None
+    agreement_ci95: list[float] | None = Field(description="95% Wilson interval")
+    mean_abs_diff: float | None
+
+
+class RolloutReport(BaseModel):
+    """This process's view of a model's rollout (CONTRACT section 6)."""
+
+    model: str
+    state: str = Field(description="none, pending, active or halted")
+    default_version: int | None
+    candidate: int | None = None
+    traffic_percent: float | None = None
+    shadow_percent: float | None = None
+    sticky_header: str | None = None
+    halt_reason: str | None = None
+    answered: dict[str, int] | None = Field(None, description="requests by answering version")
+    shadow: ShadowReport | None = None
+    latency_ms: dict[str, dict[str, float] | None] | None = None
+
+
 class Health(BaseModel):
     status: str
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_FILE = "model.toml"
 
@@ -72,6 +79,22 @@ class RuntimeConfig(BaseModel):
     intra_op_num_threads: int = Field(1, ge=0, le=256)
 
 
+class RolloutConfig(BaseModel):
+    """`[rollout]`: a candidate version tried on a share of live traffic (CONTRACT section 6)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    candidate: int = Field(ge=1)
+    # Of requests that name no version, the share the candidate answers.
+    traffic_percent: float = Field(0.0, ge=0, le=100)
+    # Of requests the default answers, the share the candidate also scores, off the request path.
+    shadow_percent: float = Field(0.0, ge=0, le=100)
+    sticky_header: str | None = Field(None, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    window: int = Field(500, ge=1, le=1_000_000)
+
+
 class ModelConfig(BaseModel):
     """The whole of `model.toml`; every key is optional."""
 
@@ -81,6 +104,16 @@ class ModelConfig(BaseModel):
     version_policy: VersionPolicy = VersionPolicy("latest", count=1)
     batching: BatchingConfig | None = None
     onnxruntime: RuntimeConfig = RuntimeConfig()
+    rollout: RolloutConfig | None = None
+
+    @model_validator(mode="after")
+    def _candidate_is_not_the_default(self) -> ModelConfig:
+        if self.rollout is not None and self.rollout.candidate == self.default_version:
+            raise ValueError(
+                f"rollout.candidate {self.rollout.candidate} is the default_version: a rollout "
+                "tries a version other than the one that serves by default"
+            )
+        return self
 
     @field_validator("version_policy", mode="plain")
     @classmethod

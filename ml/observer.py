@@ -20,3 +20,10 @@ class ServingObserver(Protocol):
 
     def versions_serving(self, model: str, count: int) -> None:
         """`model` now serves `count` versions."""
+
+    def rollout_answered(self, model: str, version: int) -> None:
+        """A request naming no version of a model with a rollout was answered by `version`."""
+
+    def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
+        """`rows` shadow rows of a rollout ended as `outcome`: agreed, disagreed, error or
+        dropped."""

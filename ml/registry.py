@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from ml.config import ConfigError, ModelConfig, read_model_config
-from ml.errors import FieldError, InvalidInput, ModelNotFound, ModelNotReady
+from ml.errors import FieldError, InferenceFailed, InvalidInput, ModelNotFound, ModelNotReady
 from ml.model import LoadedModel, ModelLoadError, load_model
 from ml.observer import ServingObserver
+from ml.outputs import Predictions
+from ml.rollout import Rollout
 from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir, without_store_path
 
 log = logging.getLogger(__name__)
@@ -52,19 +56,37 @@ class ModelEntry:
     config_error: str | None = None
     versions: dict[int, VersionStatus] = field(default_factory=dict)
     default: LoadedModel | None = None
+    rollout: Rollout | None = None
+    # True while a sync changes this model: a default that is not available yet (a new pin
+    # still loading) leaves the current one serving until the sync ends.
+    settling: bool = False
 
     def refresh_default(self) -> None:
-        """The pinned version if set, else the highest available one."""
+        """The pinned version if set, else the highest available one other than a rollout's
+        candidate."""
         available = {
             v: s.model
             for v, s in self.versions.items()
             if s.state is VersionState.AVAILABLE and s.model is not None
         }
         pinned = self.config.default_version if self.config else None
+        if self.rollout is not None:
+            available.pop(self.rollout.candidate, None)
         if pinned is not None:
-            self.default = available.get(pinned)
+            chosen = available.get(pinned)
         else:
-            self.default = available[max(available)] if available else None
+            chosen = available[max(available)] if available else None
+        if chosen is None and self.settling and self.default is not None:
+            # The version that served (or its reload) serves on until the sync ends.
+            chosen = available.get(self.default.version)
+        self.default = chosen
+
+    def available(self, version: int) -> LoadedModel | None:
+        """The loaded model of `version` while it is AVAILABLE."""
+        status = self.versions.get(version)
+        return (
+            status.model if status is not None and status.state is VersionState.AVAILABLE else None
+        )
 
     @property
     def default_version(self) -> int | None:
@@ -145,6 +167,60 @@ class ModelRegistry:
             raise ModelNotReady(f"model {name!r} version {version} failed to load: {status.error}")
         return status.model
 
+    async def predict(
+        self,
+        name: str | None,
+        version: int | None,
+        rows: Sequence[Any],
+        loc: tuple[str | int, ...],
+        header: Callable[[str], str | None] | None = None,
+    ) -> tuple[LoadedModel, Predictions]:
+        """Answer `rows` with the version asked for; a request naming no version goes through
+        the model's rollout, if it has one. `header(name)` gives the value of a request header
+        (or gRPC metadata), for a rollout's sticky routing."""
+        model = self.resolve(name, version)
+        if version is None:
+            entry = self._models[model.name]
+            rollout = entry.rollout
+            if rollout is not None:
+                sticky = rollout.config.sticky_header
+                key = header(sticky) if sticky is not None and header is not None else None
+                return await self._predict_in_rollout(entry, rollout, rows, loc, key)
+        return model, await model.predict(rows, loc)
+
+    async def _predict_in_rollout(
+        self,
+        entry: ModelEntry,
+        rollout: Rollout,
+        rows: Sequence[Any],
+        loc: tuple[str | int, ...],
+        routing_key: str | None,
+    ) -> tuple[LoadedModel, Predictions]:
+        candidate = entry.available(rollout.candidate)
+        model = rollout.pick(entry.default, candidate, routing_key)
+        if model is None:  # resolve() found a default a moment ago; nothing awaited since
+            raise ModelNotReady(f"no version of model {entry.name!r} is available")
+        started = time.perf_counter()
+        try:
+            result = await model.predict(rows, loc)
+        except InferenceFailed:
+            if model is candidate:
+                rollout.candidate_failed()
+            raise
+        rollout.answered_by(model, time.perf_counter() - started)
+        if model is not candidate:
+            rollout.shadow(candidate, rows, result)
+        return model, result
+
+    def rollout_report(self, name: str) -> dict[str, Any]:
+        """GET /models/{name}/rollout: the state and counts of the model's rollout."""
+        entry = self.get(name)
+        if entry.rollout is None:
+            return {"model": name, "state": "none", "default_version": entry.default_version}
+        rollout = entry.rollout
+        report = rollout.report(entry.default_version, entry.available(rollout.candidate))
+        return {"model": name, **report}
+
     def _implicit_model(self) -> str:
         if self.default_model is not None:
             return self.default_model
@@ -194,6 +270,23 @@ class ModelRegistry:
         unsettled: Collection[tuple[str, int | None]],
         report: ReloadReport,
     ) -> None:
+        entry = self._models.get(model_dir.name)
+        if entry is not None:
+            entry.settling = True
+        try:
+            await self._apply_model(model_dir, unsettled, report)
+        finally:
+            entry = self._models.get(model_dir.name)
+            if entry is not None:
+                entry.settling = False
+                entry.refresh_default()
+
+    async def _apply_model(
+        self,
+        model_dir: ModelDir,
+        unsettled: Collection[tuple[str, int | None]],
+        report: ReloadReport,
+    ) -> None:
         name = model_dir.name
         entry = self._models.get(name)
         config_changed = False
@@ -207,13 +300,17 @@ class ModelRegistry:
             if entry is None:
                 entry = self._models[name] = ModelEntry(name, config, model_dir.config_fingerprint)
             elif config is not None:
-                config_changed = entry.config is not None and config != entry.config
+                config_changed = entry.config is not None and _serving_settings(
+                    config
+                ) != _serving_settings(entry.config)
                 entry.config = config
             entry.config_fingerprint = model_dir.config_fingerprint
             entry.config_error = error
             if error:
                 log.error("model %s: %s", name, error)
                 report.failed.append({"model": name, "version": None, "error": error})
+            else:
+                await self._restart_rollout(entry)
         if entry.config is None:
             return  # no valid model.toml ever read: nothing to serve until it is fixed
         on_disk = {v: d for v, d in model_dir.versions.items() if (name, v) not in unsettled}
@@ -240,7 +337,9 @@ class ModelRegistry:
         """Load what the policy selects, newest first; the versions that serve afterwards."""
         assert entry.config is not None
         policy = entry.config.version_policy
-        candidates = sorted(on_disk, reverse=True)
+        trial = entry.config.rollout.candidate if entry.config.rollout else None
+        # A rollout's candidate is loaded whatever the policy, and not counted by it.
+        candidates = sorted((v for v in on_disk if v != trial), reverse=True)
         if policy.kind == "specific":
             candidates = [v for v in candidates if v in policy.versions]
         keep: set[int] = set()
@@ -249,14 +348,14 @@ class ModelRegistry:
                 break
             if await self._ensure_loaded(entry, on_disk[version], reload_all, report):
                 keep.add(version)
-        pinned = entry.config.default_version
-        if (
-            pinned is not None
-            and pinned in on_disk
-            and pinned not in keep
-            and await self._ensure_loaded(entry, on_disk[pinned], reload_all, report)
-        ):
-            keep.add(pinned)
+        for extra in (entry.config.default_version, trial):
+            if (
+                extra is not None
+                and extra in on_disk
+                and extra not in keep
+                and await self._ensure_loaded(entry, on_disk[extra], reload_all, report)
+            ):
+                keep.add(extra)
         return keep
 
     async def _ensure_loaded(
@@ -321,14 +420,33 @@ class ModelRegistry:
         log.info("model %s version %s unloaded", entry.name, version)
         report.unloaded.append({"model": entry.name, "version": version})
 
+    async def _restart_rollout(self, entry: ModelEntry) -> None:
+        """A (re)read model.toml starts its rollout afresh: counts reset and a halt lifted."""
+        if entry.rollout is not None:
+            await entry.rollout.close()
+            entry.rollout = None
+        if entry.config is not None and entry.config.rollout is not None:
+            entry.rollout = Rollout(entry.name, entry.config.rollout, self.observer)
+            log.info(
+                "model %s: rollout of version %s configured", entry.name, entry.rollout.candidate
+            )
+        entry.refresh_default()
+
     async def close(self) -> None:
         """Release every session, after in-flight requests end."""
         async with self._lock:
             for entry in self._models.values():
+                if entry.rollout is not None:
+                    await entry.rollout.close()
                 for status in entry.versions.values():
                     if status.model is not None:
                         await status.model.close()
             self._models.clear()
+
+
+def _serving_settings(config: ModelConfig) -> ModelConfig:
+    """The settings a loaded session depends on: editing `[rollout]` reloads nothing."""
+    return config.model_copy(update={"rollout": None})
 
 
 def _serving(entry: ModelEntry) -> bool:

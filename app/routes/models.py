@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from app.responses import json_response, problem_docs
-from app.schemas import ModelDetail, ModelList
+from app.schemas import ModelDetail, ModelList, RolloutReport
 from ml.errors import ModelNotReady
 from ml.registry import ModelEntry, ModelRegistry
 
@@ -64,3 +64,12 @@ async def describe_model(
             "row_schema": model.codec.row_schema(),
         }
     )
+
+
+@router.get("/{name}/rollout", response_model=RolloutReport, responses=problem_docs(404))
+async def describe_rollout(
+    request: Request, name: str = Path(description="Model name", max_length=64)
+) -> Response:
+    """The model's rollout: state, traffic split, shadow agreement and latency by version."""
+    registry: ModelRegistry = request.app.state.registry
+    return json_response(registry.rollout_report(name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,9 @@ from ml.outputs import Predictions
 router = APIRouter(tags=["predict"])
 
 ERRORS = problem_docs(400, 404, 413, 415, 422, 503)
+
+# A request header by name (case-insensitive), or None.
+HeaderLookup = Callable[[str], str | None]
 
 
 def _one(name: str, version: int, result: Predictions) -> dict[str, Any]:
@@ -42,23 +46,26 @@ def _many(name: str, version: int, result: Predictions) -> dict[str, Any]:
     return body
 
 
-async def predict_one(state: State, payload: Any) -> dict[str, Any]:
-    """The answer to a /predict body; raises the error that becomes a problem answer."""
+async def predict_one(state: State, payload: Any, header: HeaderLookup) -> dict[str, Any]:
+    """The answer to a /predict body; raises the error that becomes a problem answer.
+    `header(name)` reads a request header (a rollout's sticky header)."""
     body = validate(PredictRequest, payload)
-    model = state.registry.resolve(body.model, body.version)
-    result = await model.predict([body.features], ("features",))
+    model, result = await state.registry.predict(
+        body.model, body.version, [body.features], ("features",), header
+    )
     return _one(model.name, model.version, result)
 
 
-async def predict_many(state: State, payload: Any) -> dict[str, Any]:
+async def predict_many(state: State, payload: Any, header: HeaderLookup) -> dict[str, Any]:
     """The answer to a /predict/batch body."""
     body = validate(BatchRequest, payload)
     limit = state.settings.max_batch_rows
     if len(body.instances) > limit:
         message = f"at most {limit} rows per request (MAX_BATCH_ROWS); got {len(body.instances)}"
         raise HTTPProblem(422, "Invalid input", message, [{"loc": ["instances"], "msg": message}])
-    model = state.registry.resolve(body.model, body.version)
-    result = await model.predict(body.instances, ("instances",))
+    model, result = await state.registry.predict(
+        body.model, body.version, body.instances, ("instances",), header
+    )
     return _many(model.name, model.version, result)
 
 
@@ -74,7 +81,7 @@ async def predict(request: Request) -> Response:
     """Predict one row, given as a list in feature order or an object by feature name."""
     state = request.app.state
     payload = await read_json(request, state.settings.max_body_bytes)
-    return json_response(await predict_one(state, payload))
+    return json_response(await predict_one(state, payload, request.headers.get))
 
 
 @router.post(
@@ -87,4 +94,4 @@ async def predict_batch(request: Request) -> Response:
     """Predict many rows; the answers keep the order of `instances`."""
     state = request.app.state
     payload = await read_json(request, state.settings.max_body_bytes)
-    return json_response(await predict_many(state, payload))
+    return json_response(await predict_many(state, payload, request.headers.get))

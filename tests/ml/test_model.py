@@ -440,6 +440,12 @@ class RunRecorder:
     def versions_serving(self, model: str, count: int) -> None:
         pass
 
+    def rollout_answered(self, model: str, version: int) -> None:
+        pass
+
+    def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
+        pass
+
 
 def test_runs_in_a_thread_are_reported_on_the_loop_even_when_the_request_gave_up(
     tmp_path: Path,

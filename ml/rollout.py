@@ -1,0 +1,394 @@
+"""A candidate version on live traffic: canary share, sticky routing, shadow scoring, halt.
+
+One `Rollout` lives per model while its `model.toml` has a `[rollout]` table, and is replaced
+when that file changes (which also lifts a halt). Every decision comes from the configuration
+and a stable hash, so workers and replicas agree without talking to each other; the counts are
+this process's own, and Prometheus sums them across processes.
+
+The request path pays for a rollout only where one is configured: `pick` chooses the version,
+`answered` notes the answer and may queue the rows for the candidate. Shadow runs happen in a
+worker thread fed by a bounded queue; a full queue drops the rows and counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ml.config import RolloutConfig
+from ml.observer import ServingObserver
+from ml.outputs import Predictions
+from ml.samples import DEFAULT_ATOL, DEFAULT_RTOL
+
+if TYPE_CHECKING:
+    from ml.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 100
+# Shadow requests waiting for the candidate; beyond this they are dropped, never waited for.
+SHADOW_QUEUE_SIZE = 256
+# Rows scored by the candidate in one run, at most: queued requests are run together.
+SHADOW_BATCH_ROWS = 256
+LATENCY_SAMPLES = 2048
+Z95 = 1.959963984540054
+
+
+class RolloutState(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    ACTIVE = "active"
+    HALTED = "halted"
+
+
+def bucket(model: str, key: str) -> int:
+    """The bucket (0-99) of a routing key: the same on every worker, replica and restart."""
+    digest = hashlib.blake2b(f"{model}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def wilson_interval(successes: int, total: int) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of a proportion; None without observations."""
+    if total == 0:
+        return None
+    p = successes / total
+    denominator = 1 + Z95**2 / total
+    centre = (p + Z95**2 / (2 * total)) / denominator
+    half = Z95 * math.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True, slots=True)
+class RowComparison:
+    """How the candidate's answer for one row compares with the default's."""
+
+    agreed: bool
+    abs_diff: float | None  # mean absolute difference of the numbers, None when there are none
+
+
+def _numbers(value: Any) -> Iterator[float]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield float(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _numbers(item)
+
+
+def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
+    """(what decides agreement, the numbers compared) of one row of an answer."""
+    if answer.probabilities is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.probabilities[index]
+    if answer.predictions is not None:
+        return None, answer.predictions[index]
+    outputs = answer.outputs or {}
+    return None, {name: values[index] for name, values in outputs.items()}
+
+
+def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> list[RowComparison]:
+    """Row by row: classes equal (classifiers), or every number within the samples.json
+    tolerances of the default's (regressors and other models)."""
+    results = []
+    for index in range(rows):
+        default_class, default_values = _row(default, index)
+        candidate_class, candidate_values = _row(candidate, index)
+        ours, theirs = list(_numbers(default_values)), list(_numbers(candidate_values))
+        diff = (
+            float(np.mean(np.abs(np.subtract(ours, theirs))))
+            if ours and len(ours) == len(theirs)
+            else None
+        )
+        if default.probabilities is not None:
+            agreed = default_class == candidate_class
+        else:
+            agreed = len(ours) == len(theirs) and all(
+                abs(o - t) <= DEFAULT_ATOL + DEFAULT_RTOL * abs(o)
+                for o, t in zip(ours, theirs, strict=True)
+            )
+        results.append(RowComparison(agreed, diff))
+    return results
+
+
+class _Window:
+    """The last `size` outcomes and how many of them were true, kept as they stream in."""
+
+    __slots__ = ("outcomes", "size", "true")
+
+    def __init__(self, size: int) -> None:
+        self.outcomes: deque[bool] = deque()
+        self.size = size
+        self.true = 0
+
+    def add(self, outcome: bool) -> None:
+        self.outcomes.append(outcome)
+        self.true += outcome
+        if len(self.outcomes) > self.size:
+            self.true -= self.outcomes.popleft()
+
+    def share(self, at_least: int) -> float | None:
+        """The share of true outcomes, once the window holds `at_least` of them."""
+        count = len(self.outcomes)
+        return self.true / count if count >= at_least else None
+
+
+@dataclass(slots=True)
+class _Shadow:
+    """Rows the default answered, waiting for the candidate."""
+
+    rows: Sequence[Any]
+    default: Predictions
+
+
+@dataclass(slots=True)
+class Rollout:
+    """The live state of one model's `[rollout]`."""
+
+    model: str
+    config: RolloutConfig
+    observer: ServingObserver | None = None
+    halt_reason: str | None = None
+    answered: dict[int, int] = field(default_factory=dict)
+    compared: int = 0
+    agreed: int = 0
+    errors: int = 0
+    dropped: int = 0
+    _abs_diff_sum: float = 0.0
+    _abs_diff_rows: int = 0
+    _recent_agreement: _Window = field(init=False)
+    _recent_failures: _Window = field(init=False)
+    _latency: dict[int, deque[float]] = field(default_factory=dict)
+    _queue: asyncio.Queue[tuple[LoadedModel, _Shadow]] | None = None
+    _worker: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self._recent_agreement = _Window(self.config.window)
+        self._recent_failures = _Window(self.config.window)
+
+    @property
+    def candidate(self) -> int:
+        return self.config.candidate
+
+    def state(self, candidate: LoadedModel | None) -> RolloutState:
+        if self.halt_reason is not None:
+            return RolloutState.HALTED
+        return RolloutState.PENDING if candidate is None else RolloutState.ACTIVE
+
+    # -- on the request path ----------------------------------------------------------------
+
+    def pick(
+        self, default: LoadedModel | None, candidate: LoadedModel | None, key: str | None
+    ) -> LoadedModel | None:
+        """The version that answers a request naming none: the candidate for its share."""
+        if candidate is None or self.halt_reason is not None or not self.config.traffic_percent:
+            return default
+        if key is not None and self.config.sticky_header is not None:
+            share = bucket(self.model, key)
+        else:
+            share = random.random() * BUCKETS  # noqa: S311 - a traffic split, not a secret
+        return candidate if share < self.config.traffic_percent or default is None else default
+
+    def answered_by(self, model: LoadedModel, seconds: float) -> None:
+        """A request naming no version was answered by `model` in `seconds`."""
+        version = model.version
+        self.answered[version] = self.answered.get(version, 0) + 1
+        self._latency_of(version).append(seconds)
+        if version == self.candidate:
+            self._note_failures(1, failed=False)
+        if self.observer is not None:
+            self.observer.rollout_answered(self.model, version)
+
+    def candidate_failed(self) -> None:
+        """The candidate failed to answer a request it was routed."""
+        self._note_failures(1, failed=True)
+
+    def shadow(
+        self, candidate: LoadedModel | None, rows: Sequence[Any], default: Predictions
+    ) -> None:
+        """Queue `rows`, answered by the default, for the candidate, for its share."""
+        if (
+            candidate is None
+            or self.halt_reason is not None
+            or not self.config.shadow_percent
+            or random.random() * 100 >= self.config.shadow_percent  # noqa: S311 - sampling
+        ):
+            return
+        if self._queue is None:  # made on first use: asyncio objects belong to the running loop
+            self._queue = asyncio.Queue(SHADOW_QUEUE_SIZE)
+            self._worker = asyncio.get_running_loop().create_task(self._score_shadows())
+        try:
+            self._queue.put_nowait((candidate, _Shadow(rows, default)))
+        except asyncio.QueueFull:
+            self.dropped += len(rows)
+            if self.observer is not None:
+                self.observer.shadow_compared(self.model, self.candidate, "dropped", len(rows))
+
+    # -- off the request path ---------------------------------------------------------------
+
+    async def _score_shadows(self) -> None:
+        assert self._queue is not None
+        while True:
+            candidate, first = await self._queue.get()
+            batch = [first]
+            rows = len(first.rows)
+            while rows < SHADOW_BATCH_ROWS and not self._queue.empty():
+                more_candidate, more = self._queue.get_nowait()
+                if more_candidate is not candidate:
+                    continue  # the candidate was reloaded meanwhile: an old answer
+                batch.append(more)
+                rows += len(more.rows)
+            if self.halt_reason is not None:
+                continue
+            all_rows = [row for item in batch for row in item.rows]
+            started = time.perf_counter()
+            try:
+                answer = await asyncio.to_thread(candidate.answer, all_rows, ("shadow",))
+            except Exception as exc:  # any failure of the candidate is counted, never raised
+                log.debug("shadow run of %s/%s failed: %s", self.model, self.candidate, exc)
+                self.errors += rows
+                self._note_failures(rows, failed=True)
+                if self.observer is not None:
+                    self.observer.shadow_compared(self.model, self.candidate, "error", rows)
+                continue
+            self._latency_of(candidate.version).append(time.perf_counter() - started)
+            self._note_failures(rows, failed=False)
+            offset = 0
+            for item in batch:
+                n = len(item.rows)
+                mine = _slice(answer, offset, n)
+                offset += n
+                self._count(compare_rows(item.default, mine, n))
+
+    def _count(self, results: list[RowComparison]) -> None:
+        agreed = sum(r.agreed for r in results)
+        self.compared += len(results)
+        self.agreed += agreed
+        for result in results:
+            self._recent_agreement.add(result.agreed)
+            if result.abs_diff is not None:
+                self._abs_diff_sum += result.abs_diff
+                self._abs_diff_rows += 1
+            self._check_halt()  # after each row: any window of the stream can trip it
+        if self.observer is not None:
+            if agreed:
+                self.observer.shadow_compared(self.model, self.candidate, "agreed", agreed)
+            if len(results) - agreed:
+                self.observer.shadow_compared(
+                    self.model, self.candidate, "disagreed", len(results) - agreed
+                )
+
+    def _note_failures(self, rows: int, *, failed: bool) -> None:
+        for _ in range(min(rows, self.config.window)):
+            self._recent_failures.add(failed)
+            self._check_halt()
+
+    def _check_halt(self) -> None:
+        if self.halt_reason is not None:
+            return
+        config, reason = self.config, None
+        agreement = self._recent_agreement.share(config.window)
+        if (
+            config.min_agreement is not None
+            and agreement is not None
+            and agreement < config.min_agreement
+        ):
+            reason = (
+                f"agreement {agreement:.4f} over the last {config.window} compared rows is "
+                f"below min_agreement {config.min_agreement}"
+            )
+        rate = self._recent_failures.share(config.window)
+        if (
+            reason is None
+            and config.max_error_rate is not None
+            and rate is not None
+            and rate > config.max_error_rate
+        ):
+            reason = (
+                f"error rate {rate:.4f} over the last {config.window} candidate rows is "
+                f"above max_error_rate {config.max_error_rate}"
+            )
+        if reason is not None:
+            self.halt_reason = reason
+            log.warning(
+                "rollout of %s version %s halted: %s; edit model.toml to resume",
+                self.model,
+                self.candidate,
+                reason,
+            )
+
+    def _latency_of(self, version: int) -> deque[float]:
+        samples = self._latency.get(version)
+        if samples is None:
+            samples = self._latency[version] = deque(maxlen=LATENCY_SAMPLES)
+        return samples
+
+    async def close(self) -> None:
+        """Stop scoring shadows; queued rows are dropped with the rollout."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    # -- the report -------------------------------------------------------------------------
+
+    def report(self, default_version: int | None, candidate: LoadedModel | None) -> dict[str, Any]:
+        """GET /models/{name}/rollout, as CONTRACT section 6 words it."""
+        interval = wilson_interval(self.agreed, self.compared)
+        return {
+            "state": self.state(candidate).value,
+            "default_version": default_version,
+            "candidate": self.candidate,
+            "traffic_percent": self.config.traffic_percent,
+            "shadow_percent": self.config.shadow_percent,
+            "sticky_header": self.config.sticky_header,
+            "halt_reason": self.halt_reason,
+            "answered": {str(v): n for v, n in sorted(self.answered.items())},
+            "shadow": {
+                "compared": self.compared,
+                "agreed": self.agreed,
+                "disagreed": self.compared - self.agreed,
+                "errors": self.errors,
+                "dropped": self.dropped,
+                "agreement": round(self.agreed / self.compared, 4) if self.compared else None,
+                "agreement_ci95": [round(v, 4) for v in interval] if interval else None,
+                "mean_abs_diff": (
+                    self._abs_diff_sum / self._abs_diff_rows if self._abs_diff_rows else None
+                ),
+            },
+            "latency_ms": {
+                str(v): _percentiles(samples) for v, samples in sorted(self._latency.items())
+            },
+        }
+
+
+def _percentiles(samples: deque[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    p50, p99 = np.percentile(np.fromiter(samples, float), [50, 99]) * 1000
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+
+
+def _slice(answer: Predictions, start: int, count: int) -> Predictions:
+    end = start + count
+    return Predictions(
+        predictions=None if answer.predictions is None else answer.predictions[start:end],
+        probabilities=None if answer.probabilities is None else answer.probabilities[start:end],
+        outputs=None
+        if answer.outputs is None
+        else {name: values[start:end] for name, values in answer.outputs.items()},
+    )
