@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def version_for(server: LiveServer, key: str) -> int:
     return int(response.json()["version"])
 
 
+def every_worker_ready(server: LiveServer) -> Callable[[], bool]:
+    """Each worker loads the store on its own: ready once 20 new connections in a row (either
+    worker may take each) find it ready."""
+    streak = [0]
+
+    def check() -> bool:
+        ok = httpx.get(server.url + "/health/ready").status_code == 200
+        streak[0] = streak[0] + 1 if ok else 0
+        return streak[0] >= 20
+
+    return check
+
+
 def metric(server: LiveServer, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     text = httpx.get(server.url + "/metrics").text
     return {
@@ -70,16 +84,7 @@ def test_one_sticky_key_gets_one_version_across_workers_and_restarts(tmp_path: P
     assert set(expected.values()) == {1, 2}
     for _ in range(2):  # a restart changes nothing
         with LiveServer.start(store, tmp_path, env={"WORKERS": "2"}) as server:
-            # Each worker loads the store on its own: ready once 20 new connections in a row
-            # (either worker may take each) find it ready.
-            streak = [0]
-
-            def both_ready() -> bool:
-                ok = httpx.get(server.url + "/health/ready").status_code == 200
-                streak[0] = streak[0] + 1 if ok else 0
-                return streak[0] >= 20
-
-            wait_until(both_ready, "both workers ready", 30, server=server)
+            wait_until(every_worker_ready(server), "both workers ready", 30, server=server)
             for _ in range(3):
                 assert {key: version_for(server, key) for key in keys} == expected
 
