@@ -287,7 +287,9 @@ def test_parity_failure_names_the_row_and_writes_nothing(tmp_path, monkeypatch, 
 
     message = str(caught.value)
     assert "parity check failed: 1 of 150 sample rows disagree" in message
-    assert re.search(r"worst: row 2, probabilities\[setosa\]: [\d.e-]+ expected, [\d.e-]+ from", message)
+    assert re.search(
+        r"worst: row 2, probabilities\[setosa\]: [\d.e-]+ expected, [\d.e-]+ from", message
+    )
     # Doubles do not help against a converter that is simply wrong.
     assert "float32 is the cause" not in message
     assert "try: " in message
