@@ -45,7 +45,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from ml.export_boosting import BOOSTING_LIBRARIES
 from ml.export_convert import InitialTypes, convert, final_estimator, graph_classes, step_paths
 from ml.export_errors import ExportError
-from ml.export_parity import ParityError, check_parity
+from ml.export_parity import ParityError, check_parity, class_key
 from ml.export_samples import build_samples
 
 __all__ = ["ExportError", "export_model", "main"]
@@ -250,12 +250,10 @@ def _float32_is_the_cause(
 
 def _check_classes(estimator: Any, graph: list[str | int] | None) -> list[str | int]:
     """The graph's classes in probability-column order, checked against the estimator's."""
-    fitted = list(final_estimator(estimator).classes_)
-    classes = graph if graph is not None else fitted
-    if [str(c) for c in classes] != [str(c) for c in fitted]:
-        raise ExportError(
-            f"the ONNX graph lists the classes {classes}, the model {[str(c) for c in fitted]}"
-        )
+    fitted = [class_key(c) for c in final_estimator(estimator).classes_]
+    classes = graph if graph is not None else list(final_estimator(estimator).classes_)
+    if [class_key(c) for c in classes] != fitted:
+        raise ExportError(f"the ONNX graph lists the classes {classes}, the model {fitted}")
     return [c if isinstance(c, str) else int(c) for c in classes]
 
 

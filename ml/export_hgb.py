@@ -5,6 +5,8 @@
 - skl2onnx reads every split as `feature <= threshold`, also where scikit-learn splits on a set
   of categories; such a split becomes a chain of `BRANCH_EQ` nodes, one per category, all leading
   to the same child, and unknown categories and missing values go where scikit-learn sends them.
+- For a float64 input skl2onnx declares a float64 output that the tree operator cannot give:
+  thresholds are kept as float64 (`*_as_tensor`), and the float output is cast to float64.
 
 Passed per conversion (`custom_conversion_functions`), so skl2onnx's registry stays untouched.
 """
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from onnx import TensorProto, numpy_helper
+from skl2onnx.common.data_types import DoubleTensorType
 from skl2onnx.operator_converters.random_forest import (
     convert_sklearn_random_forest_classifier,
     convert_sklearn_random_forest_regressor_converter,
@@ -24,6 +28,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 __all__ = ["custom_converters"]
 
 TREE_OPERATORS = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor"})
+# Attributes that version 3 of the tree operators also takes as float64 tensors.
+DOUBLE_ATTRIBUTES = ("nodes_values", "base_values", "class_weights", "target_weights")
 Converter = Callable[[Any, Any, Any], None]
 
 
@@ -37,7 +43,10 @@ def custom_converters() -> dict[type, Converter]:
 
 def _wrap(convert: Converter) -> Converter:
     def converter(scope: Any, operator: Any, container: Any) -> None:
-        convert(scope, operator, _TreeContainer(container, operator.raw_operator))
+        double = isinstance(operator.inputs[0].type, DoubleTensorType)
+        # Version 3 of the tree operators takes float64 thresholds, version 1 float32 only.
+        tree_container = _TreeContainer(container, scope, operator.raw_operator, double=double)
+        convert(scope, operator, tree_container, op_version=3 if double else 1)
 
     return converter
 
@@ -45,9 +54,11 @@ def _wrap(convert: Converter) -> Converter:
 class _TreeContainer:
     """skl2onnx's container, with the tree operator's attributes repaired on their way in."""
 
-    def __init__(self, container: Any, estimator: Any) -> None:
+    def __init__(self, container: Any, scope: Any, estimator: Any, *, double: bool) -> None:
         self._container = container
+        self._scope = scope
         self._estimator = estimator
+        self._double = double
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._container, name)
@@ -62,12 +73,41 @@ class _TreeContainer:
         name: str | None = None,
         **attrs: Any,
     ) -> Any:
-        if op_type in TREE_OPERATORS:
-            attrs = {key: _plain_ints(value) for key, value in attrs.items()}
-            _expand_categorical_splits(attrs, self._estimator)
-        return self._container.add_node(
-            op_type, inputs, outputs, op_domain, op_version, name, **attrs
+        if op_type not in TREE_OPERATORS:
+            return self._container.add_node(
+                op_type, inputs, outputs, op_domain, op_version, name, **attrs
+            )
+        attrs = {key: _plain_ints(value) for key, value in attrs.items()}
+        _expand_categorical_splits(attrs, self._estimator)
+        if not self._double:
+            return self._container.add_node(
+                op_type, inputs, outputs, op_domain, op_version, name, **attrs
+            )
+        for key in DOUBLE_ATTRIBUTES:
+            if key in attrs:
+                values = np.asarray(attrs.pop(key), dtype=np.float64)
+                attrs[f"{key}_as_tensor"] = numpy_helper.from_array(values)
+        # The operator answers float32 whatever its input; the graph declares float64, so every
+        # float output goes through a cast (the label output of a classifier is not a float).
+        names = [outputs] if isinstance(outputs, str) else list(outputs)
+        float_outputs = names[-1:]
+        renamed = [
+            self._scope.get_unique_variable_name(f"{n}_float") if n in float_outputs else n
+            for n in names
+        ]
+        result = self._container.add_node(
+            op_type, inputs, renamed, op_domain, op_version, name, **attrs
         )
+        for original, float_name in zip(names, renamed, strict=True):
+            if original != float_name:
+                self._container.add_node(
+                    "Cast",
+                    float_name,
+                    original,
+                    name=self._scope.get_unique_operator_name("Cast"),
+                    to=TensorProto.DOUBLE,
+                )
+        return result
 
 
 def _plain_ints(value: Any) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ml.export_errors import ExportError
 
-__all__ = ["ParityError", "check_parity", "probability_matrix"]
+__all__ = ["ParityError", "check_parity", "class_key", "probability_matrix"]
 
 
 class ParityError(ExportError):
@@ -27,6 +27,14 @@ class _Worst:
     field: str
     expected: Any
     got: Any
+
+
+def class_key(value: Any) -> str:
+    """A class as text, the same for the library and the graph: converters write boolean
+    classes as the integers 0 and 1."""
+    if isinstance(value, bool | np.bool_):
+        return str(int(value))
+    return str(value)
 
 
 def probability_matrix(output: Any, classes: Sequence[Any]) -> np.ndarray:
@@ -61,12 +69,15 @@ def check_parity(
         got_labels = np.asarray(outputs[0]).reshape(-1)
         # Compared as text: int classes come back as int64, string classes as str.
         label_bad = np.array(
-            [str(w) != str(g) for w, g in zip(expected.reshape(-1), got_labels, strict=True)]
+            [
+                class_key(w) != class_key(g)
+                for w, g in zip(expected.reshape(-1), got_labels, strict=True)
+            ]
         )
         bad |= label_bad
         if label_bad.any():
             row = int(np.flatnonzero(label_bad)[0])
-            worst = _Worst(row, "prediction", str(expected[row]), str(got_labels[row]))
+            worst = _Worst(row, "prediction", class_key(expected[row]), class_key(got_labels[row]))
         if expected_proba is not None:
             names = [f"probabilities[{c}]" for c in classes]
             numbers_bad, numbers_worst = _compare(

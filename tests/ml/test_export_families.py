@@ -256,6 +256,34 @@ def test_float32_cancellation_suggests_double_input(tmp_path):
     assert isinstance(read_json(folder, "samples.json")["instances"][0][0], float)
 
 
+def test_hist_gradient_boosting_on_float64_data_exports_with_double_input(tmp_path):
+    # Raw float64 data: thresholds halfway between two values are not float32 numbers.
+    x, y = load_diabetes(return_X_y=True)
+    model = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
+    with pytest.raises(ExportError, match="float32 is the cause"):
+        export_model(model, tmp_path, "diabetes", x)
+
+    folder = export_model(model, tmp_path, "diabetes", x, double=True)
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.type for i in session.get_inputs()] == ["tensor(double)"]
+    assert [o.type for o in session.get_outputs()] == ["tensor(double)"]
+    (prediction,) = session.run(None, {"input": x})
+    np.testing.assert_allclose(prediction.ravel(), model.predict(x), rtol=1e-4, atol=1e-4)
+    samples = read_json(folder, "samples.json")
+    assert samples["instances"][0] == x[0].tolist()  # float64 rows travel as they are
+
+
+def test_boolean_classes_answer_as_0_and_1(tmp_path, iris32):
+    x, y = iris32
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, y == 2)
+    folder = export_model(model, tmp_path, "virginica", x)
+    expected = read_json(folder, "samples.json")["expected"]
+    assert set(expected["predictions"]) == {0, 1}
+    assert list(expected["probabilities"][0]) == ["0", "1"]
+    assert "labels" not in read_json(folder, "metadata.json")
+
+
 def test_missing_boosting_extra_says_what_to_install(tmp_path, iris32, monkeypatch):
     def not_installed(library: str) -> None:
         raise ModuleNotFoundError("No module named 'onnxmltools'", name="onnxmltools")
