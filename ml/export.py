@@ -200,28 +200,17 @@ def _convert_and_check(
 ) -> _Checked:
     """Convert, run with onnxruntime, and compare; raises ExportError (ParityError) on failure.
 
-    Classifiers answer a plain probability tensor, unless the graph would then not name its
-    classes (MLP, k-NN): the server reads them from the graph, so those keep their ZipMap.
+    Classifiers answer labels and a plain [N, C] probability tensor (no ZipMap).
     """
-
-    def convert_with(zipmap: bool) -> onnx.ModelProto:
-        return convert(
-            estimator,
-            inputs.initial_types,
-            name=name,
-            description=description,
-            zipmap=zipmap,
-            classifier=classifier,
-        )
-
-    model = convert_with(zipmap=False)
-    classes: list[str | int] | None = None
-    if classifier:
-        classes = graph_classes(model)
-        if classes is None:
-            model = convert_with(zipmap=True)
-            classes = graph_classes(model)
-        classes = _check_classes(estimator, classes)
+    model = convert(
+        estimator,
+        inputs.initial_types,
+        name=name,
+        description=description,
+        zipmap=False,
+        classifier=classifier,
+    )
+    classes = _check_classes(estimator, graph_classes(model)) if classifier else None
     outputs = _run(model, inputs.feed)
     check_parity(estimator, inputs.sk_input, outputs, classes=classes, rtol=rtol, atol=atol)
     return _Checked(model, outputs, classes)
@@ -249,7 +238,9 @@ def _float32_is_the_cause(
 
 
 def _check_classes(estimator: Any, graph: list[str | int] | None) -> list[str | int]:
-    """The graph's classes in probability-column order, checked against the estimator's."""
+    """The graph's classes in probability-column order, checked against the estimator's; the
+    estimator's where no classifier operator names them (MLP and k-NN pick the label from a
+    constant of the classes, which is what the server reads then)."""
     fitted = [class_key(c) for c in final_estimator(estimator).classes_]
     classes = graph if graph is not None else list(final_estimator(estimator).classes_)
     if [class_key(c) for c in classes] != fitted:
