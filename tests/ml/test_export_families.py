@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import google.protobuf
+import joblib
 import lightgbm
 import numpy as np
 import onnxruntime as ort
@@ -19,10 +21,10 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ml import export_boosting
-from ml.export import ExportError, export_model
+from ml import export_boosting, export_hgb
+from ml.export import ExportError, export_model, main
 from ml.export_samples import MAX_SAMPLES
 
 
@@ -282,6 +284,48 @@ def test_boolean_classes_answer_as_0_and_1(tmp_path, iris32):
     assert set(expected["predictions"]) == {0, 1}
     assert list(expected["probabilities"][0]) == ["0", "1"]
     assert "labels" not in read_json(folder, "metadata.json")
+
+
+def test_stock_converter_under_protobuf_7_fails_readably(tmp_path, iris32, monkeypatch):
+    """Without the wrapped converters, the trap as a data scientist would meet it: the error
+    names the estimator and the innermost cause, not the converter's dump of attributes."""
+    monkeypatch.setattr(export_hgb, "custom_converters", dict)
+    x, y = iris32
+    model = Pipeline(
+        [("scale", StandardScaler()), ("model", HistGradientBoostingClassifier(max_iter=3))]
+    ).fit(x, y)
+    if int(google.protobuf.__version__.split(".")[0]) < 7:
+        assert export_model(model, tmp_path, "hgb", x).is_dir()
+        return
+    with pytest.raises(ExportError) as caught:
+        export_model(model, tmp_path, "hgb", x)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "could not convert HistGradientBoostingClassifier (step 'model')"
+    assert lines[1] == (
+        "  cause: TypeError: Field onnx.AttributeProto.ints: Expected an int, got a boolean."
+    )
+    assert lines[2].startswith("  try: protobuf 7 refuses the booleans")
+    assert len(lines) == 3
+    assert not tmp_path.joinpath("hgb").exists()
+
+
+def test_cli_double_writes_a_float64_input(tmp_path, capsys):
+    x, y = load_diabetes(return_X_y=True)
+    model = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
+    model_file = tmp_path / "model.joblib"
+    joblib.dump(model, model_file)
+    sample = tmp_path / "rows.csv"
+    pd.DataFrame(x[:60], columns=load_diabetes().feature_names).to_csv(sample, index=False)
+    store = tmp_path / "store"
+    args = [str(model_file), "--name", "d", "--sample", str(sample), "--store", str(store)]
+
+    assert main(args) == 1
+    assert "--double" in capsys.readouterr().err
+    assert main([*args, "--double"]) == 0
+    session = ort.InferenceSession(
+        str(store / "d" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert [i.type for i in session.get_inputs()] == ["tensor(double)"]
 
 
 def test_missing_boosting_extra_says_what_to_install(tmp_path, iris32, monkeypatch):
