@@ -158,15 +158,15 @@ def export_model(
     try:
         # allow_nan=False: NaN or Infinity would make the files invalid JSON.
         metadata_text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
-        samples_text = json.dumps(samples, separators=(",", ":"), allow_nan=False) + "\n"
+        files = {
+            "model.onnx": checked.model.SerializeToString(),
+            "metadata.json": metadata_text.encode(),
+        }
+        if samples is not None:
+            compact = json.dumps(samples, separators=(",", ":"), allow_nan=False)
+            files["samples.json"] = (compact + "\n").encode()
     except ValueError as exc:
-        raise ExportError(f"metadata is not valid JSON: {exc}") from exc
-
-    files = {
-        "model.onnx": checked.model.SerializeToString(),
-        "metadata.json": metadata_text.encode(),
-        "samples.json": samples_text.encode(),
-    }
+        raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
     return _write_version(model_dir, version, files)
 
 

@@ -29,13 +29,17 @@ def build_samples(
     labels: Sequence[str] | None,
     rtol: float,
     atol: float,
-) -> dict[str, Any]:
-    """The content of samples.json, for up to MAX_SAMPLES rows spread over the sample.
+) -> dict[str, Any] | None:
+    """The content of samples.json, for up to MAX_SAMPLES rows spread over the sample; None if
+    every row holds a NaN or an infinity (JSON cannot carry them, and the server refuses an
+    empty samples.json).
 
     `classes` are the graph's classes in probability-column order (None for a regressor);
     `labels` the names metadata.json gives them, if any.
     """
     rows = _pick_rows(feed)
+    if not rows:
+        return None
     if per_column:
         instances: list[Any] = [
             {name: _plain(feed[name][row, 0]) for name in features} for row in rows

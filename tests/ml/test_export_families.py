@@ -194,6 +194,15 @@ def test_boosting_regressor_after_one_hot_columns(tmp_path, final):
     )
 
 
+def test_no_samples_file_when_every_row_has_a_missing_value(tmp_path, categorical_table):
+    x, classes, _, _ = categorical_table
+    model = HistGradientBoostingClassifier(max_iter=3).fit(x, classes)
+    sample = x[:20].copy()
+    sample[:, 1] = np.nan
+    folder = export_model(model, tmp_path, "gaps", sample)
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.onnx"]
+
+
 def test_samples_hold_onnx_outputs_exactly(tmp_path, iris32):
     x, y = iris32
     species = np.array(["setosa", "versicolor", "virginica"])[y]
