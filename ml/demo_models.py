@@ -57,7 +57,8 @@ written by `ml.export.export_model`, which checks the ONNX model against scikit-
 - `diabetes_pipeline/1`: ColumnTransformer (one-hot `sex`, scaled numbers) + Ridge; one [N, 1]
   input per column: `sex` a string (`"female"` or `"male"`), the others floats.
 
-Each version folder holds `model.onnx` and `metadata.json` (task, features, labels, metrics, ...).
+Each version folder holds `model.onnx`, `metadata.json` (task, features, labels, metrics, ...)
+and `samples.json` (rows and the answers the server must give for them before it serves).
 """
 
 

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -27,11 +28,12 @@ from typing import Any
 
 import joblib
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
-from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import (
     DataType,
+    DoubleTensorType,
     FloatTensorType,
     Int64TensorType,
     StringTensorType,
@@ -40,21 +42,47 @@ from sklearn.base import is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from ml.export_boosting import BOOSTING_LIBRARIES
+from ml.export_convert import InitialTypes, convert, final_estimator, graph_classes, step_paths
+from ml.export_errors import ExportError
+from ml.export_parity import ParityError, check_parity, class_key
+from ml.export_samples import build_samples
+
 __all__ = ["ExportError", "export_model", "main"]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TASKS = ("classification", "regression")
-# Opset 18 (ai.onnx.ml 3) loads on every onnxruntime the server allows (>= 1.19), not only on the
-# newest one installed where the model was exported.
-TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 FRAMEWORK_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
+FLOAT32_HINT = (
+    "  try: float32 is the cause: the same model converted for float64 input passes; export "
+    "with double=True (model-export --double)"
+)
+OTHER_HINT = (
+    "  try: check that the model was fitted on data like the sample; a newer converter "
+    "(skl2onnx, onnxmltools) may fix the difference"
+)
 
 Feed = dict[str, np.ndarray]
-InitialTypes = list[tuple[str, DataType]]
 
 
-class ExportError(Exception):
-    """Export refused: bad arguments, failed conversion or parity check, or a write error."""
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What the ONNX model is fed, and what the library itself is fed, for the same rows."""
+
+    features: list[str]
+    initial_types: InitialTypes
+    feed: Feed
+    sk_input: Any
+    per_column: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A converted model that passed the parity check, with what onnxruntime answered."""
+
+    model: onnx.ModelProto
+    outputs: list[Any]
+    classes: list[str | int] | None
 
 
 def export_model(
@@ -71,12 +99,15 @@ def export_model(
     metrics: dict[str, float] | None = None,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    double: bool = False,
 ) -> Path:
-    """Convert `estimator`, check it against scikit-learn on `sample`, write the next version.
+    """Convert `estimator`, check it against its own predictions on `sample`, write the next
+    version: model.onnx, metadata.json and samples.json.
 
-    `sample` is a 2-D numpy array (one float input named "input"), or a pandas DataFrame: one
-    input per column when the pipeline holds a ColumnTransformer, else one float input.
-    Returns the written version folder; raises ExportError, writing nothing, on any failure.
+    `sample` is a 2-D numpy array (one input named "input"), or a pandas DataFrame: one input
+    per column when the pipeline holds a ColumnTransformer, else one input. Numbers are fed as
+    float32, or float64 with `double`. Returns the written version folder; raises ExportError,
+    writing nothing, on any failure.
     """
     if not NAME_RE.fullmatch(name):
         raise ExportError(f"model name {name!r} must match {NAME_RE.pattern}")
@@ -85,9 +116,63 @@ def export_model(
     classifier = is_classifier(estimator)
     if not classifier and not is_regressor(estimator):
         raise ExportError(f"{type(estimator).__name__} is neither a classifier nor a regressor")
+    if labels is not None and not classifier:
+        raise ExportError("labels are only for classifiers")
     model_dir = Path(store) / name
     version = _pick_version(model_dir, version)
 
+    inputs = _inputs(estimator, sample, feature_names, double=double)
+    try:
+        checked = _convert_and_check(
+            estimator, inputs, name, description, classifier=classifier, rtol=rtol, atol=atol
+        )
+    except ParityError as exc:
+        hint = OTHER_HINT
+        if not double and _float32_is_the_cause(
+            estimator, sample, feature_names, name, classifier=classifier, rtol=rtol, atol=atol
+        ):
+            hint = FLOAT32_HINT
+        raise ParityError(f"{exc}\n{hint}") from exc
+
+    metadata: dict[str, Any] = {"task": task or ("classification" if classifier else "regression")}
+    metadata["features"] = inputs.features
+    names = _label_names(checked.classes, labels)
+    if names is not None:
+        metadata["labels"] = names
+    if description is not None:
+        metadata["description"] = description
+    if metrics is not None:
+        metadata["metrics"] = {str(k): float(v) for k, v in metrics.items()}
+    metadata["created_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    metadata["framework"] = _framework_versions(estimator)
+    samples = build_samples(
+        inputs.feed,
+        inputs.features,
+        checked.outputs,
+        per_column=inputs.per_column,
+        classes=checked.classes,
+        labels=names,
+        rtol=rtol,
+        atol=atol,
+    )
+    try:
+        # allow_nan=False: NaN or Infinity would make the files invalid JSON.
+        metadata_text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
+        files = {
+            "model.onnx": checked.model.SerializeToString(),
+            "metadata.json": metadata_text.encode(),
+        }
+        if samples is not None:
+            compact = json.dumps(samples, separators=(",", ":"), allow_nan=False)
+            files["samples.json"] = (compact + "\n").encode()
+    except ValueError as exc:
+        raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
+    return _write_version(model_dir, version, files)
+
+
+def _inputs(
+    estimator: Any, sample: Any, feature_names: Sequence[str] | None, *, double: bool
+) -> _Inputs:
     if isinstance(sample, pd.DataFrame) and _has_column_transformer(estimator):
         features = [str(c) for c in sample.columns]
         if feature_names is not None and list(feature_names) != features:
@@ -95,36 +180,97 @@ def export_model(
                 "with a ColumnTransformer the inputs are the DataFrame's columns "
                 f"{features}, not {list(feature_names)}"
             )
-        initial_types, feed, sk_input = _per_column_inputs(sample)
-    else:
-        features, initial_types, feed, sk_input = _single_input(estimator, sample, feature_names)
-
-    if labels is not None and not classifier:
-        raise ExportError("labels are only for classifiers")
-    class_labels = _class_labels(estimator, labels) if classifier else None
-
-    onnx_bytes = _convert(estimator, initial_types, name, description, classifier=classifier)
-    _check_parity(
-        estimator, onnx_bytes, feed, sk_input, classifier=classifier, rtol=rtol, atol=atol
+        initial_types, feed, sk_input = _per_column_inputs(sample, double=double)
+        return _Inputs(features, initial_types, feed, sk_input, per_column=True)
+    features, initial_types, feed, sk_input = _single_input(
+        estimator, sample, feature_names, double=double
     )
+    return _Inputs(features, initial_types, feed, sk_input, per_column=False)
 
-    metadata: dict[str, Any] = {"task": task or ("classification" if classifier else "regression")}
-    metadata["features"] = features
-    if class_labels is not None:
-        metadata["labels"] = class_labels
-    if description is not None:
-        metadata["description"] = description
-    if metrics is not None:
-        metadata["metrics"] = {str(k): float(v) for k, v in metrics.items()}
-    metadata["created_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    metadata["framework"] = _framework_versions()
+
+def _convert_and_check(
+    estimator: Any,
+    inputs: _Inputs,
+    name: str,
+    description: str | None,
+    *,
+    classifier: bool,
+    rtol: float,
+    atol: float,
+) -> _Checked:
+    """Convert, run with onnxruntime, and compare; raises ExportError (ParityError) on failure.
+
+    Classifiers answer labels and a plain [N, C] probability tensor (no ZipMap).
+    """
+    model = convert(
+        estimator,
+        inputs.initial_types,
+        name=name,
+        description=description,
+        zipmap=False,
+        classifier=classifier,
+    )
+    classes = _check_classes(estimator, graph_classes(model)) if classifier else None
+    outputs = _run(model, inputs.feed)
+    check_parity(estimator, inputs.sk_input, outputs, classes=classes, rtol=rtol, atol=atol)
+    return _Checked(model, outputs, classes)
+
+
+def _float32_is_the_cause(
+    estimator: Any,
+    sample: Any,
+    feature_names: Sequence[str] | None,
+    name: str,
+    *,
+    classifier: bool,
+    rtol: float,
+    atol: float,
+) -> bool:
+    """Whether the model converted for float64 input passes where the float32 one failed."""
     try:
-        # allow_nan=False: NaN or Infinity in metrics would make metadata.json invalid JSON.
-        metadata_text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
-    except ValueError as exc:
-        raise ExportError(f"metadata is not valid JSON: {exc}") from exc
+        inputs = _inputs(estimator, sample, feature_names, double=True)
+        _convert_and_check(
+            estimator, inputs, name, None, classifier=classifier, rtol=rtol, atol=atol
+        )
+    except ExportError:
+        return False
+    return True
 
-    return _write_version(model_dir, version, onnx_bytes, metadata_text.encode())
+
+def _check_classes(estimator: Any, graph: list[str | int] | None) -> list[str | int]:
+    """The graph's classes in probability-column order, checked against the estimator's; the
+    estimator's where no classifier operator names them (MLP and k-NN pick the label from a
+    constant of the classes, which is what the server reads then)."""
+    fitted = [class_key(c) for c in final_estimator(estimator).classes_]
+    classes = graph if graph is not None else list(final_estimator(estimator).classes_)
+    if [class_key(c) for c in classes] != fitted:
+        raise ExportError(f"the ONNX graph lists the classes {classes}, the model {fitted}")
+    return [c if isinstance(c, str) else int(c) for c in classes]
+
+
+def _label_names(classes: list[str | int] | None, labels: Sequence[str] | None) -> list[str] | None:
+    """metadata.json's labels: the names given, or string classes as they are. Integer classes
+    get none, so that the server answers them as numbers, as the model's own predict does."""
+    if classes is None:
+        return None
+    if labels is not None:
+        if len(labels) != len(classes):
+            raise ExportError(f"{len(labels)} labels given for {len(classes)} classes {classes}")
+        return [str(label) for label in labels]
+    if all(isinstance(c, str) for c in classes):
+        return [str(c) for c in classes]
+    return None
+
+
+def _run(model: onnx.ModelProto, feed: Feed) -> list[Any]:
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return list(session.run(None, feed))
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ExportError(f"onnxruntime could not run the converted model: {first}") from exc
 
 
 def _pick_version(model_dir: Path, version: int | None) -> int:
@@ -157,14 +303,9 @@ def _has_column_transformer(estimator: Any) -> bool:
     return False
 
 
-def _final_estimator(estimator: Any) -> Any:
-    """The last step of a (nested) Pipeline, or the estimator itself."""
-    while isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
-    return estimator
-
-
-def _per_column_inputs(sample: pd.DataFrame) -> tuple[InitialTypes, Feed, pd.DataFrame]:
+def _per_column_inputs(
+    sample: pd.DataFrame, *, double: bool
+) -> tuple[InitialTypes, Feed, pd.DataFrame]:
     """One [None, 1] input per column, typed by its dtype, as skl2onnx maps named columns."""
     initial_types: InitialTypes = []
     feed: Feed = {}
@@ -179,8 +320,8 @@ def _per_column_inputs(sample: pd.DataFrame) -> tuple[InitialTypes, Feed, pd.Dat
             kind: DataType = Int64TensorType([None, 1])
             array = values.to_numpy(dtype=np.int64)
         elif pd.api.types.is_float_dtype(dtype):
-            kind = FloatTensorType([None, 1])
-            array = values.to_numpy(dtype=np.float32)
+            kind = DoubleTensorType([None, 1]) if double else FloatTensorType([None, 1])
+            array = values.to_numpy(dtype=np.float64 if double else np.float32)
         elif pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
             if not all(isinstance(v, str) for v in values):
                 raise ExportError(f"column {column!r} mixes strings with other values")
@@ -196,12 +337,12 @@ def _per_column_inputs(sample: pd.DataFrame) -> tuple[InitialTypes, Feed, pd.Dat
 
 
 def _single_input(
-    estimator: Any, sample: Any, feature_names: Sequence[str] | None
+    estimator: Any, sample: Any, feature_names: Sequence[str] | None, *, double: bool
 ) -> tuple[list[str], InitialTypes, Feed, Any]:
     """One float [None, F] input named "input", with the feature names that describe it."""
     columns = [str(c) for c in sample.columns] if isinstance(sample, pd.DataFrame) else None
     try:
-        array = np.asarray(sample, dtype=np.float32)
+        array = np.asarray(sample, dtype=np.float64 if double else np.float32)
     except (TypeError, ValueError) as exc:
         raise ExportError(
             f"sample must be numeric (use a ColumnTransformer pipeline for string columns): {exc}"
@@ -226,122 +367,41 @@ def _single_input(
 
     # Give scikit-learn the container it was fitted with, or it warns about feature names.
     sk_input: Any = pd.DataFrame(array, columns=fitted) if fitted is not None else array
-    return features, [("input", FloatTensorType([None, n_features]))], {"input": array}, sk_input
+    kind = DoubleTensorType if double else FloatTensorType
+    return features, [("input", kind([None, n_features]))], {"input": array}, sk_input
 
 
-def _class_labels(estimator: Any, labels: Sequence[str] | None) -> list[str]:
-    """Class names in the order of the probability columns."""
-    classes = [str(c) for c in _final_estimator(estimator).classes_]
-    if labels is None:
-        return classes
-    if len(labels) != len(classes):
-        raise ExportError(f"{len(labels)} labels given for {len(classes)} classes {classes}")
-    return [str(label) for label in labels]
-
-
-def _convert(
-    estimator: Any,
-    initial_types: InitialTypes,
-    name: str,
-    description: str | None,
-    *,
-    classifier: bool,
-) -> bytes:
-    """The serialized ONNX model; classifiers output a plain [N, C] probability tensor."""
-    # Without ZipMap the probabilities are a float tensor, not a list of dicts per row.
-    options = {id(_final_estimator(estimator)): {"zipmap": False}} if classifier else None
-    try:
-        model = convert_sklearn(
-            estimator,
-            name=name,
-            initial_types=initial_types,
-            target_opset=TARGET_OPSET,
-            options=options,
-            doc_string=description or "",
-        )
-    except Exception as exc:
-        # skl2onnx raises many unrelated types; the user needs the reason, not the class.
-        raise ExportError(f"skl2onnx could not convert {type(estimator).__name__}: {exc}") from exc
-    return model.SerializeToString()
-
-
-def _check_parity(
-    estimator: Any,
-    onnx_bytes: bytes,
-    feed: Feed,
-    sk_input: Any,
-    *,
-    classifier: bool,
-    rtol: float,
-    atol: float,
-) -> None:
-    """Raise ExportError naming the first row where onnxruntime and scikit-learn disagree."""
-    try:
-        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        outputs = session.run(None, feed)
-    except Exception as exc:
-        raise ExportError(f"onnxruntime could not run the converted model: {exc}") from exc
-    try:
-        expected = estimator.predict(sk_input)
-        # Classifiers without predict_proba (LinearSVC) are checked on their labels alone.
-        has_proba = classifier and hasattr(estimator, "predict_proba")
-        expected_proba = estimator.predict_proba(sk_input) if has_proba else None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"scikit-learn could not predict on the sample: {exc}") from exc
-
-    if classifier:
-        got_labels = np.asarray(outputs[0]).ravel()
-        for row, (want, got) in enumerate(zip(expected, got_labels, strict=True)):
-            # Compared as text: int classes come back as int64, string classes as str.
-            if str(want) != str(got):
-                raise ExportError(
-                    f"row {row}: scikit-learn predicts {str(want)!r}, ONNX {str(got)!r}"
-                )
-        if expected_proba is not None:
-            _compare(expected_proba, outputs[1], "probabilities", rtol, atol)
-    else:
-        _compare(expected, outputs[0], "prediction", rtol, atol)
-
-
-def _compare(expected: Any, got: Any, what: str, rtol: float, atol: float) -> None:
-    """Compare row by row; the error names the first row and column that differ."""
-    want = np.asarray(expected, dtype=np.float64)
-    have = np.asarray(got, dtype=np.float64)
-    want = want.reshape(want.shape[0], -1)
-    have = have.reshape(have.shape[0], -1)
-    if want.shape != have.shape:
-        raise ExportError(f"{what}: scikit-learn shape {want.shape}, ONNX shape {have.shape}")
-    close = np.isclose(have, want, rtol=rtol, atol=atol)
-    if not close.all():
-        row, col = (int(i) for i in np.argwhere(~close)[0])
-        raise ExportError(
-            f"row {row}: {what}[{col}] is {float(want[row, col])!r} in scikit-learn, "
-            f"{float(have[row, col])!r} in ONNX (rtol={rtol}, atol={atol})"
-        )
-
-
-def _framework_versions() -> dict[str, str]:
+def _framework_versions(estimator: Any) -> dict[str, str]:
     """Versions of what produced the model, for whoever debugs it later."""
-    versions: dict[str, str] = {}
-    for dist in FRAMEWORK_DISTRIBUTIONS:
-        try:
-            versions[dist] = dist_version(dist)
-        except PackageNotFoundError:
-            versions[dist] = "unknown"
+    versions = {dist: _distribution_version(dist) for dist in FRAMEWORK_DISTRIBUTIONS}
+    libraries = {type(step).__module__.partition(".")[0] for step, _ in step_paths(estimator)}
+    boosting = sorted(libraries.intersection(BOOSTING_LIBRARIES))
+    if boosting:
+        versions["onnxmltools"] = _distribution_version("onnxmltools")
+    for library in boosting:
+        # By module: xgboost is installed as the `xgboost-cpu` distribution on Linux.
+        versions[library] = str(getattr(sys.modules.get(library), "__version__", "unknown"))
     versions["python"] = platform.python_version()
     return versions
 
 
-def _write_version(model_dir: Path, version: int, onnx_bytes: bytes, metadata: bytes) -> Path:
-    """Stage both files in a dot-folder the server ignores, then rename it into place."""
+def _distribution_version(dist: str) -> str:
+    try:
+        return dist_version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _write_version(model_dir: Path, version: int, files: dict[str, bytes]) -> Path:
+    """Stage the files in a dot-folder the server ignores, then rename it into place."""
     target = model_dir / str(version)
     created_model_dir = not model_dir.exists()
     staged = model_dir / f".tmp-{version}-{secrets.token_hex(4)}"
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         staged.mkdir()
-        _write_synced(staged / "model.onnx", onnx_bytes)
-        _write_synced(staged / "metadata.json", metadata)
+        for file_name, data in files.items():
+            _write_synced(staged / file_name, data)
         _fsync_dir(staged)
         # Checked again: another export may have taken the version since we picked it, and
         # os.rename would silently replace an empty folder.
@@ -381,7 +441,8 @@ def _fsync_dir(path: Path) -> None:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="model-export",
-        description="Export a fitted scikit-learn model (joblib) to a new model store version.",
+        description="Export a fitted scikit-learn, XGBoost or LightGBM model (joblib) "
+        "to a new model store version.",
     )
     parser.add_argument("model", type=Path, help="the fitted estimator, saved with joblib.dump")
     parser.add_argument("--name", required=True, help="model name in the store")
@@ -393,6 +454,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", help="comma-separated class names, in classes_ order")
     parser.add_argument("--task", choices=TASKS, help="override the detected task")
     parser.add_argument("--description", help="free text stored in metadata.json")
+    parser.add_argument(
+        "--double",
+        action="store_true",
+        help="feed numbers as float64 (for trees whose thresholds float32 cannot hold)",
+    )
     return parser.parse_args(argv)
 
 
@@ -407,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _has_column_transformer(estimator):
             feature_names = [str(c) for c in sample.columns]
             try:
-                rows = sample.to_numpy(dtype=np.float32)
+                rows = sample.to_numpy(dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise ExportError(f"{args.sample}: every column must be numeric: {exc}") from exc
         written = export_model(
@@ -420,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels=args.labels.split(",") if args.labels else None,
             task=args.task,
             description=args.description,
+            double=args.double,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -92,12 +92,17 @@ def test_classifier_export_writes_version_1(tmp_path, iris, classifier):
     )
 
     assert folder == tmp_path / "iris" / "1"
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.onnx"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "metadata.json",
+        "model.onnx",
+        "samples.json",
+    ]
     assert store_entries(tmp_path) == [
         "iris",
         "iris/1",
         "iris/1/metadata.json",
         "iris/1/model.onnx",
+        "iris/1/samples.json",
     ]
     meta = metadata(folder)
     assert meta["task"] == "classification"
@@ -172,7 +177,8 @@ def test_pipeline_classifier_with_integer_classes(tmp_path, iris):
     folder = export_model(model, tmp_path, "codes", x)
 
     meta = metadata(folder)
-    assert meta["labels"] == ["0", "1", "2"]
+    # Integer classes get no labels: the server answers them as numbers, as predict() does.
+    assert "labels" not in meta
     assert meta["features"] == ["x0", "x1", "x2", "x3"]
     outputs = session(folder).get_outputs()
     # zipmap=False reached the final step: probabilities are a tensor, not a sequence of maps.
@@ -276,10 +282,17 @@ def test_parity_failure_names_the_row_and_writes_nothing(tmp_path, monkeypatch, 
     x, _ = iris
     monkeypatch.setattr(export.ort, "InferenceSession", _TamperedSession)
 
-    with pytest.raises(
-        ExportError, match=r"row 2: probabilities\[0\] is .* in scikit-learn, .* in ONNX"
-    ):
+    with pytest.raises(ExportError) as caught:
         export_model(classifier, tmp_path, "iris", x)
+
+    message = str(caught.value)
+    assert "parity check failed: 1 of 150 sample rows disagree" in message
+    assert re.search(
+        r"worst: row 2, probabilities\[setosa\]: [\d.e-]+ expected, [\d.e-]+ from", message
+    )
+    # Doubles do not help against a converter that is simply wrong.
+    assert "float32 is the cause" not in message
+    assert "try: " in message
 
     assert store_entries(tmp_path) == []
 
@@ -296,7 +309,7 @@ def test_label_mismatch_is_reported(tmp_path, monkeypatch, iris, classifier):
 
     monkeypatch.setattr(export.ort, "InferenceSession", WrongLabels)
     with pytest.raises(
-        ExportError, match="row 4: scikit-learn predicts 'setosa', ONNX 'virginica'"
+        ExportError, match="worst: row 4, prediction: 'setosa' expected, 'virginica' from ONNX"
     ):
         export_model(classifier, tmp_path, "iris", x)
     assert store_entries(tmp_path) == []
