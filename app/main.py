@@ -17,7 +17,7 @@ from app.fastpath import FastPathApp
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.observe import ObservedApp
-from app.routes import admin, health, metrics, models, predict, v2
+from app.routes import admin, health, metrics, models, predict, ui, v2
 from app.schemas import BatchRequest, PredictRequest, Problem
 from app.shutdown import not_ready_on_sigterm
 from app.v2_schemas import V2Error
@@ -115,6 +115,7 @@ def create_fastapi(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(v2.router)
     app.include_router(metrics.router)
+    ui.install(app)
     _customize_openapi(app)
     return app
 
