@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
@@ -26,6 +27,8 @@ from ml.store import StoreScanner
 from ml.watch import StoreWatcher
 
 log = logging.getLogger(__name__)
+
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 @asynccontextmanager
@@ -96,16 +99,21 @@ def _customize_openapi(app: FastAPI) -> None:
 def create_fastapi(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app: every route, the OpenAPI document, the lifespan."""
     settings = settings or get_settings()
-    docs = settings.docs_enabled
-    app = FastAPI(
-        title="ONNX model server",
-        summary="Serves versioned ONNX models from a model store, strictly and fast.",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    about: dict[str, Any] = {
+        "title": "ONNX model server",
+        "summary": "Serves versioned ONNX models from a model store, strictly and fast.",
+        "version": __version__,
+        "lifespan": lifespan,
+    }
+    if settings.docs_enabled:
+        # Swagger UI and ReDoc served from the installed package: FastAPI's own pages load them
+        # from a CDN, which leaves /docs blank on a cluster without internet access. No online
+        # validator badge either (Swagger UI's default sends the spec's URL to swagger.io).
+        app = FastAPIOffline(
+            static_url=DOCS_ASSETS_URL, swagger_ui_parameters={"validatorUrl": None}, **about
+        )
+    else:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
