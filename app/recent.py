@@ -150,7 +150,8 @@ class RecentTraffic:
 
     def summary(self, workers: Iterable[Mapping[VersionKey, Slots]]) -> dict[VersionKey, Any]:
         """Requests, rate, errors, p50/p99 and a chart series per version, over the last
-        `window_s` seconds of every worker in `workers`, added up."""
+        `window_s` seconds of every worker in `workers`, added up; versions that answered
+        nothing in that time are left out."""
         now = int(self._clock())
         steps = self.window_s // STEP_S
         first = now - steps * STEP_S + 1  # the oldest second of the window
@@ -163,7 +164,11 @@ class RecentTraffic:
                 for second, slot in slots.items():
                     if first <= second <= now:
                         _add(series[(second - first) // STEP_S], slot)
-        return {key: self._describe(series) for key, series in merged.items()}
+        return {
+            key: self._describe(series)
+            for key, series in merged.items()
+            if any(step[0] for step in series)
+        }
 
     def _describe(self, series: list[list[int]]) -> dict[str, Any]:
         total = [0] * self._width
