@@ -18,7 +18,7 @@ from app.fastpath import FastPathApp
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.observe import ObservedApp
-from app.routes import admin, health, metrics, models, predict, ui, v2
+from app.routes import admin, health, metrics, models, predict, redoc, ui, v2
 from app.schemas import BatchRequest, PredictRequest, Problem
 from app.shutdown import not_ready_on_sigterm
 from app.v2_schemas import V2Error
@@ -110,8 +110,12 @@ def create_fastapi(settings: Settings | None = None) -> FastAPI:
         # from a CDN, which leaves /docs blank on a cluster without internet access. No online
         # validator badge either (Swagger UI's default sends the spec's URL to swagger.io).
         app = FastAPIOffline(
-            static_url=DOCS_ASSETS_URL, swagger_ui_parameters={"validatorUrl": None}, **about
+            static_url=DOCS_ASSETS_URL,
+            redoc_url=None,  # app.routes.redoc serves it
+            swagger_ui_parameters={"validatorUrl": None},
+            **about,
         )
+        app.include_router(redoc.router)
     else:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
     app.state.settings = settings

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from app.main import DOCS_ASSETS_URL
+from app.routes.redoc import BUNDLE_URL, CDN_LOGO, shipped_bundle
 
 # Every URL a page names in src= or href=, and in the scripts' url: '...'.
 URL = re.compile(r"""(?:src|href)=["']([^"']+)["']|url:\s*'([^']+)'""")
@@ -25,7 +26,7 @@ def test_docs_pages_name_only_the_servers_own_assets(client, path):
     assert named, response.text
     assert not [url for url in named if "//" in url], named
     for url in named:
-        if url.startswith(DOCS_ASSETS_URL + "/"):
+        if url.startswith("/") and not url.endswith(".json"):
             asset = client.get(url)
             assert asset.status_code == 200, url
             assert len(asset.content) > 1000, url  # the real bundle, not a placeholder
@@ -41,6 +42,20 @@ def test_redoc_loads_no_web_fonts(client):
     assert "fonts.googleapis" not in client.get("/redoc").text
 
 
+def test_redoc_bundle_is_the_shipped_one_without_its_cdn_logo(client):
+    shipped = shipped_bundle().read_bytes()
+    served = client.get(BUNDLE_URL)
+
+    assert served.status_code == 200
+    assert served.headers["content-type"].startswith("text/javascript")
+    assert shipped.count(CDN_LOGO) == 1  # a new fastapi-offline may fetch more: look again
+    assert CDN_LOGO not in served.content
+    before, after = shipped.split(CDN_LOGO)
+    assert served.content.startswith(before)
+    assert served.content.endswith(after)
+
+
 def test_docs_assets_are_off_with_the_docs(serve, demo_store):
     with serve(demo_store, docs_enabled=False) as client:
-        assert client.get(f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js").status_code == 404
+        for path in (f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js", BUNDLE_URL):
+            assert client.get(path).status_code == 404, path
