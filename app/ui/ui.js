@@ -68,7 +68,7 @@
       return svg;
     }
     const step = (width - 2 * pad) / Math.max(1, series.length - 1);
-    const y = (ms) => height - pad - (ms / top) * (height - 2 * pad);
+    const y = (ms) => height - pad - (ms / top) * (height - pad - 11);  // the top 11 px: the scale
     for (const key of ["p50_ms", "p99_ms"]) {
       const cls = key === "p50_ms" ? "p50" : "p99";
       let path = "";
@@ -89,6 +89,13 @@
       line.setAttribute("d", path.trim());
       svg.append(line);
     }
+    const scale = document.createElementNS(SVG, "text");
+    scale.setAttribute("class", "scale");
+    scale.setAttribute("x", width);
+    scale.setAttribute("y", 8);
+    scale.setAttribute("text-anchor", "end");
+    scale.textContent = `${top < 10 ? top.toFixed(1) : Math.round(top)} ms`;
+    svg.append(scale);
     title.textContent = `${label}: p50 ${traffic.p50_ms} ms, p99 ${traffic.p99_ms} ms over the last minute; ` +
       `highest p99 of a 5-second step ${top} ms`;
     svg.setAttribute("aria-label", title.textContent);
