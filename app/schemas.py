@@ -135,6 +135,11 @@ class VersionInfo(BaseModel):
     version: int
     state: str = Field(description="LOADING, AVAILABLE, FAILED or UNLOADING")
     error: str | None = None
+    samples_checked: int | None = Field(
+        None,
+        description="Rows of samples.json this version answered as expected before serving "
+        "(0 without the file); null while it is not loaded.",
+    )
 
 
 class ModelSummary(BaseModel):
@@ -159,7 +164,9 @@ class ModelDetail(ModelSummary):
     task: str | None
     description: str | None = None
     features: list[FeatureInfo]
-    labels: list[str] | None
+    labels: list[str] | None = Field(
+        description="A classifier's class names as answers give them, in probability order"
+    )
     outputs: list[str]
     row_schema: dict[str, Any] = Field(description="JSON Schema of one row")
 

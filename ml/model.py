@@ -17,12 +17,14 @@ import onnxruntime as ort
 
 from ml.batching import MicroBatcher
 from ml.config import ModelConfig
-from ml.errors import InferenceFailed
+from ml.errors import InferenceFailed, InvalidInput
+from ml.graph import Classes, read_classes
 from ml.observer import ServingObserver
-from ml.outputs import Predictions, decode
+from ml.outputs import Predictions, Vocabulary, VocabularyError, decode
 from ml.rows import RowCodec
+from ml.samples import SamplesError, check, read_samples
 from ml.signature import OutputKind, Signature, SignatureError, derive_signature
-from ml.store import METADATA_FILE, MODEL_FILE
+from ml.store import METADATA_FILE, MODEL_FILE, SAMPLES_FILE
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,11 @@ class LoadedModel:
     signature: Signature
     codec: RowCodec
     session: ort.InferenceSession
-    labels: tuple[str, ...] | None
+    # How a classifier names its classes; None for other models.
+    vocabulary: Vocabulary | None = None
     inline_max_rows: int = 1
+    # Rows of samples.json this version answered as expected before it served.
+    samples_checked: int = 0
     _output_names: list[str] = field(default_factory=list)
     # One for every run: given none, onnxruntime builds a default per call (~1 µs of a 6 µs run).
     _run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
@@ -156,7 +161,25 @@ class LoadedModel:
             raw = self.run(arrays, n_rows)
         else:
             raw = await self._execute(arrays, n_rows)
-        return decode(self.signature, self.labels, raw)
+        return self._decode(raw)
+
+    def answer(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
+        """What /predict/batch answers for `rows`, computed in the calling thread, unbatched and
+        unobserved: for checks off the request path."""
+        arrays = self.codec.encode(rows, loc)
+        raw, _ = self._timed_run(arrays, len(rows))
+        return self._decode(raw)
+
+    def _decode(self, raw: list[Any]) -> Predictions:
+        try:
+            return decode(self.signature, self.vocabulary, raw)
+        except VocabularyError as exc:
+            raise InferenceFailed(f"model {self.name} version {self.version}: {exc}") from exc
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The names of a classifier's classes, in the order of its probabilities."""
+        return None if self.vocabulary is None else self.vocabulary.keys
 
     async def infer_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Check whole input tensors (RowCodec.check_arrays), run them on the same path as
@@ -250,7 +273,12 @@ def load_model(
     metadata = _read_metadata(version_dir)
     session = _session(model_file, config)
     try:
-        signature = derive_signature(session.get_inputs(), session.get_outputs(), metadata)
+        signature = derive_signature(
+            session.get_inputs(),
+            session.get_outputs(),
+            metadata,
+            producer=session.get_modelmeta().producer_name,
+        )
     except SignatureError as exc:
         raise ModelLoadError(str(exc)) from exc
     model = LoadedModel(
@@ -262,11 +290,11 @@ def load_model(
         signature=signature,
         codec=RowCodec(name, signature),
         session=session,
-        labels=signature.labels,
         _output_names=[o.name for o in signature.outputs],
     )
     _warm_up(model)
-    model.observer = observer  # set after the warm-up, which is not traffic
+    _check_samples(model)
+    model.observer = observer  # set after the warm-up and the samples, which are not traffic
     return model
 
 
@@ -286,20 +314,78 @@ def _warm_up(model: LoadedModel) -> None:
         per_row = min(_timed_run(model, arrays) for _ in range(TIMING_RUNS)) / rows
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelLoadError(f"warm-up inference failed: {_first_line(exc)}") from exc
-    if model.labels is None and signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP and raw[1]:
-        model.labels = tuple(str(k) for k in raw[1][0])
-    if signature.output_kind is OutputKind.CLASSIFIER and model.labels is not None:
-        width = np.asarray(raw[1]).shape[1]
-        if width != len(model.labels):
-            raise ModelLoadError(
-                f"warm-up outputs do not fit a classifier: metadata.json lists "
-                f"{len(model.labels)} labels but the model gives {width} probabilities"
-            )
-    model.signature = replace(signature, labels=model.labels)
+    if signature.output_kind in (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP):
+        _name_classes(model, raw)
     model.inline_max_rows = max(1, int(INLINE_BUDGET_S / max(per_row, 1e-9)))
     try:
-        decode(model.signature, model.labels, raw)
+        decode(model.signature, model.vocabulary, raw)
     except Exception as exc:  # a shape we misread must fail here, not on a request
         raise ModelLoadError(
-            f"warm-up outputs do not fit a {signature.output_kind}: {exc}"
+            f"warm-up outputs do not fit a {model.signature.output_kind}: {exc}"
         ) from exc
+
+
+def _graph_classes(model: LoadedModel, raw: list[Any]) -> Classes | None:
+    """The classes in probability-column order: from the graph, else from what the warm-up
+    showed (a ZipMap's keys; an integer label's column index), else None."""
+    signature = model.signature
+    zipmap = signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP
+    width = len(raw[1][0]) if zipmap and raw[1] else np.asarray(raw[1]).shape[-1]
+    try:
+        classes = read_classes(model.path / MODEL_FILE, signature.outputs[0].name, width)
+    except Exception as exc:  # protobuf's DecodeError, or I/O: onnxruntime read it already
+        log.warning(
+            "%s/%s: cannot read the classes from the graph: %s", model.name, model.version, exc
+        )
+        classes = None
+    if classes is not None:
+        if len(classes) != width:
+            raise ModelLoadError(
+                f"the graph declares {len(classes)} classes but the model gives {width} "
+                "probabilities"
+            )
+        return classes
+    if zipmap and raw[1]:
+        return tuple(raw[1][0])
+    if signature.outputs[0].onnx_type == "tensor(int64)":
+        return tuple(range(width))
+    return None
+
+
+def _name_classes(model: LoadedModel, raw: list[Any]) -> None:
+    """Fix the classifier's vocabulary: the graph's classes, named by metadata.json's labels."""
+    classes = _graph_classes(model, raw)
+    if classes is None:
+        log.warning(
+            "%s/%s: the graph does not say which class each probability column is; "
+            "it answers its outputs by name",
+            model.name,
+            model.version,
+        )
+        model.signature = replace(
+            model.signature, output_kind=OutputKind.RAW, task=model.metadata.get("task")
+        )
+        return
+    labels = model.metadata.get("labels")
+    try:
+        model.vocabulary = Vocabulary.build(classes, labels)
+    except VocabularyError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
+def _check_samples(model: LoadedModel) -> None:
+    """Answer samples.json as /predict/batch would; any difference keeps the version out."""
+    try:
+        samples = read_samples(model.path)
+        if samples is None:
+            return
+        try:
+            answer = model.answer(samples.instances, ("instances",))
+        except InvalidInput as exc:
+            raise SamplesError(
+                f"{SAMPLES_FILE}: instances do not fit the model: {exc.detail}"
+            ) from exc
+        check(samples, answer)
+    except (SamplesError, InferenceFailed) as exc:
+        raise ModelLoadError(str(exc)) from exc
+    model.samples_checked = len(samples.instances)

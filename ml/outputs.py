@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -10,6 +10,53 @@ from typing import Any
 import numpy as np
 
 from ml.signature import OutputKind, Signature
+
+
+class VocabularyError(ValueError):
+    """Class names that do not fit the classes of the graph."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """How a classifier names its classes in answers, fixed at load.
+
+    `classes` are the graph's class values in probability-column order; `keys` name them in
+    `probabilities`; `names` maps a predicted class to its name in `prediction`, or is None when
+    the class is answered as it is (string classes, or integer classes without labels).
+    """
+
+    classes: tuple[Any, ...]
+    keys: tuple[str, ...]
+    names: Mapping[Any, Any] | None
+
+    @classmethod
+    def build(cls, classes: Sequence[Any], labels: Sequence[str] | None) -> Vocabulary:
+        """Class i is called labels[i] when labels are given, else by its own value."""
+        if labels is not None and len(labels) != len(classes):
+            raise VocabularyError(
+                f"metadata.json lists {len(labels)} labels but the model has {len(classes)} "
+                f"classes {list(classes)}"
+            )
+        if len(set(classes)) != len(classes):
+            raise VocabularyError(f"the model's classes {list(classes)} are not distinct")
+        keys = tuple(str(c) for c in (classes if labels is None else labels))
+        if len(set(keys)) != len(keys):
+            raise VocabularyError(f"class names {list(keys)} are not distinct")
+        if labels is None or list(labels) == list(classes):
+            return cls(tuple(classes), keys, None)
+        return cls(tuple(classes), keys, dict(zip(classes, keys, strict=True)))
+
+    def name(self, predicted: list[Any]) -> list[Any]:
+        """`predicted` classes as answered; a class the graph did not declare is a model bug."""
+        if self.names is None:
+            return predicted
+        try:
+            return list(map(self.names.__getitem__, predicted))
+        except KeyError as exc:
+            raise VocabularyError(
+                f"the model predicted class {exc.args[0]!r}, which is not one of its classes "
+                f"{list(self.classes)}"
+            ) from None
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes twice as long to build, per request
@@ -56,21 +103,23 @@ def _flat_list(values: Any) -> list[Any]:
     return (array if array.ndim == 1 else array.reshape(-1)).tolist()  # type: ignore[no-any-return]
 
 
-def decode(signature: Signature, labels: Sequence[str] | None, raw: Sequence[Any]) -> Predictions:
-    """Read the session outputs of a batch according to the model's output kind."""
+def decode(signature: Signature, vocabulary: Vocabulary | None, raw: Sequence[Any]) -> Predictions:
+    """Read the session outputs of a batch according to the model's output kind; a classifier's
+    classes are named by its `vocabulary` (set for every classifier at load)."""
     kind = signature.output_kind
-    if kind is OutputKind.CLASSIFIER:
-        predicted = _flat_list(raw[0])
-        keys = labels or [str(i) for i in range(np.asarray(raw[1]).shape[1])]
-        # One dict per row, built by map() without a Python frame per row (a third faster than a
-        # comprehension on 64 rows); widths were checked at load, so zip needs no strict check.
+    if kind is OutputKind.CLASSIFIER and vocabulary is not None:
+        # One dict per row, built by map() without a Python frame per row; widths were checked
+        # at load, so zip needs no strict check.
         rows = np.asarray(raw[1]).tolist()
-        probabilities = list(map(dict, map(zip, repeat(keys), rows)))
-        return Predictions(predictions=predicted, probabilities=probabilities)
-    if kind is OutputKind.CLASSIFIER_ZIPMAP:
-        predicted = _flat_list(raw[0])
-        probabilities = [{str(k): float(v) for k, v in row.items()} for row in raw[1]]
-        return Predictions(predictions=predicted, probabilities=probabilities)
+        probabilities = list(map(dict, map(zip, repeat(vocabulary.keys), rows)))
+        return Predictions(vocabulary.name(_flat_list(raw[0])), probabilities)
+    if kind is OutputKind.CLASSIFIER_ZIPMAP and vocabulary is not None:
+        classes, keys = vocabulary.classes, vocabulary.keys
+        probabilities = [
+            dict(zip(keys, map(float, map(row.__getitem__, classes)), strict=True))
+            for row in raw[1]
+        ]
+        return Predictions(vocabulary.name(_flat_list(raw[0])), probabilities)
     if kind is OutputKind.REGRESSOR:
         values = np.asarray(raw[0])
         if values.ndim == 2 and values.shape[1] == 1:

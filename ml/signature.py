@@ -2,8 +2,9 @@
 
 Two input layouts are served: one 2-D tensor `[N, F]` ("tensor"), and one `[N, 1]` input per
 feature ("columns", as skl2onnx writes for a ColumnTransformer). Outputs are recognised as a
-skl2onnx classifier (label + probabilities, as a tensor or a ZipMap), a regressor, or anything
-else ("raw"), which is returned by output name.
+skl2onnx classifier (label + probabilities, as a tensor or a ZipMap), a regressor (by
+`metadata.json`'s task, or a one-output float graph written by skl2onnx), or anything else
+("raw"), which is returned by output name.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ class Signature:
     outputs: tuple[TensorInfo, ...]
     output_kind: OutputKind
     task: str | None
-    labels: tuple[str, ...] | None
     # A graph whose batch dimension is a fixed number takes exactly that many rows a run.
     fixed_batch_size: int | None
 
@@ -170,7 +170,12 @@ def _is_label(info: TensorInfo) -> bool:
     )
 
 
-def _output_kind(outputs: Sequence[TensorInfo], task: str | None) -> OutputKind:
+# onnxruntime's producer name for models written by skl2onnx, whose one-output float graphs are
+# regressors; another producer's single [N, 1] output may mean anything, so it answers `outputs`.
+REGRESSOR_PRODUCERS = frozenset({"skl2onnx"})
+
+
+def _output_kind(outputs: Sequence[TensorInfo], task: str | None, producer: str) -> OutputKind:
     if len(outputs) == 2 and _is_label(outputs[0]) and task in (None, "classification"):
         probabilities = outputs[1]
         if probabilities.onnx_type.startswith("seq(map("):
@@ -182,15 +187,24 @@ def _output_kind(outputs: Sequence[TensorInfo], task: str | None) -> OutputKind:
     if len(outputs) == 1 and outputs[0].onnx_type in ("tensor(float)", "tensor(double)"):
         shape = outputs[0].shape
         single_target = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
-        if task == "regression" or (task is None and single_target):
+        if task == "regression" or (
+            task is None and single_target and producer in REGRESSOR_PRODUCERS
+        ):
             return OutputKind.REGRESSOR
     return OutputKind.RAW
 
 
 def derive_signature(
-    inputs: Sequence[NodeArgLike], outputs: Sequence[NodeArgLike], metadata: Mapping[str, Any]
+    inputs: Sequence[NodeArgLike],
+    outputs: Sequence[NodeArgLike],
+    metadata: Mapping[str, Any],
+    producer: str = "",
 ) -> Signature:
-    """Build the signature of a model, or say in plain words why it cannot be served."""
+    """Build the signature of a model, or say in plain words why it cannot be served.
+
+    `producer` is the graph's producer name (onnxruntime's model metadata): a regressor is
+    recognised by `task` in metadata.json, or as a one-output float graph written by skl2onnx.
+    """
     input_infos = tuple(_info(arg) for arg in inputs)
     output_infos = tuple(_info(arg) for arg in outputs)
     if not input_infos:
@@ -210,15 +224,7 @@ def derive_signature(
     task = metadata.get("task")
     if task not in (None, "classification", "regression"):
         raise SignatureError(f"metadata.json task {task!r} is not 'classification' or 'regression'")
-    kind = _output_kind(output_infos, task)
-    labels = metadata.get("labels")
-    if kind is OutputKind.CLASSIFIER and labels is not None:
-        width = output_infos[1].shape[1]
-        if width is not None and width != len(labels):
-            raise SignatureError(
-                f"metadata.json lists {len(labels)} labels but the model gives {width} "
-                "probabilities"
-            )
+    kind = _output_kind(output_infos, task, producer)
     return Signature(
         layout=layout,
         features=features,
@@ -226,7 +232,6 @@ def derive_signature(
         outputs=output_infos,
         output_kind=kind,
         task=task or _implied_task(kind),
-        labels=tuple(str(label) for label in labels) if labels is not None else None,
         fixed_batch_size=_batch_size(input_infos),
     )
 

@@ -18,6 +18,7 @@ from ml.errors import StoreUnavailable
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+SAMPLES_FILE = "samples.json"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VERSION_NAME = re.compile(r"^[1-9][0-9]{0,17}$")
 

@@ -12,7 +12,10 @@ one again costs a file write.
     write_raw_model         x -> {"y": x * 2, "s": sum(x, axis=1, keepdims)}; neither classifier
                             nor regressor; `batch=1` fixes the batch dimension
     write_double_input_model, write_int64_input_model
-                            "x" [N, 2] double / int64 -> "y" [N, 1] = row sum (a regressor)
+                            "x" [N, 2] double / int64 -> "y" [N, 1] = row sum; hand-built, so
+                            answered by output name unless metadata.json says "regression"
+    write_classifier        a scikit-learn classifier (forest, logistic, mlp, knn, naive_bayes)
+                            on iris whose classes are any values given: (3, 7, 9), ("no", "yes")
     write_garbage, write_empty
                             a model.onnx that onnxruntime cannot load
     write_model_toml        <model folder>/model.toml from text
@@ -49,7 +52,9 @@ __all__ = [
     "IRIS_LABELS",
     "columns_rows",
     "diabetes_rows",
+    "fitted_classifier",
     "iris_rows",
+    "write_classifier",
     "write_columns_pipeline",
     "write_double_input_model",
     "write_empty",
@@ -135,6 +140,50 @@ def write_iris_classifier(
         else None
     )
     return _write(dir, _iris_bytes(zipmap, n_estimators), meta)
+
+
+def write_classifier(
+    dir: Path,
+    estimator: str = "forest",
+    classes: tuple[Any, ...] = (3, 7, 9),
+    *,
+    zipmap: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """`fitted_classifier(estimator, classes)` as skl2onnx writes it: input "input" float
+    [None, 4], outputs "label" and "probabilities" (or a ZipMap with `zipmap`)."""
+    return _write(dir, _classifier_bytes(estimator, classes, zipmap), metadata)
+
+
+@functools.cache
+def fitted_classifier(estimator: str, classes: tuple[Any, ...]) -> Any:
+    """A small classifier fitted on iris, each iris class renamed classes[i] (two classes: setosa
+    against the rest)."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    make = {
+        "forest": lambda: RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0),
+        "logistic": lambda: LogisticRegression(max_iter=500),
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(8,), max_iter=2000, random_state=0),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=3),
+        "naive_bayes": lambda: GaussianNB(),
+    }[estimator]
+    data = load_iris()
+    target = np.minimum(data.target, len(classes) - 1)
+    return make().fit(data.data.astype(np.float32), np.asarray(classes)[target])
+
+
+@functools.cache
+def _classifier_bytes(estimator: str, classes: tuple[Any, ...], zipmap: bool) -> bytes:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    model = fitted_classifier(estimator, classes)
+    return _convert(model, [("input", FloatTensorType([None, 4]))], {id(model): {"zipmap": zipmap}})
 
 
 def write_regressor(dir: Path, *, metadata: bool = True) -> Path:

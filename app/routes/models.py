@@ -21,7 +21,12 @@ def _summary(entry: ModelEntry) -> dict[str, Any]:
         "default_version": entry.default_version,
         "version_policy": str(entry.config.version_policy) if entry.config else None,
         "versions": [
-            {"version": v, "state": s.state.value, "error": s.error}
+            {
+                "version": v,
+                "state": s.state.value,
+                "error": s.error,
+                "samples_checked": s.model.samples_checked if s.model is not None else None,
+            }
             for v, s in sorted(entry.versions.items())
         ],
         "error": entry.config_error,

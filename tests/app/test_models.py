@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_server import DEMO_STORE
 
 try:
     import jsonschema
@@ -69,13 +71,36 @@ def test_models_lists_every_model_with_versions_and_default(client):
     assert models["iris"]["default_version"] == 2
     assert models["iris"]["version_policy"] == "latest:2"
     assert models["iris"]["versions"] == [
-        {"version": 1, "state": "AVAILABLE", "error": None},
-        {"version": 2, "state": "AVAILABLE", "error": None},
+        {
+            "version": 1,
+            "state": "AVAILABLE",
+            "error": None,
+            "samples_checked": samples_in("iris", 1),
+        },
+        {
+            "version": 2,
+            "state": "AVAILABLE",
+            "error": None,
+            "samples_checked": samples_in("iris", 2),
+        },
     ]
     for name in ("diabetes", "diabetes_pipeline"):
         assert models[name]["default_version"] == 1
-        assert models[name]["versions"] == [{"version": 1, "state": "AVAILABLE", "error": None}]
+        assert models[name]["versions"] == [
+            {
+                "version": 1,
+                "state": "AVAILABLE",
+                "error": None,
+                "samples_checked": samples_in(name, 1),
+            }
+        ]
         assert models[name]["error"] is None
+
+
+def samples_in(model: str, version: int) -> int:
+    """Rows of the demo version's samples.json (0 without one)."""
+    path = DEMO_STORE / model / str(version) / "samples.json"
+    return len(json.loads(path.read_text())["instances"]) if path.exists() else 0
 
 
 def test_iris_detail(client):

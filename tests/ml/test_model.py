@@ -110,7 +110,6 @@ def test_zipmap_classifier_gets_labels_from_the_warm_up(tmp_path: Path, metadata
     model = load(folder)
     assert model.signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP
     assert model.labels == IRIS_LABELS
-    assert model.signature.labels == IRIS_LABELS
     rows = iris_rows(6)
     result = predict(model, rows)
     label, maps = reference(folder, {"input": np.array(rows, dtype=np.float32)})
@@ -187,15 +186,25 @@ def test_fixed_batch_model_given_as_many_rows_as_it_takes(tmp_path: Path) -> Non
 
 
 def test_double_input_model(tmp_path: Path) -> None:
+    # Hand-built, one [N, 1] output and no metadata.json: answered by output name.
     model = load(write_double_input_model(tmp_path))
     rows = [[0.1, 0.2], [1e300, 1e300]]
     result = predict(model, rows)
-    assert result.predictions == [0.1 + 0.2, 2e300]  # float64 all the way
+    assert result.predictions is None
+    assert result.outputs == {"y": [[0.1 + 0.2], [2e300]]}  # float64 all the way
+
+
+def test_hand_built_model_is_a_regressor_when_metadata_says_so(tmp_path: Path) -> None:
+    folder = write_double_input_model(tmp_path)
+    (folder / "metadata.json").write_text('{"task": "regression"}')
+    model = load(folder)
+    assert model.signature.output_kind is OutputKind.REGRESSOR
+    assert predict(model, [[0.1, 0.2], [1e300, 1e300]]).predictions == [0.1 + 0.2, 2e300]
 
 
 def test_int64_input_model(tmp_path: Path) -> None:
     model = load(write_int64_input_model(tmp_path))
-    assert predict(model, [[1, 2], [30, -4]]).predictions == [3.0, 26.0]
+    assert predict(model, [[1, 2], [30, -4]]).outputs == {"y": [[3.0], [26.0]]}
     with pytest.raises(InvalidInput):
         predict(model, [[1.5, 2]])
 
@@ -260,7 +269,7 @@ def test_file_onnxruntime_cannot_load(tmp_path: Path, writer: Any) -> None:
         ('{"features": [1.5, 2.5, 3.5, 4.5]}', r"'features' must be a list of names"),
         ('{"labels": {"0": "setosa"}}', r"metadata\.json: 'labels' must be a list of names"),
         ('{"features": ["a", "b", "c"]}', r"lists 3 features but the model's input"),
-        ('{"labels": ["a", "b"]}', r"lists 2 labels but the model gives 3"),
+        ('{"labels": ["a", "b"]}', r"lists 2 labels but the model has 3 classes"),
         ('{"task": "ranking"}', r"task 'ranking'"),
     ],
 )
@@ -317,7 +326,7 @@ def test_warm_up_outputs_that_do_not_fit_the_signature(tmp_path: Path) -> None:
             helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", "C"]),
         ],
     )
-    with pytest.raises(ModelLoadError, match="warm-up outputs do not fit a classifier"):
+    with pytest.raises(ModelLoadError, match="lists 2 labels but the model has 3 classes"):
         metadata = {"features": ["a", "b", "c"], "labels": ["yes", "no"]}
         load(write_graph(tmp_path, graph, metadata))
 

@@ -15,7 +15,6 @@ from onnx_factories import (
     COLUMNS,
     DIABETES_FEATURES,
     IRIS_FEATURES,
-    IRIS_LABELS,
     write_columns_pipeline,
     write_double_input_model,
     write_int64_input_model,
@@ -55,7 +54,8 @@ def from_folder(folder: Path) -> Signature:
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     meta_file = folder / "metadata.json"
     metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    return derive_signature(session.get_inputs(), session.get_outputs(), metadata)
+    producer = session.get_modelmeta().producer_name
+    return derive_signature(session.get_inputs(), session.get_outputs(), metadata, producer)
 
 
 def dtypes(signature: Signature) -> list[tuple[str, np.dtype, str]]:
@@ -74,7 +74,6 @@ def test_iris_classifier(tmp_path: Path) -> None:
     assert signature.inputs == (TensorInfo("input", "tensor(float)", (None, 4)),)
     assert signature.output_kind is OutputKind.CLASSIFIER
     assert signature.task == "classification"
-    assert signature.labels == IRIS_LABELS
     assert signature.fixed_batch_size is None
     assert [o.name for o in signature.outputs] == ["label", "probabilities"]
 
@@ -84,20 +83,17 @@ def test_iris_without_metadata_gets_generated_names(tmp_path: Path) -> None:
     assert signature.feature_names == ("x0", "x1", "x2", "x3")
     assert signature.output_kind is OutputKind.CLASSIFIER
     assert signature.task == "classification"  # implied by the outputs
-    assert signature.labels is None
 
 
 def test_iris_with_zipmap(tmp_path: Path) -> None:
     signature = from_folder(write_iris_classifier(tmp_path, zipmap=True))
     assert signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP
     assert signature.task == "classification"
-    assert signature.labels == IRIS_LABELS
 
 
 def test_iris_zipmap_without_metadata(tmp_path: Path) -> None:
     signature = from_folder(write_iris_classifier(tmp_path, zipmap=True, metadata=False))
     assert signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP
-    assert signature.labels is None  # filled in from the warm-up by ml.model
 
 
 def test_regressor(tmp_path: Path) -> None:
@@ -106,7 +102,6 @@ def test_regressor(tmp_path: Path) -> None:
     assert signature.feature_names == DIABETES_FEATURES
     assert signature.output_kind is OutputKind.REGRESSOR
     assert signature.task == "regression"
-    assert signature.labels is None
 
 
 def test_regressor_without_metadata_is_still_a_regressor(tmp_path: Path) -> None:
@@ -126,7 +121,6 @@ def test_columns_classifier(tmp_path: Path) -> None:
     ]
     assert [i.shape for i in signature.inputs] == [(None, 1)] * 3
     assert signature.output_kind is OutputKind.CLASSIFIER
-    assert signature.labels == ("high", "low")
 
 
 def test_columns_regressor_without_metadata(tmp_path: Path) -> None:
@@ -140,7 +134,6 @@ def test_raw_model(tmp_path: Path) -> None:
     signature = from_folder(write_raw_model(tmp_path))
     assert signature.output_kind is OutputKind.RAW
     assert signature.task is None
-    assert signature.labels is None
     assert signature.feature_names == ("x0", "x1", "x2")
     assert signature.inputs == (TensorInfo("x", "tensor(float)", (None, 3)),)  # "N" is dynamic
     assert [o.name for o in signature.outputs] == ["y", "s"]
@@ -166,7 +159,36 @@ def test_double_input(tmp_path: Path) -> None:
         ("x0", np.dtype(np.float64), "number"),
         ("x1", np.dtype(np.float64), "number"),
     ]
-    assert signature.output_kind is OutputKind.REGRESSOR
+    # Hand-built: one [N, 1] output from a producer that is not skl2onnx is not a regressor.
+    assert signature.output_kind is OutputKind.RAW
+
+
+# -- regressors, recognised for sure -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "producer", "kind"),
+    [
+        ({}, "skl2onnx", OutputKind.REGRESSOR),
+        ({}, "", OutputKind.RAW),
+        ({}, "pytorch", OutputKind.RAW),
+        ({"task": "regression"}, "", OutputKind.REGRESSOR),
+        ({"task": "regression"}, "pytorch", OutputKind.REGRESSOR),
+    ],
+)
+def test_one_float_output_is_a_regressor_by_task_or_producer(
+    metadata: dict[str, Any], producer: str, kind: OutputKind
+) -> None:
+    assert derive_signature([FLOAT_IN], [VALUE], metadata, producer).output_kind is kind
+
+
+def test_skl2onnx_output_wider_than_one_is_not_a_regressor_without_task() -> None:
+    wide = Arg("variable", "tensor(float)", [None, 2])
+    assert derive_signature([FLOAT_IN], [wide], {}, "skl2onnx").output_kind is OutputKind.RAW
+    assert (
+        derive_signature([FLOAT_IN], [wide], {"task": "regression"}, "").output_kind
+        is OutputKind.REGRESSOR
+    )
 
 
 def test_int64_input(tmp_path: Path) -> None:
@@ -185,29 +207,6 @@ def test_metadata_feature_count_mismatch() -> None:
         SignatureError, match="lists 3 features but the model's input 'input' takes 4"
     ):
         derive_signature([FLOAT_IN], [LABEL, PROBS], {"features": ["a", "b", "c"]})
-
-
-def test_metadata_labels_count_mismatch() -> None:
-    with pytest.raises(SignatureError, match="lists 2 labels but the model gives 3"):
-        derive_signature([FLOAT_IN], [LABEL, PROBS], {"labels": ["a", "b"]})
-
-
-def test_labels_count_mismatch_on_a_real_model(tmp_path: Path) -> None:
-    folder = write_iris_classifier(tmp_path)
-    (folder / "metadata.json").write_text('{"labels": ["setosa", "other"]}')
-    with pytest.raises(SignatureError, match="lists 2 labels"):
-        from_folder(folder)
-
-
-def test_metadata_labels_become_strings() -> None:
-    signature = derive_signature([FLOAT_IN], [LABEL, PROBS], {"labels": [0, 1, 2]})
-    assert signature.labels == ("0", "1", "2")
-
-
-def test_labels_of_a_dynamic_probability_width_are_taken_as_given() -> None:
-    probs = Arg("probabilities", "tensor(float)", [None, "C"])
-    signature = derive_signature([FLOAT_IN], [LABEL, probs], {"labels": ["a", "b"]})
-    assert signature.labels == ("a", "b")
 
 
 def test_unknown_task() -> None:
@@ -316,8 +315,8 @@ def test_tensor_element_types(onnx_type: str, dtype: Any, json_type: str) -> Non
         ([LABEL, Arg("p", "tensor(float)", [None])], {}, OutputKind.RAW),
         ([Arg("label", "tensor(float)", [None]), PROBS], {}, OutputKind.RAW),
         ([LABEL, PROBS, VALUE], {}, OutputKind.RAW),
-        ([VALUE], {}, OutputKind.REGRESSOR),
-        ([Arg("v", "tensor(double)", [None])], {}, OutputKind.REGRESSOR),
+        ([VALUE], {}, OutputKind.RAW),  # no producer: see the regressor tests below
+        ([Arg("v", "tensor(double)", [None])], {"task": "regression"}, OutputKind.REGRESSOR),
         ([Arg("v", "tensor(float)", [None, 3])], {}, OutputKind.RAW),
         ([Arg("v", "tensor(float)", [None, 3])], {"task": "regression"}, OutputKind.REGRESSOR),
         ([Arg("v", "tensor(int64)", [None, 1])], {}, OutputKind.RAW),
