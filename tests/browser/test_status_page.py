@@ -6,6 +6,7 @@ the rollout object of /ui/status, which is state `none` until rollouts exist.)
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import Any
 
@@ -79,7 +80,7 @@ def test_lists_every_model_and_version_as_the_api_does(page: Page, server: LiveS
             assert cell(page, row_id, "State") == version["state"]
             role = "default" if version["version"] == model["default_version"] else "—"
             assert cell(page, row_id, "Role") == role
-            # samples_checked appears with issue 11; until then the page shows a dash.
+            # A dash for a version that never loaded (no count), else the rows checked.
             samples = version.get("samples_checked")
             shown = "—" if samples is None else str(samples)
             assert cell(page, row_id, "Samples checked") == shown
@@ -114,6 +115,13 @@ def test_a_new_version_appears_without_a_reload(page: Page, server: LiveServer) 
     iris = server.store / "iris"
     staging = iris / ".tmp-3"
     shutil.copytree(iris / "2", staging)
+    # Rows checked before v3 serves: v2's own answers, which the same graph must repeat.
+    rows = [IRIS_ROW, [6.7, 3.0, 5.2, 2.3]]
+    batch = {"model": "iris", "version": 2, "instances": rows}
+    answer = httpx.post(server.url + "/predict/batch", json=batch, timeout=5.0).json()
+    expected = {k: v for k, v in answer.items() if k not in ("model", "version")}
+    samples = {"instances": rows, "expected": expected}
+    (staging / "samples.json").write_text(json.dumps(samples))
     staging.rename(iris / "3")  # as a data scientist ships a version: one atomic rename
 
     # Two polls of the store (the second sees the files settled and loads them), then the page.
@@ -124,6 +132,7 @@ def test_a_new_version_appears_without_a_reload(page: Page, server: LiveServer) 
         timeout_s=within,
     )
     assert page.js("return window.sameDocument === true"), "the page was reloaded"
+    assert cell(page, "iris-v3", "Samples checked") == str(len(rows))
 
 
 def test_a_failed_version_shows_its_reason(page: Page, server: LiveServer) -> None:
@@ -143,6 +152,7 @@ def test_a_failed_version_shows_its_reason(page: Page, server: LiveServer) -> No
     assert failed["error"]
     reason = page.js("return document.querySelector('#diabetes-v7 + tr.error-row').textContent")
     assert reason == f"v7 error: {failed['error']}"
+    assert cell(page, "diabetes-v7", "Samples checked") == "—"  # never loaded: nothing checked
     page.driver.find_element(By.ID, "pause").click()
     page.screenshot("status-page-failed", LAPTOP[0])
 
