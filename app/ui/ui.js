@@ -112,7 +112,7 @@
     return dash();
   }
 
-  function versionRows(model, version, index) {
+  function versionRows(model, version) {
     const id = `${slug(model.name)}-v${version.version}`;
     const traffic = version.traffic;
     const label = `${model.name} version ${version.version}`;
@@ -175,7 +175,7 @@
       el("thead", { role: "rowgroup" }, el("tr", { role: "row" },
         ...COLUMNS.map(([name, cls]) => el("th", { scope: "col", role: "columnheader", class: cls || null, text: name })))));
     const body = el("tbody", { role: "rowgroup" });
-    model.versions.forEach((version, i) => body.append(...versionRows(model, version, i)));
+    model.versions.forEach((version) => body.append(...versionRows(model, version)));
     table.append(body);
     return el("section", { class: "model", "aria-labelledby": headingId },
       el("h2", { id: headingId, text: model.name }),
