@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish before the process exits."""
     docs_enabled: bool = True
     """Serve /docs, /redoc and /openapi.json."""
+    ui_enabled: bool = True
+    """Serve the status page at /ui and the JSON it polls."""
 
     @field_validator("admin_token", "default_model", mode="before")
     @classmethod

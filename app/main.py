@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
@@ -17,7 +18,7 @@ from app.fastpath import FastPathApp
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.observe import ObservedApp
-from app.routes import admin, health, metrics, models, predict, v2
+from app.routes import admin, health, metrics, models, predict, redoc, ui, v2
 from app.schemas import BatchRequest, PredictRequest, Problem
 from app.shutdown import not_ready_on_sigterm
 from app.v2_schemas import V2Error
@@ -26,6 +27,8 @@ from ml.store import StoreScanner
 from ml.watch import StoreWatcher
 
 log = logging.getLogger(__name__)
+
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 @asynccontextmanager
@@ -96,16 +99,25 @@ def _customize_openapi(app: FastAPI) -> None:
 def create_fastapi(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app: every route, the OpenAPI document, the lifespan."""
     settings = settings or get_settings()
-    docs = settings.docs_enabled
-    app = FastAPI(
-        title="ONNX model server",
-        summary="Serves versioned ONNX models from a model store, strictly and fast.",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    about: dict[str, Any] = {
+        "title": "ONNX model server",
+        "summary": "Serves versioned ONNX models from a model store, strictly and fast.",
+        "version": __version__,
+        "lifespan": lifespan,
+    }
+    if settings.docs_enabled:
+        # Swagger UI and ReDoc served from the installed package: FastAPI's own pages load them
+        # from a CDN, which leaves /docs blank on a cluster without internet access. No online
+        # validator badge either (Swagger UI's default sends the spec's URL to swagger.io).
+        app = FastAPIOffline(
+            static_url=DOCS_ASSETS_URL,
+            redoc_url=None,  # app.routes.redoc serves it
+            swagger_ui_parameters={"validatorUrl": None},
+            **about,
+        )
+        app.include_router(redoc.router)
+    else:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
@@ -115,6 +127,7 @@ def create_fastapi(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(v2.router)
     app.include_router(metrics.router)
+    ui.install(app)
     _customize_openapi(app)
     return app
 

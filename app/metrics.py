@@ -19,7 +19,7 @@ import contextlib
 import math
 import os
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -95,6 +95,10 @@ class _AnswerTally:
         self.latency.flush()
 
 
+AnswerKey = tuple[str, str, str, int]  # route, model, version, status
+FlushListener = Callable[[Mapping[AnswerKey, _AnswerTally]], None]
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
@@ -105,7 +109,8 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # `_created` series double the output and nobody reads them
         self.registry = CollectorRegistry(auto_describe=True)
-        self._answers: dict[tuple[str, str, str, int], _AnswerTally] = {}
+        self._answers: dict[AnswerKey, _AnswerTally] = {}
+        self._flush_listeners: list[FlushListener] = []
         self._runs: dict[tuple[str, int], tuple[_HistogramTally, _HistogramTally]] = {}
         r = self.registry
         self.requests = Counter(
@@ -181,8 +186,15 @@ class Metrics:
         tally.count += 1
         tally.latency.observe(seconds)
 
+    def on_flush(self, listener: FlushListener) -> None:
+        """Have `listener` read the answers' tallies at each flush, before they are emptied: a
+        view of recent traffic that costs nothing per request."""
+        self._flush_listeners.append(listener)
+
     def flush(self) -> None:
         """Move what the tallies hold into the prometheus-client metrics."""
+        for listener in self._flush_listeners:
+            listener(self._answers)
         for answer in self._answers.values():
             answer.flush()
         for inference, batch_size in self._runs.values():

@@ -90,6 +90,8 @@ def test_wheel_holds_the_packages_and_nothing_else(install: Install) -> None:
     assert tops - {"app", "ml"} == {entry_points.split("/", 1)[0]}, f"unexpected: {sorted(tops)}"
     assert "app/__main__.py" in names
     assert "app/routes/__init__.py" in names or any(n.startswith("app/routes/") for n in names)
+    # The status page's files are package data, which setuptools leaves out unless told.
+    assert {"app/ui/index.html", "app/ui/ui.css", "app/ui/ui.js"} <= set(names)
     # The demo models are the image's business (COPY models_store), not the wheel's.
     assert not [n for n in names if n.endswith(".onnx") or "__pycache__" in n]
     assert "model-server = app.__main__:main" in scripts
@@ -141,6 +143,15 @@ def test_model_server_from_the_wheel_predicts(server: str) -> None:
     assert body["prediction"] == "setosa"
     live = httpx.get(f"{server}/health/live", timeout=5.0)
     assert live.status_code == 200
+
+
+def test_status_page_and_docs_from_the_wheel_need_nothing_else(server: str) -> None:
+    for path in ("/ui", "/ui/assets/ui.js", "/ui/status", "/docs", "/redoc"):
+        response = httpx.get(server + path, timeout=10.0)
+        assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:200]}"
+    swagger = httpx.get(server + "/docs-assets/swagger-ui-bundle.js", timeout=10.0)
+    assert swagger.status_code == 200
+    assert len(swagger.content) > 100_000
 
 
 def test_model_export_without_the_extra_says_what_to_install(install: Install) -> None:

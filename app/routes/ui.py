@@ -1,0 +1,130 @@
+"""GET /ui: the status page, its assets, and GET /ui/status, the JSON it polls.
+
+The page, its stylesheet and its script ship in the package (app/ui/) and load nothing from
+anywhere else, which the Content-Security-Policy of each answer enforces in the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from starlette.responses import Response
+
+from app.metrics import multiprocess_dir
+from app.recent import RecentTraffic
+from app.responses import json_response
+from app.routes.models import _summary as model_summary
+from ml.registry import ModelEntry, ModelRegistry
+
+router = APIRouter(prefix="/ui", tags=["status page"], include_in_schema=False)
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_ASSETS = {
+    item.name: (item.read_bytes(), _CONTENT_TYPES[os.path.splitext(item.name)[1]])
+    for item in resources.files("app").joinpath("ui").iterdir()
+    if os.path.splitext(item.name)[1] in _CONTENT_TYPES
+}
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+NO_ROLLOUT: dict[str, Any] = {
+    "state": "none",
+    "candidate": None,
+    "traffic_percent": None,
+    "shadow_percent": None,
+    "agreement": None,
+    "agreement_ci95": None,
+    "halt_reason": None,
+}
+
+
+def install(app: FastAPI) -> None:
+    """Serve the status page when UI_ENABLED, with a last-minute view of traffic fed by the
+    metrics' flush."""
+    if not app.state.settings.ui_enabled:
+        return
+    recent = RecentTraffic(multiprocess_dir())
+    app.state.metrics.on_flush(recent.take)
+    app.state.recent_traffic = recent
+    app.include_router(router)
+
+
+def _asset(name: str) -> Response:
+    found = _ASSETS.get(name)
+    if found is None:
+        raise HTTPException(404, f"no asset {name!r} on the status page")
+    body, content_type = found
+    return Response(body, media_type=content_type, headers=_HEADERS)
+
+
+@router.get("")
+async def page() -> Response:
+    """The status page."""
+    return _asset("index.html")
+
+
+@router.get("/assets/{name}")
+async def asset(name: str) -> Response:
+    """The page's stylesheet and script."""
+    return _asset(name)
+
+
+def rollout_of(entry: ModelEntry) -> dict[str, Any]:
+    """The model's rollout, shaped as the `GET /models/{name}/rollout` answer's fields the page
+    shows (state, candidate, traffic_percent, shadow_percent, agreement, agreement_ci95,
+    halt_reason). Rollouts are not built yet: every model is in state `none`."""
+    del entry
+    return dict(NO_ROLLOUT)
+
+
+def _model(entry: ModelEntry, traffic: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    summary = model_summary(entry)
+    for version in summary["versions"]:
+        version["default"] = version["version"] == summary["default_version"]
+        version["traffic"] = traffic.get((entry.name, str(version["version"])))
+    return {**summary, "rollout": rollout_of(entry)}
+
+
+@router.get("/status")
+async def status(request: Request) -> Response:
+    """Every model and version with its state, and the traffic of the last minute."""
+    state = request.app.state
+    registry: ModelRegistry = state.registry
+    recent: RecentTraffic = state.recent_traffic
+    own = recent.own()
+    others = await asyncio.to_thread(recent.others) if multiprocess_dir() else []
+    workers = [slots for slots in (own, *others) if slots]
+    traffic = recent.summary(workers)
+    settings = state.settings
+    response = json_response(
+        {
+            "generated_at": time.time(),
+            "ready": registry.ready,
+            "window_s": recent.window_s,
+            "poll_interval_s": settings.poll_interval_s,
+            "docs_enabled": settings.docs_enabled,
+            "workers": {
+                "configured": settings.workers,
+                "answered_by": recent.pid,
+                "traffic_from": len(workers),
+            },
+            "models": [_model(entry, traffic) for entry in registry],
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
