@@ -85,11 +85,19 @@ async def asset(name: str) -> Response:
 
 
 def rollout_of(entry: ModelEntry) -> dict[str, Any]:
-    """The model's rollout, shaped as the `GET /models/{name}/rollout` answer's fields the page
-    shows (state, candidate, traffic_percent, shadow_percent, agreement, agreement_ci95,
-    halt_reason). Rollouts are not built yet: every model is in state `none`."""
-    del entry
-    return dict(NO_ROLLOUT)
+    """The model's rollout, as the fields of the `GET /models/{name}/rollout` answer that the
+    page shows (state, candidate, traffic_percent, shadow_percent, agreement, agreement_ci95,
+    halt_reason)."""
+    rollout = entry.rollout
+    if rollout is None:
+        return dict(NO_ROLLOUT)
+    report = rollout.report(entry.default_version, entry.available(rollout.candidate))
+    shadow = report["shadow"]
+    return {
+        **{key: report[key] for key in NO_ROLLOUT if key in report},
+        "agreement": shadow["agreement"],
+        "agreement_ci95": shadow["agreement_ci95"],
+    }
 
 
 def _model(entry: ModelEntry, traffic: dict[tuple[str, str], Any]) -> dict[str, Any]:
