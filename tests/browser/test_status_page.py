@@ -1,8 +1,4 @@
-"""GET /ui in headless Chromium, against the real server over a copy of the demo store.
-
-(A rollout's agreement on the page is tested with rollouts themselves, issue 13: the page reads
-the rollout object of /ui/status, which is state `none` until rollouts exist.)
-"""
+"""GET /ui in headless Chromium, against the real server over a copy of the demo store."""
 
 from __future__ import annotations
 
@@ -191,3 +187,44 @@ def test_tables_are_labelled_for_screen_readers(page: Page) -> None:
         assert table["columns"][:4] == ["Version", "State", "Role", "Samples checked"]
         assert table["rowHeaders"] >= 1
     assert attribute(page, "#updated", "aria-live") == "polite"
+
+
+def test_a_rollout_shows_its_agreement(page: Page, server: LiveServer) -> None:
+    toml = server.store / "iris" / "model.toml"
+    original = toml.read_text()
+    staged = toml.with_name(".model.toml.tmp")
+    staged.write_text(original + "[rollout]\ncandidate = 1\nshadow_percent = 100\n")
+    staged.rename(toml)
+    rollout_url = server.url + "/models/iris/rollout"
+    try:
+        deadline = 2 * POLL_INTERVAL_S + LOAD_ALLOWANCE_S
+        page.until(
+            lambda d: httpx.get(rollout_url).json()["state"] == "active",
+            "the rollout active",
+            timeout_s=deadline,
+        )
+        for _ in range(40):  # the default answers; version 1 scores every row in its shadow
+            answer = httpx.post(
+                server.url + "/predict", json={"model": "iris", "features": IRIS_ROW}
+            )
+            assert answer.json()["version"] != 1
+        page.until(
+            lambda d: httpx.get(rollout_url).json()["shadow"]["compared"] == 40,
+            "40 shadow rows compared",
+            timeout_s=LOAD_ALLOWANCE_S,
+        )
+        shadow = httpx.get(rollout_url).json()["shadow"]
+        low, high = shadow["agreement_ci95"]
+        expected = (
+            f"{100 * shadow['agreement']:.2f}% (95% CI {100 * low:.2f}%\u2013{100 * high:.2f}%)"
+        )
+        open_status_page(page)
+        page.until(lambda d: fact(page, "iris", "Agreement") == expected, "the agreement shown")
+        assert fact(page, "iris", "Rollout") == "active"
+        assert fact(page, "iris", "Candidate") == "v1"
+        assert fact(page, "iris", "Shadow") == "100%"
+        page.driver.find_element(By.ID, "pause").click()
+        page.screenshot("status-page-rollout", LAPTOP[0])
+    finally:
+        staged.write_text(original)
+        staged.rename(toml)
