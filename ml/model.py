@@ -170,6 +170,12 @@ class LoadedModel:
         raw, _ = self._timed_run(arrays, len(rows))
         return self._decode(raw)
 
+    async def score(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
+        """`rows` answered off the request path (a rollout's shadow): validated and decoded on
+        the event loop, run there or in a worker thread as `infer` decides, never batched."""
+        arrays = self.codec.encode(rows, loc)
+        return self._decode(await self.infer(arrays, len(rows)))
+
     def _decode(self, raw: list[Any]) -> Predictions:
         try:
             return decode(self.signature, self.vocabulary, raw)

@@ -6,8 +6,9 @@ and a stable hash, so workers and replicas agree without talking to each other; 
 this process's own, and Prometheus sums them across processes.
 
 The request path pays for a rollout only where one is configured: `pick` chooses the version,
-`answered` notes the answer and may queue the rows for the candidate. Shadow runs happen in a
-worker thread fed by a bounded queue; a full queue drops the rows and counts them.
+`answered` notes the answer and may queue the rows for the candidate. Shadow rows are scored by
+a task of their own, fed by a bounded queue, between requests (its session runs go to a worker
+thread when large, as requests' do); a full queue drops the rows and counts them.
 """
 
 from __future__ import annotations
@@ -257,7 +258,9 @@ class Rollout:
             all_rows = [row for item in batch for row in item.rows]
             started = time.perf_counter()
             try:
-                answer = await asyncio.to_thread(candidate.answer, all_rows, ("shadow",))
+                # Not a worker thread for the whole of it: a thread holding the GIL for its
+                # Python work can hold up the event loop for a whole switch interval.
+                answer = await candidate.score(all_rows, ("shadow",))
             except Exception as exc:  # any failure of the candidate is counted, never raised
                 log.debug("shadow run of %s/%s failed: %s", self.model, self.candidate, exc)
                 self.errors += rows
@@ -273,6 +276,7 @@ class Rollout:
                 mine = _slice(answer, offset, n)
                 offset += n
                 self._count(compare_rows(item.default, mine, n))
+            await asyncio.sleep(0)  # let waiting requests go first
 
     def _count(self, results: list[RowComparison]) -> None:
         agreed = sum(r.agreed for r in results)
