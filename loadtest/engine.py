@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,9 +18,12 @@ import numpy as np
 from loadtest.payloads import Stream, write_streams
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-# Requests that start this soon after the users are spawned are left out: they pay for new
-# connections and a cold generator.
+# Requests that start this soon after the first one are left out: they pay for new connections
+# and a cold generator.
 WARMUP_S = 0.5
+# Locust's run time counts from before its users are spawned: this much more lets a step
+# measure its full length after the warm-up.
+SPAWN_SLACK_S = 1.0
 
 
 class GeneratorFailed(RuntimeError):
@@ -28,10 +32,12 @@ class GeneratorFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Requests:
-    """Every request of one stream in one step, in start order: when it started (wall clock,
-    seconds), how long its answer took (ms), and its HTTP status (0: no answer)."""
+    """Every request of one stream in one step that started and ended within its measured
+    window (`window_s` long), in start order: when it started (wall clock, seconds), how long its
+    answer took (ms), and its HTTP status (0: no answer)."""
 
     name: str
+    window_s: float
     start: np.ndarray
     latency_ms: np.ndarray
     status: np.ndarray
@@ -41,7 +47,8 @@ class Requests:
 @dataclass(frozen=True)
 class StepLoad:
     """How hard one step pushes: `users` concurrent users, each at `user_rate` req/s when open
-    loop (None: closed loop), for `seconds`, from `processes` Locust processes."""
+    loop (None: closed loop), measured for `seconds` after a warm-up, from `processes` Locust
+    processes."""
 
     users: int
     seconds: int
@@ -63,9 +70,10 @@ def run_step(url: str, streams: Sequence[Stream], load: StepLoad) -> dict[str, R
             "LOADTEST_RECORD_DIR": str(record_dir),
             "LOADTEST_USER_RATE": str(load.user_rate or ""),
         }
+        run_time = math.ceil(load.seconds + WARMUP_S + SPAWN_SLACK_S)
         command = [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
-            "-u", str(load.users), "-r", str(max(load.users * 20, 1)), "-t", f"{load.seconds}s",
+            "-u", str(load.users), "-r", str(max(load.users * 20, 1)), "-t", f"{run_time}s",
             "--stop-timeout", "5", "--only-summary", "--loglevel", "WARNING",
             "--exit-code-on-error", "0",  # failed requests are read from the record instead
         ]  # fmt: skip
@@ -94,15 +102,17 @@ def _merge(records: list[dict[str, Any]], seconds: int) -> dict[str, Requests]:
         for key, text in record["errors"].items():
             index, code = key.split(":")
             errors.setdefault((int(index), int(code)), text)
+    ends = start + latency / 1000.0
     begin = start.min() + WARMUP_S
-    end = start.min() + seconds
-    kept = (start >= begin) & (start + latency / 1000.0 <= end)
+    end = min(begin + seconds, float(ends.max()))
+    kept = (start >= begin) & (ends <= end)
     result = {}
     for index, name in enumerate(names):
         mine = kept & (stream == index)
         order = np.argsort(start[mine], kind="stable")
         result[name] = Requests(
             name,
+            end - begin,
             start[mine][order],
             latency[mine][order],
             status[mine][order],
