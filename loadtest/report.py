@@ -15,7 +15,7 @@ from loadtest.sweep import SweepResult
 GENERATOR_BOUND = 0.8
 CSV_FIELDS = (
     "level", "version", "users", "user_rate", "processes", "seconds", "requests", "ok",
-    "client_errors", "other_errors", "throughput", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+    "client_errors", "other_errors", "throughput", *(f"p{p}_ms" for p in PERCENTILES), "max_ms",
 )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from loadtest.engine import Requests
 
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 import tomllib
 
 from benchmarks.guard import BUDGETS, broken_budgets
-from benchmarks.loadtest import RouteStats
+from loadtest.stats import StepStats
 
 
-def stats(route: str, p50: float, p95: float, p99: float, failures: int = 0) -> RouteStats:
-    return RouteStats(route, 1000, failures, 100.0, {50: p50, 95: p95, 99: p99})
+def stats(route: str, p50: float, p95: float, p99: float, failures: int = 0) -> StepStats:
+    percentiles = {50: p50, 90: p95, 95: p95, 99: p99}
+    return StepStats(1000, 1000 - failures, 0, failures, 100.0, percentiles, p99)
 
 
 ROUTES = {
