@@ -42,6 +42,7 @@ class Requests:
     latency_ms: np.ndarray
     status: np.ndarray
     errors: dict[int, str]  # the first answer of each failing status
+    processes: int  # Locust processes that sent them
 
 
 @dataclass(frozen=True)
@@ -117,5 +118,6 @@ def _merge(records: list[dict[str, Any]], seconds: int) -> dict[str, Requests]:
             latency[mine][order],
             status[mine][order],
             {code: text for (i, code), text in errors.items() if i == index},
+            len(records),
         )
     return result

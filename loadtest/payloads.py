@@ -91,6 +91,10 @@ def model_stream(
     """`bodies` distinct requests for `route`, cycling through `rows`; each names the version
     when `pin_version` (else the server's default version answers)."""
     per_request = 1 if route is Route.PREDICT else batch_rows
+    fixed_batch = inputs.tensors[0].shape[0]
+    if route in (Route.V2, Route.V2_BINARY) and fixed_batch > 0:
+        # A tensor takes exactly the rows its graph fixes; /predict/batch splits rows itself.
+        per_request = fixed_batch
     chunks = [
         [rows[(i * per_request + j) % len(rows)] for j in range(per_request)] for i in range(bodies)
     ]
