@@ -21,13 +21,14 @@ import httpx
 
 from benchmarks.servers import REPO, our_server
 from loadtest.engine import StepLoad, run_step
-from loadtest.payloads import FLOOR_PATH, Route, Stream, model_stream
+from loadtest.payloads import Route, Stream, model_stream
 from loadtest.rows import describe, find_samples, generate_rows, read_samples
 from loadtest.stats import StepStats, step_stats
 
 BUDGETS = REPO / "benchmarks" / "budgets.toml"
 GUARD_PERCENTILES = (50, 95, 99)
 BATCH_ROWS = 64
+FLOOR_PATH = "/health/live"
 
 
 def guard_streams(client: httpx.Client, model: str, store: Path) -> list[Stream]:

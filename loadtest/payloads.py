@@ -19,7 +19,6 @@ import numpy as np
 from loadtest.rows import ModelInputs, Row, as_list
 
 JSON = {"Content-Type": "application/json"}
-FLOOR_PATH = "/health/live"
 V2_DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_}
 
 
@@ -64,11 +63,6 @@ class Stream:
         body_headers = tuple(dict(h) for h in data.get("body_headers", ()))
         headers = dict(data["headers"])
         return cls(data["name"], data["method"], data["path"], headers, bodies, body_headers)
-
-
-def floor_stream() -> Stream:
-    """The cheapest route a server has: what the generator can drive at most, here."""
-    return Stream("floor " + FLOOR_PATH, "GET", FLOOR_PATH)
 
 
 def write_streams(path: Path, streams: Sequence[Stream]) -> None:

@@ -43,9 +43,9 @@ def generator_note(result: SweepResult) -> str:
     ceiling = result.ceiling.stats.throughput
     share = result.peak_throughput / ceiling if ceiling else float("inf")
     text = (
-        f"Generator ceiling: {ceiling:,.0f} req/s on `{result.ceiling.version.split()[-1]}` "
-        f"(the cheapest route, {result.ceiling.load.users} users, "
-        f"{result.ceiling.load.processes} Locust process(es)); the sweep's peak, "
+        f"Generator ceiling: {ceiling:,.0f} req/s (the candidate's requests, "
+        f"{result.ceiling.load.users} users, {result.ceiling.load.processes} Locust process(es), "
+        "sent to a server on this machine that answers at once); the sweep's peak, "
         f"{result.peak_throughput:,.0f} req/s, is {share:.2f}x of it."
     )
     if share >= GENERATOR_BOUND:

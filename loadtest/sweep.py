@@ -10,10 +10,11 @@ behind shows its queue instead of slowing the generator down.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from loadtest.engine import Requests, StepLoad, run_step
-from loadtest.payloads import Stream, floor_stream
+from loadtest.floor import floor_server
+from loadtest.payloads import Stream
 from loadtest.stats import StepStats, step_stats
 
 # Closed loop: a level whose throughput beats the best so far by less than this counts as flat.
@@ -57,7 +58,7 @@ class SweepResult:
     versions: tuple[str, ...]  # candidate first
     steps: list[Step] = field(default_factory=list)
     stop_reason: str = "every level was run"
-    ceiling: Step | None = None  # the floor route at the heaviest load: the generator's limit
+    ceiling: Step | None = None  # the generator's own limit, at the heaviest load
 
     def of(self, version: str) -> list[Step]:
         return [s for s in self.steps if s.version == version]
@@ -140,18 +141,21 @@ def run_sweep(
         if reason is not None:
             result.stop_reason = reason
             break
-    result.ceiling = measure_ceiling(url, plan, max(s.load.users for s in result.steps), report)
+    heaviest = max(s.load.users for s in result.steps)
+    result.ceiling = measure_ceiling(streams[0], plan, heaviest, report)
     return result
 
 
 def measure_ceiling(
-    url: str, plan: SweepPlan, users: int, report: Callable[[Step], None] = lambda step: None
+    stream: Stream, plan: SweepPlan, users: int, report: Callable[[Step], None] = lambda step: None
 ) -> Step:
-    """The floor route, closed loop, with as many users and processes as the heaviest step: the
-    most requests per second this generator drives against this server here."""
-    floor = floor_stream()
+    """`stream`'s own requests, closed loop, with as many users and processes as the heaviest
+    step, sent to a server on this machine that answers at once: the most requests per second
+    this generator can drive here, whatever the server under test does."""
     load = StepLoad(users, plan.seconds, None, plan.processes)
-    requests = run_step(url, [floor], load)[floor.name]
-    step = Step(users, floor.name, load, requests, step_stats(requests))
+    ceiling = replace(stream, name=f"generator ceiling ({stream.name} requests)")
+    with floor_server() as url:
+        requests = run_step(url, [ceiling], load)[ceiling.name]
+    step = Step(users, ceiling.name, load, requests, step_stats(requests))
     report(step)
     return step

@@ -131,11 +131,11 @@ def test_budgets_file_refuses_names_it_does_not_know(tmp_path: Path):
 
 def test_the_report_warns_when_the_generator_may_be_the_limit():
     result = comparison()
-    result.ceiling = made_up(4, "floor /health/live", 350, 0.5, 1)
+    result.ceiling = made_up(4, "generator ceiling", 350, 0.5, 1)
     note = generator_note(result)
     assert "the sweep's peak, 300 req/s, is 0.86x of it" in note
     assert "The generator may be the limit here" in note
-    result.ceiling = made_up(4, "floor /health/live", 3000, 0.5, 1)
+    result.ceiling = made_up(4, "generator ceiling", 3000, 0.5, 1)
     assert "may be the limit" not in generator_note(result)
 
 

@@ -57,7 +57,7 @@ def test_a_comparison_writes_report_csv_and_charts_and_passes_its_budgets(
     # Both versions at every level, the order alternating, then the generator's ceiling.
     assert [(s["level"], s["version"]) for s in steps] == [
         ("1", "iris v2"), ("1", "iris v1"), ("2", "iris v1"), ("2", "iris v2"),
-        ("2", "floor /health/live"),
+        ("2", "generator ceiling (iris v2 requests)"),
     ]  # fmt: skip
     for step in steps:
         assert int(step["requests"]) > 0

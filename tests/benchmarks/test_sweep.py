@@ -58,8 +58,11 @@ def test_a_request_the_server_refuses_ends_the_run_as_a_bug_of_the_tool(served: 
 
 
 def test_the_generator_ceiling_is_measured_with_every_worker_process(served: LiveServer):
+    """The candidate's own requests, sent to a server that answers at once: every one of them
+    answered (that server refuses nothing), by both Locust worker processes."""
     plan = SweepPlan(levels=(4,), seconds=1, processes=2)
-    ceiling = measure_ceiling(served.url, plan, users=4)
+    ceiling = measure_ceiling(iris_stream(served), plan, users=4)
+    assert ceiling.version == "generator ceiling (iris v2 requests)"
     assert ceiling.load.processes == 2
     assert ceiling.requests.processes == 2  # both workers recorded their requests
     assert ceiling.stats.ok == ceiling.stats.requests > 0
