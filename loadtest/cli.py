@@ -236,7 +236,7 @@ def budgets_from(args: argparse.Namespace) -> Budgets:
 def print_step(step: Step) -> None:
     st = step.stats
     print(
-        f"  {step.version:24} level {step.level:>6g}  {st.throughput:8,.0f} req/s  "
+        f"  {step.version:36} level {step.level:>6g}  {st.throughput:8,.0f} req/s  "
         f"p50 {st.p50:7.2f} ms  p99 {st.p99:7.2f} ms  errors {st.client_errors + st.other_errors}",
         flush=True,
     )

@@ -58,7 +58,7 @@ class SweepResult:
     versions: tuple[str, ...]  # candidate first
     steps: list[Step] = field(default_factory=list)
     stop_reason: str = "every level was run"
-    ceiling: Step | None = None  # the generator's own limit, at the heaviest load
+    ceiling: Step | None = None  # the generator's own limit, at the candidate's peak load
 
     def of(self, version: str) -> list[Step]:
         return [s for s in self.steps if s.version == version]
@@ -141,17 +141,18 @@ def run_sweep(
         if reason is not None:
             result.stop_reason = reason
             break
-    heaviest = max(s.load.users for s in result.steps)
-    result.ceiling = measure_ceiling(streams[0], plan, heaviest, report)
+    # Whether the generator limits the sweep matters most where the throughput peaked.
+    peak = max(result.of(result.candidate), key=lambda s: s.stats.throughput)
+    result.ceiling = measure_ceiling(streams[0], plan, peak.load.users, report)
     return result
 
 
 def measure_ceiling(
     stream: Stream, plan: SweepPlan, users: int, report: Callable[[Step], None] = lambda step: None
 ) -> Step:
-    """`stream`'s own requests, closed loop, with as many users and processes as the heaviest
-    step, sent to a server on this machine that answers at once: the most requests per second
-    this generator can drive here, whatever the server under test does."""
+    """`stream`'s own requests, closed loop, from `users` users and the plan's processes, sent to
+    a server on this machine that answers at once: the most requests per second this generator
+    can drive here, whatever the server under test does."""
     load = StepLoad(users, plan.seconds, None, plan.processes)
     ceiling = replace(stream, name=f"generator ceiling ({stream.name} requests)")
     with floor_server() as url:
