@@ -21,6 +21,7 @@ from loadtest.stats import StepStats, step_stats
 MIN_GAIN = 0.05
 # Open loop: a server answering less than this share of the offered rate has fallen behind.
 KEEP_UP = 0.9
+CEILING_MIN_USERS = 8
 
 
 class ToolBug(RuntimeError):
@@ -141,9 +142,11 @@ def run_sweep(
         if reason is not None:
             result.stop_reason = reason
             break
-    # Whether the generator limits the sweep matters most where the throughput peaked.
+    # Whether the generator limits the sweep matters most where the throughput peaked; a few
+    # users at least, so that the generator's work, not one user's round trips, is measured.
     peak = max(result.of(result.candidate), key=lambda s: s.stats.throughput)
-    result.ceiling = measure_ceiling(streams[0], plan, peak.load.users, report)
+    users = max(peak.load.users, CEILING_MIN_USERS)
+    result.ceiling = measure_ceiling(streams[0], plan, users, report)
     return result
 
 
