@@ -26,11 +26,13 @@ from pathlib import Path
 import httpx
 
 from loadtest.budgets import Budgets, broken_budgets
+from loadtest.categories import string_categories
 from loadtest.charts import write_charts
 from loadtest.engine import LOCUSTFILE, GeneratorFailed
 from loadtest.payloads import Route, Stream, model_stream, write_streams
 from loadtest.report import generator_note, markdown, write_csv
 from loadtest.rows import (
+    STRING_VALUES,
     ModelInputs,
     Row,
     RowError,
@@ -154,10 +156,17 @@ class Target:
 def _rows_for(inputs: ModelInputs, samples: Path | None, store: Path | None) -> Target:
     path = samples or (find_samples(store, inputs.model, inputs.version) if store else None)
     if path is None:
-        rows = generate_rows(inputs, GENERATED_ROWS)
-        return Target(
-            inputs, rows, f"{GENERATED_ROWS} rows generated from GET /models/{inputs.model}"
-        )
+        source = f"{GENERATED_ROWS} rows generated from GET /models/{inputs.model}"
+        strings = [f.name for f in inputs.features if f.type == "string"]
+        graph = store / inputs.model / str(inputs.version) / "model.onnx" if store else None
+        categories = {}
+        if strings and graph is not None and graph.is_file():
+            categories = string_categories(graph, strings)
+            source += f", string values from {graph}"
+        elif strings:
+            source += f", string columns {', '.join(strings)} drawn from {list(STRING_VALUES)}"
+        rows = generate_rows(inputs, GENERATED_ROWS, categories=categories)
+        return Target(inputs, rows, source)
     rows = read_samples(path)
     check_rows(inputs, rows, str(path))
     return Target(inputs, rows, f"{len(rows)} rows of {path}")
@@ -204,8 +213,10 @@ def preflight(client: httpx.Client, streams: Sequence[Stream], found: Sequence[T
                 )
             if response.status_code != 200:
                 raise GeneratorFailed(
-                    f"{stream.name} answered {response.status_code} to a valid request before "
-                    f"any load: {response.text[:800]}"
+                    f"{stream.name} answered {response.status_code} before any load, to a "
+                    f"request built from {target.source} (string values a model does not know "
+                    "fail some models: give the version's samples.json with --samples or "
+                    f"--store): {response.text[:800]}"
                 )
 
 

@@ -10,7 +10,7 @@ those rows are sent; otherwise rows are drawn at random, by type, from a fixed s
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-# What a string feature gets when no samples.json says which values it takes. A model that
-# one-hot encodes the column with handle_unknown="ignore" (skl2onnx's usual export) takes any.
+# What a string feature gets when neither samples.json nor the graph says which values it takes.
+# A model that one-hot encodes the column with handle_unknown="ignore" takes any.
 STRING_VALUES = ("a", "b", "c")
 V2_TYPES = {
     "FP32": "number",
@@ -160,23 +160,30 @@ def check_rows(inputs: ModelInputs, rows: Sequence[Row], source: str) -> None:
             raise RowError(f"{source} row {index} is neither a list nor an object")
 
 
-def _value(kind: str, rng: np.random.Generator) -> Any:
+def _value(kind: str, rng: np.random.Generator, strings: Sequence[str]) -> Any:
     if kind == "integer":
         return int(rng.integers(0, 10))
     if kind == "string":
-        return STRING_VALUES[int(rng.integers(len(STRING_VALUES)))]
+        return strings[int(rng.integers(len(strings)))]
     if kind == "boolean":
         return bool(rng.random() < 0.5)
     return round(float(rng.uniform(0.0, 10.0)), 3)
 
 
-def generate_rows(inputs: ModelInputs, count: int, seed: int = 0) -> list[Row]:
+def generate_rows(
+    inputs: ModelInputs,
+    count: int,
+    seed: int = 0,
+    categories: Mapping[str, Sequence[str]] | None = None,
+) -> list[Row]:
     """`count` rows drawn at random by feature type: objects keyed by feature name when the
-    server named the features, lists otherwise."""
+    server named the features, lists otherwise. A string feature draws from its `categories`
+    where given (see loadtest.categories), else from STRING_VALUES."""
     rng = np.random.default_rng(seed)
+    strings = [(categories or {}).get(f.name) or STRING_VALUES for f in inputs.features]
     rows: list[Row] = []
     for _ in range(count):
-        values = [_value(f.type, rng) for f in inputs.features]
+        values = [_value(f.type, rng, s) for f, s in zip(inputs.features, strings, strict=True)]
         rows.append(dict(zip(inputs.names, values, strict=True)) if inputs.named else values)
     return rows
 

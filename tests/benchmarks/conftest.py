@@ -51,7 +51,11 @@ def build_store(root: Path) -> Path:
 
 
 @pytest.fixture(scope="package")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("loadtest")
-    with start_server(build_store(root / "store"), root) as server:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_store(tmp_path_factory.mktemp("loadtest") / "store")
+
+
+@pytest.fixture(scope="package")
+def served(store: Path) -> Iterator[LiveServer]:
+    with start_server(store, store.parent) as server:
         yield server

@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from conftest import DEMO_MODELS, OTHER_MODELS
 from live_server import LiveServer
 
+from loadtest.categories import string_categories
+from loadtest.cli import Target, parser, streams_for, targets
 from loadtest.payloads import Route, Stream, model_stream
 from loadtest.rows import describe, generate_rows
+
+PLAN_VALUES = ("basic", "gold", "platinum")
+
+
+def write_strict_categories_model(folder: Path) -> Path:
+    """Ridge on a one-hot "plan" (OneHotEncoder(handle_unknown="error"): onnxruntime fails on
+    any other string) and a float "tenure"; one [N, 1] input per column."""
+    import numpy as np
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "plan": rng.choice(list(PLAN_VALUES), 40).astype(object),
+            "tenure": rng.normal(5.0, 2.0, 40).astype(np.float32),
+        }
+    )
+    target = 3.0 * (frame["plan"] == "gold") + frame["tenure"]
+    columns = ColumnTransformer(
+        [
+            ("plan", OneHotEncoder(handle_unknown="error"), ["plan"]),
+            ("t", "passthrough", ["tenure"]),
+        ]
+    )
+    pipeline = Pipeline([("columns", columns), ("model", Ridge())]).fit(frame, target)
+    types = [("plan", StringTensorType([None, 1])), ("tenure", FloatTensorType([None, 1]))]
+    graph = to_onnx(pipeline, initial_types=types, target_opset={"": 18, "ai.onnx.ml": 3})
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(graph.SerializeToString())
+    (folder / "metadata.json").write_text('{"task": "regression", "features": ["plan", "tenure"]}')
+    return folder
 
 
 def send_all(server: LiveServer, stream: Stream) -> list[tuple[int, str]]:
@@ -23,15 +64,41 @@ def send_all(server: LiveServer, stream: Stream) -> list[tuple[int, str]]:
     return refused
 
 
+def tool_streams(server: LiveServer, *options: str) -> tuple[list[Target], list[Stream]]:
+    """The targets and streams `model-loadtest --url <server> <options>` would send."""
+    args = parser().parse_args(["--url", server.url, *options])
+    with httpx.Client(base_url=server.url) as client:
+        found = targets(client, args)
+    return found, streams_for(found, args)
+
+
 @pytest.mark.parametrize("route", list(Route))
 @pytest.mark.parametrize("model", DEMO_MODELS + OTHER_MODELS)
-def test_every_generated_request_answers_200(served: LiveServer, model: str, route: Route):
-    with httpx.Client(base_url=served.url) as client:
-        inputs = describe(client, model)
-    rows = generate_rows(inputs, 64, seed=7)
-    stream = model_stream(inputs, rows, route, batch_rows=8, pin_version=True, bodies=12)
-    assert len(stream.bodies) == 12
+def test_every_generated_request_answers_200(
+    served: LiveServer, store: Path, model: str, route: Route
+):
+    options = ["--model", model, "--store", str(store), "--route", route, "--batch-rows", "8"]
+    _, [stream] = tool_streams(served, *options)
+    assert len(stream.bodies) == 32
     assert send_all(served, stream) == []
+
+
+def test_string_values_come_from_the_graph_when_the_store_is_at_hand(
+    served: LiveServer, store: Path
+):
+    [target], _ = tool_streams(served, "--model", "diabetes_pipeline", "--store", str(store))
+    assert {row["sex"] for row in target.rows} == {"female", "male"}
+    assert target.source.endswith(f"string values from {store}/diabetes_pipeline/1/model.onnx")
+    [target], _ = tool_streams(served, "--model", "diabetes_pipeline")
+    assert "string columns sex drawn from ['a', 'b', 'c']" in target.source
+
+
+def test_string_values_are_read_from_the_encoders_downstream_of_each_input(tmp_path: Path):
+    """A OneHotEncoder fitted with handle_unknown="error" fails on any other string, so these
+    are the only values a generated row may hold."""
+    folder = write_strict_categories_model(tmp_path / "plan-price" / "1")
+    found = string_categories(folder / "model.onnx", ["plan", "tenure"])
+    assert found == {"plan": PLAN_VALUES}
 
 
 def test_string_columns_get_strings_and_numbers_get_their_json_types(served: LiveServer):
