@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="open Locust's web UI with the candidate's requests instead of a sweep",
     )
+    out.add_argument("--ui-port", type=int, default=8089, help="the web UI's port")
     return p
 
 
@@ -270,25 +272,17 @@ def write_report(
     return folder
 
 
-def open_ui(url: str, streams: Sequence[Stream]) -> int:
+def open_ui(url: str, streams: Sequence[Stream], port: int) -> int:
+    """Locust's web UI with the candidate's requests, until Ctrl-C."""
     with tempfile.TemporaryDirectory(prefix="loadtest-ui-") as tmp:
         path = Path(tmp) / "streams.json"
         write_streams(path, streams[:1])
         env = {**os.environ, "LOADTEST_STREAMS": str(path)}
         command = [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(LOCUSTFILE),
-            "--host",
-            url,
-            "--web-host",
-            "127.0.0.1",
-        ]
-        print(
-            f"Locust's web UI: http://127.0.0.1:8089 (Ctrl-C ends it); requests: {streams[0].name}"
-        )
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", url,
+            "--web-host", "127.0.0.1", "--web-port", str(port),
+        ]  # fmt: skip
+        print(f"Locust's web UI: http://127.0.0.1:{port} (Ctrl-C ends it); {streams[0].name}")
         return subprocess.run(command, env=env, check=False).returncode  # noqa: S603
 
 
@@ -300,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
             streams = streams_for(found, args)
             preflight(client, streams, found)
         if args.ui:
-            return open_ui(url, streams)
+            return open_ui(url, streams, args.ui_port)
         plan = SweepPlan(
             levels=args.rates or args.users,
             seconds=args.seconds,
@@ -326,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # A SIGTERM unwinds like an error, so that the server this run started is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return run(args)
     except (RowError, ToolBug, GeneratorFailed, ValueError, OSError) as exc:
