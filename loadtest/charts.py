@@ -44,6 +44,11 @@ def throughput_chart(result: SweepResult, path: Path) -> None:
             color=colour,
             label=version,
         )
+    if result.plan.open_loop:  # a server that keeps up answers what is offered
+        levels = sorted({s.level for s in result.steps})
+        axes.plot(
+            levels, levels, color="lightgrey", linewidth=7, zorder=0, label="offered (kept up)"
+        )
     if result.ceiling is not None:
         ceiling = result.ceiling.stats.throughput
         axes.axhline(ceiling, color="grey", linestyle="--", linewidth=1)

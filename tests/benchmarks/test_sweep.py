@@ -40,7 +40,7 @@ def test_the_sweep_stops_at_the_first_level_past_its_p99_budget(served: LiveServ
 
 
 def test_open_loop_sends_no_more_than_the_offered_rate(served: LiveServer):
-    plan = SweepPlan(levels=(40,), seconds=2, open_loop=True, pool=4)
+    plan = SweepPlan(levels=(40,), seconds=1, open_loop=True, pool=4)
     result = run_sweep(served.url, [iris_stream(served)], plan)
     step = result.steps[0]
     assert step.load.users == 4
