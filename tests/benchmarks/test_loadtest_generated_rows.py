@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DEMO_MODELS, OTHER_MODELS
 from live_server import LiveServer
+from loadtest_store import DEMO_MODELS, OTHER_MODELS
 
 from loadtest.categories import string_categories
 from loadtest.cli import Target, parser, streams_for, targets
