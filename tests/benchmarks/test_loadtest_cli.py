@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,18 @@ def test_samples_that_do_not_fit_the_model_stop_the_run_before_any_load(
     assert status == 2
     assert "row 1 has 2 values; iris v2 takes 4" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_without_the_bench_extra_the_command_says_which_extra_to_install():
+    """A server-only install (the image's) has the command but not matplotlib or Locust."""
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from loadtest.__main__ import main\n"
+        "raise SystemExit(main(['--model', 'iris']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "model-loadtest needs the bench extra (matplotlib is not installed)" in done.stderr
+    assert "pip install 'onnx-model-server[bench]'" in done.stderr
