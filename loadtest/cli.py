@@ -302,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
             open_loop=args.rates is not None,
             pool=args.pool,
             stop_p99_ms=budgets.max_p99_ms,
+            stop_p50_ms=budgets.max_p50_ms,
             plateau_steps=args.plateau_steps,
         )
         print(f"Sweeping {', '.join(s.name for s in streams)} on {url} ({args.route} route):")

@@ -36,6 +36,7 @@ class SweepPlan:
     open_loop: bool = False
     pool: int = 32  # open loop: users sharing the offered rate
     stop_p99_ms: float | None = None
+    stop_p50_ms: float | None = None
     plateau_steps: int = 2  # closed loop: flat levels in a row that end the sweep
 
     def load(self, level: float) -> StepLoad:
@@ -89,10 +90,12 @@ def _stop_reason(plan: SweepPlan, steps: Sequence[Step]) -> str | None:
     """Why the sweep ends after the candidate's last step, or None to go on."""
     last = steps[-1]
     where = _level_text(plan, last.level)
-    if plan.stop_p99_ms is not None and last.stats.p99 > plan.stop_p99_ms:
-        return (
-            f"p99 {last.stats.p99:.2f} ms passed its budget of {plan.stop_p99_ms:g} ms at {where}"
-        )
+    for name, value, budget in (
+        ("p99", last.stats.p99, plan.stop_p99_ms),
+        ("p50", last.stats.p50, plan.stop_p50_ms),
+    ):
+        if budget is not None and value > budget:
+            return f"{name} {value:.2f} ms passed its budget of {budget:g} ms at {where}"
     if plan.open_loop:
         if last.stats.throughput < KEEP_UP * last.level:
             return (

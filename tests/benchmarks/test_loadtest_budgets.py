@@ -51,10 +51,13 @@ def test_closed_loop_stops_after_two_flat_levels_in_a_row():
     assert _stop_reason(CLOSED, steps[:3]) is None  # one flat level is noise
 
 
-def test_a_p99_past_the_stop_budget_ends_the_sweep_first():
+def test_a_percentile_past_its_stop_budget_ends_the_sweep_first():
     plan = SweepPlan(levels=(1, 2), seconds=5, stop_p99_ms=5.0)
     reason = _stop_reason(plan, [made_up(1, "v2", 100, 1, 2), made_up(2, "v2", 200, 2, 5.5)])
     assert reason == "p99 5.50 ms passed its budget of 5 ms at 2 users"
+    plan = SweepPlan(levels=(1, 2), seconds=5, stop_p50_ms=1.5)
+    reason = _stop_reason(plan, [made_up(1, "v2", 100, 1, 2), made_up(2, "v2", 200, 2, 5.5)])
+    assert reason == "p50 2.00 ms passed its budget of 1.5 ms at 2 users"
 
 
 def test_open_loop_stops_when_the_server_falls_behind_the_offered_rate():
