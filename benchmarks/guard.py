@@ -3,8 +3,9 @@
     python -m benchmarks.guard [--seconds 25] [--budgets benchmarks/budgets.toml]
 
 Starts the server on the demo store and runs the load test's Locust users (loadtest/) at the
-fixed open-loop load of budgets.toml: single rows, 64-row batches and the floor route side by
-side, with rows built from the model's own description. Checks each route's failures, its
+fixed load of budgets.toml (each user at most `rate_per_user` req/s, Locust's
+constant_throughput): single rows, 64-row batches and the floor route side by side, with rows
+built from the model's own description. Checks each route's failures, its
 p50/p95/p99 against absolute ceilings, and the same percentiles as ratios to the floor route
 measured in the same run.
 """
@@ -49,7 +50,8 @@ def measure(store: Path, model: str, load: Mapping[str, Any], seconds: int) -> d
         with httpx.Client(base_url=server.url, timeout=10.0) as client:
             streams = guard_streams(client, model, store)
         users = load["users_per_route"] * len(streams)  # users take the streams in turn
-        step = StepLoad(users, seconds, float(load["rate_per_user"]))
+        # Paced as the budgets were measured: answers' own latency, at most the rate per user.
+        step = StepLoad(users, seconds, float(load["rate_per_user"]), pacing="throughput")
         measured = run_step(server.url, streams, step)
     return {name: step_stats(requests) for name, requests in measured.items()}
 

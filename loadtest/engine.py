@@ -47,14 +47,16 @@ class Requests:
 
 @dataclass(frozen=True)
 class StepLoad:
-    """How hard one step pushes: `users` concurrent users, each at `user_rate` req/s when open
-    loop (None: closed loop), measured for `seconds` after a warm-up, from `processes` Locust
-    processes."""
+    """How hard one step pushes: `users` concurrent users, each at `user_rate` req/s (None:
+    closed loop), measured for `seconds` after a warm-up, from `processes` Locust processes.
+    `pacing` "schedule" is open loop; "throughput" is Locust's constant_throughput (see the
+    locustfile)."""
 
     users: int
     seconds: int
     user_rate: float | None = None
     processes: int = 1
+    pacing: str = "schedule"
 
 
 def run_step(url: str, streams: Sequence[Stream], load: StepLoad) -> dict[str, Requests]:
@@ -70,6 +72,7 @@ def run_step(url: str, streams: Sequence[Stream], load: StepLoad) -> dict[str, R
             "LOADTEST_STREAMS": str(streams_file),
             "LOADTEST_RECORD_DIR": str(record_dir),
             "LOADTEST_USER_RATE": str(load.user_rate or ""),
+            "LOADTEST_PACING": load.pacing,
         }
         run_time = math.ceil(load.seconds + WARMUP_S + SPAWN_SLACK_S)
         command = [

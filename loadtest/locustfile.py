@@ -9,10 +9,13 @@ Environment:
   take the streams in turn). Without it, one stream is built here from the server's description
   of LOADTEST_MODEL, with LOADTEST_VERSION, LOADTEST_ROUTE (predict, batch, v2, v2-binary),
   LOADTEST_BATCH_ROWS and LOADTEST_SAMPLES (a samples.json) where set.
-- LOADTEST_USER_RATE: open loop. Each user sends this many requests a second on a fixed
-  schedule, whatever the answers' pace, and a request's latency counts from its scheduled time,
-  so that a server that falls behind shows its queue (no coordinated omission). Unset: closed
-  loop, each user sends its next request when the last one is answered.
+- LOADTEST_USER_RATE: each user sends this many requests a second. By default open loop: on a
+  fixed schedule, whatever the answers' pace, a request's latency counting from its scheduled
+  time, so that a server that falls behind shows its queue (no coordinated omission). With
+  LOADTEST_PACING=throughput, Locust's `constant_throughput` instead: a user waits for each
+  answer and never sends more than the rate, and latency is the answer's alone (the latency
+  guard's measure, which its budgets were set with). Unset: closed loop, each user sends its
+  next request when the last one is answered.
 - LOADTEST_RECORD_DIR: each Locust process writes every request's start, latency and status
   there when the test stops (Locust's own percentiles are rounded to whole milliseconds).
 """
@@ -30,7 +33,7 @@ from typing import Any
 
 import gevent
 import httpx
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant, constant_throughput, events, task
 
 from loadtest.payloads import Route, Stream, model_stream, read_streams
 from loadtest.rows import describe, generate_rows, read_samples
@@ -103,15 +106,16 @@ def _write_record(**_: Any) -> None:
 class ModelUser(FastHttpUser):
     """Sends its stream's requests one after another (closed loop) or on a schedule (open loop)."""
 
-    wait_time = constant(0)
     user_rate = float(os.environ.get("LOADTEST_USER_RATE") or 0)
+    scheduled = user_rate > 0 and os.environ.get("LOADTEST_PACING", "schedule") == "schedule"
+    wait_time = constant_throughput(user_rate) if user_rate and not scheduled else constant(0)
 
     def on_start(self) -> None:
         streams = streams_for(self.host or "")
         self.stream_index = next(_user_numbers) % len(streams)
         self.stream = streams[self.stream_index]
         self.sent = random.randrange(len(self.stream.bodies))  # noqa: S311 (not security)
-        self.interval = 1.0 / self.user_rate if self.user_rate else 0.0
+        self.interval = 1.0 / self.user_rate if self.scheduled else 0.0
         # Users start at random points of their interval, so that they do not send in bursts.
         self.next_at = time.time() + random.random() * self.interval  # noqa: S311
 
@@ -119,7 +123,7 @@ class ModelUser(FastHttpUser):
     def send(self) -> None:
         if self.interval:
             gevent.sleep(max(0.0, self.next_at - time.time()))
-            scheduled = self.next_at
+            due = self.next_at
             self.next_at += self.interval
         body, headers = self.stream.request(self.sent)
         self.sent += 1
@@ -128,7 +132,7 @@ class ModelUser(FastHttpUser):
             self.stream.method, self.stream.path, data=body, headers=headers, name=self.stream.name
         )
         ended = time.time()
-        start = scheduled if self.interval else started
+        start = due if self.interval else started
         status = response.status_code or 0
         text = (response.text or "") if status >= 400 else str(getattr(response, "error", ""))
         recorder.add(self.stream_index, start, (ended - start) * 1000.0, status, text)
