@@ -101,3 +101,11 @@ def test_the_locustfile_builds_its_requests_from_the_environment_for_the_web_ui(
     assert record["streams"] == ["churn-risk v1 batch"]
     assert record["status"]
     assert set(record["status"]) == {200}
+
+
+def test_throughput_pacing_keeps_each_user_under_its_rate(served: LiveServer):
+    """The latency guard's pacing (Locust's constant_throughput): at most the rate per user."""
+    load = StepLoad(users=2, seconds=1, user_rate=20, pacing="throughput")
+    [requests] = run_step(served.url, [iris_stream(served)], load).values()
+    assert 0 < requests.status.size <= 2 * 20 * requests.window_s + 2
+    assert set(requests.status.tolist()) == {200}
