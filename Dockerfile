@@ -27,6 +27,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY README.md ./
 COPY app ./app
 COPY ml ./ml
+# The load-test command ships with the package; it explains that it needs the bench extra.
+COPY loadtest ./loadtest
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
     && python -c "import app.main, ml.store"

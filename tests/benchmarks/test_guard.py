@@ -1,11 +1,14 @@
 import tomllib
 
-from benchmarks.guard import BUDGETS, broken_budgets
-from benchmarks.loadtest import RouteStats
+import httpx
+
+from benchmarks.guard import BUDGETS, broken_budgets, guard_streams
+from loadtest.stats import StepStats
 
 
-def stats(route: str, p50: float, p95: float, p99: float, failures: int = 0) -> RouteStats:
-    return RouteStats(route, 1000, failures, 100.0, {50: p50, 95: p95, 99: p99})
+def stats(route: str, p50: float, p95: float, p99: float, failures: int = 0) -> StepStats:
+    percentiles = {50: p50, 90: p95, 95: p95, 99: p99}
+    return StepStats(1000, 1000 - failures, 0, failures, 100.0, percentiles, p99)
 
 
 ROUTES = {
@@ -58,3 +61,15 @@ def test_the_budgets_file_covers_both_predict_routes_and_the_floor():
         assert budget["max_failures"] == 0
         assert {f"p{p}_ms" for p in (50, 95, 99)} <= budget.keys()
         assert {f"p{p}_ratio" for p in (50, 95, 99)} <= budget.keys()
+
+
+def test_the_guard_sends_every_route_its_budgets_name_and_each_answers_200(served, store):
+    """The guard's requests are the load test's, built from the model's description."""
+    config = tomllib.loads(BUDGETS.read_text())
+    with httpx.Client(base_url=served.url, timeout=10.0) as client:
+        streams = guard_streams(client, config["load"]["model"], store)
+        assert {s.name for s in streams} == set(config["routes"])
+        for stream in streams:
+            body, headers = stream.request(0)
+            response = client.request(stream.method, stream.path, content=body, headers=headers)
+            assert response.status_code == 200, (stream.name, response.text)

@@ -86,8 +86,10 @@ def test_wheel_holds_the_packages_and_nothing_else(install: Install) -> None:
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         scripts = archive.read(entry_points).decode()
     tops = {name.split("/", 1)[0] for name in names}
-    assert {"app", "ml"} <= tops
-    assert tops - {"app", "ml"} == {entry_points.split("/", 1)[0]}, f"unexpected: {sorted(tops)}"
+    assert {"app", "ml", "loadtest"} <= tops
+    assert tops - {"app", "ml", "loadtest"} == {entry_points.split("/", 1)[0]}, (
+        f"unexpected: {sorted(tops)}"
+    )
     assert "app/__main__.py" in names
     assert "app/routes/__init__.py" in names or any(n.startswith("app/routes/") for n in names)
     # The status page's files are package data, which setuptools leaves out unless told.
@@ -96,6 +98,8 @@ def test_wheel_holds_the_packages_and_nothing_else(install: Install) -> None:
     assert not [n for n in names if n.endswith(".onnx") or "__pycache__" in n]
     assert "model-server = app.__main__:main" in scripts
     assert "\nmodel-export = ml." in scripts
+    assert "model-loadtest = loadtest.__main__:main" in scripts
+    assert "model-rollout = ml.rollout_cli:main" in scripts
 
 
 def test_the_install_is_its_own(install: Install) -> None:
