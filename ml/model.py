@@ -22,7 +22,7 @@ from ml.graph import Classes, read_classes
 from ml.observer import ServingObserver
 from ml.outputs import Predictions, Vocabulary, VocabularyError, decode
 from ml.rows import RowCodec
-from ml.samples import SamplesError, check, read_samples
+from ml.samples import Samples, SamplesError, check, read_samples
 from ml.signature import OutputKind, Signature, SignatureError, derive_signature
 from ml.store import METADATA_FILE, MODEL_FILE, SAMPLES_FILE
 
@@ -277,6 +277,10 @@ def load_model(
     if not model_file.is_file():
         raise ModelLoadError(f"{MODEL_FILE} is missing")
     metadata = _read_metadata(version_dir)
+    try:
+        samples = read_samples(version_dir)
+    except SamplesError as exc:
+        raise ModelLoadError(str(exc)) from exc
     session = _session(model_file, config)
     try:
         signature = derive_signature(
@@ -298,8 +302,9 @@ def load_model(
         session=session,
         _output_names=[o.name for o in signature.outputs],
     )
-    _warm_up(model)
-    _check_samples(model)
+    _warm_up(model, samples.instances if samples is not None else None)
+    if samples is not None:
+        _check_samples(model, samples)
     model.observer = observer  # set after the warm-up and the samples, which are not traffic
     return model
 
@@ -310,11 +315,23 @@ def _timed_run(model: LoadedModel, arrays: Mapping[str, np.ndarray]) -> float:
     return time.perf_counter() - started
 
 
-def _warm_up(model: LoadedModel) -> None:
-    """One real inference before serving; also measures the cost of a row to place runs."""
+def _warm_up(model: LoadedModel, sample_rows: Sequence[Any] | None) -> None:
+    """One real inference before serving; also measures the cost of a row to place runs.
+
+    With samples.json, its rows warm the model up: made-up values (empty strings, zeros) can be
+    refused by a graph, such as an encoder fitted to fail on unknown categories."""
     signature = model.signature
     rows = signature.fixed_batch_size or 8
-    arrays = model.codec.encode(_warm_up_rows(signature, rows), ("warm-up",))
+    if sample_rows:
+        try:
+            chosen = [sample_rows[i % len(sample_rows)] for i in range(rows)]
+            arrays = model.codec.encode(chosen, ("instances",))
+        except InvalidInput as exc:
+            raise ModelLoadError(
+                f"{SAMPLES_FILE}: instances do not fit the model: {exc.detail}"
+            ) from exc
+    else:
+        arrays = model.codec.encode(_warm_up_rows(signature, rows), ("warm-up",))
     try:
         raw = model.session.run(model._output_names, arrays)
         per_row = min(_timed_run(model, arrays) for _ in range(TIMING_RUNS)) / rows
@@ -379,12 +396,9 @@ def _name_classes(model: LoadedModel, raw: list[Any]) -> None:
         raise ModelLoadError(str(exc)) from exc
 
 
-def _check_samples(model: LoadedModel) -> None:
+def _check_samples(model: LoadedModel, samples: Samples) -> None:
     """Answer samples.json as /predict/batch would; any difference keeps the version out."""
     try:
-        samples = read_samples(model.path)
-        if samples is None:
-            return
         try:
             answer = model.answer(samples.instances, ("instances",))
         except InvalidInput as exc:

@@ -210,3 +210,54 @@ def test_samples_are_checked_with_a_fixed_batch_dimension(tmp_path: Path) -> Non
     expected = {"outputs": {"y": [[2 * v for v in r] for r in rows], "s": [[sum(r)] for r in rows]}}
     write_samples(folder, instances=rows, expected=expected)
     assert load(folder).samples_checked == 3
+
+
+def test_samples_warm_up_a_model_that_refuses_made_up_values(tmp_path: Path) -> None:
+    # OneHotEncoder(handle_unknown="error") fails on the empty strings of a made-up warm-up row.
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame(
+        {"color": ["red", "green", "blue", "red"] * 5, "size": [1.0, 2.0, 3.0, 4.0] * 5}
+    )
+    target = [0, 1, 1, 0] * 5
+    pipeline = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer([("color", OneHotEncoder(), ["color"])], remainder="passthrough"),
+            ),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, target)
+    onx = convert_sklearn(
+        pipeline,
+        initial_types=[
+            ("color", StringTensorType([None, 1])),
+            ("size", FloatTensorType([None, 1])),
+        ],
+        target_opset={"": 18, "ai.onnx.ml": 3},
+        options={id(pipeline): {"zipmap": False}},
+    )
+    folder = tmp_path / "1"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(onx.SerializeToString())
+    with pytest.raises(ModelLoadError, match="warm-up inference failed"):
+        load(folder)
+    rows = [{"color": "blue", "size": 3.0}, {"color": "red", "size": 1.0}]
+    proba = pipeline.predict_proba(pd.DataFrame(rows))
+    write_samples(
+        folder,
+        instances=rows,
+        expected={
+            "predictions": pipeline.predict(pd.DataFrame(rows)).tolist(),
+            "probabilities": [{"0": p[0], "1": p[1]} for p in proba.tolist()],
+        },
+    )
+    model = load(folder)
+    assert model.samples_checked == 2
