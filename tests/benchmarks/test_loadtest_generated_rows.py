@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -84,11 +85,20 @@ def test_every_generated_request_answers_200(
 
 
 def test_string_values_come_from_the_graph_when_the_store_is_at_hand(
-    served: LiveServer, store: Path
+    served: LiveServer, store: Path, tmp_path: Path
 ):
-    [target], _ = tool_streams(served, "--model", "diabetes_pipeline", "--store", str(store))
+    # The demo version ships samples.json, whose rows would be used: a copy without it.
+    local = tmp_path / "store"
+    shutil.copytree(
+        store / "diabetes_pipeline",
+        local / "diabetes_pipeline",
+        ignore=shutil.ignore_patterns("samples.json"),
+    )
+    [target], _ = tool_streams(served, "--model", "diabetes_pipeline", "--store", str(local))
     assert {row["sex"] for row in target.rows} == {"female", "male"}
-    assert target.source.endswith(f"string values from {store}/diabetes_pipeline/1/model.onnx")
+    assert target.source.endswith(f"string values from {local}/diabetes_pipeline/1/model.onnx")
+    [target], _ = tool_streams(served, "--model", "diabetes_pipeline", "--store", str(store))
+    assert target.source.endswith(f"{store}/diabetes_pipeline/1/samples.json")
     [target], _ = tool_streams(served, "--model", "diabetes_pipeline")
     assert "string columns sex drawn from ['a', 'b', 'c']" in target.source
 
