@@ -46,10 +46,16 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    url: str, body: str | None, connections: int, seconds: float, cpu: str | None = None
+    url: str,
+    body: str | None,
+    connections: int,
+    seconds: float,
+    cpu: str | None = None,
+    threads: int = 1,
 ) -> WrkResult:
-    """POST `body` (or GET when None) to `url` for `seconds` over `connections` connections."""
-    argv = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
+    """POST `body` (or GET when None) to `url` for `seconds` over `connections` connections,
+    from `threads` wrk threads (pinned to `cpu`, a taskset list, if given)."""
+    argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         if body is not None:
             script.write(SCRIPT.format(body=body))
