@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from ml.config import ConfigError, ModelConfig, read_model_config
 from ml.errors import FieldError, InferenceFailed, InvalidInput, ModelNotFound, ModelNotReady
@@ -26,6 +28,7 @@ from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir, without_st
 log = logging.getLogger(__name__)
 
 LOADING_RETRY_AFTER_S = 1.0
+T = TypeVar("T")
 
 
 class VersionState(StrEnum):
@@ -176,41 +179,50 @@ class ModelRegistry:
         header: Callable[[str], str | None] | None = None,
     ) -> tuple[LoadedModel, Predictions]:
         """Answer `rows` with the version asked for; a request naming no version goes through
-        the model's rollout, if it has one. `header(name)` gives the value of a request header
-        (or gRPC metadata), for a rollout's sticky routing."""
+        the model's rollout, if it has one, and may be scored in its shadow. `header(name)`
+        gives the value of a request header (or gRPC metadata), for sticky routing."""
         model = self.resolve(name, version)
-        if version is None:
-            entry = self._models[model.name]
-            rollout = entry.rollout
-            if rollout is not None:
-                sticky = rollout.config.sticky_header
-                key = header(sticky) if sticky is not None and header is not None else None
-                return await self._predict_in_rollout(entry, rollout, rows, loc, key)
-        return model, await model.predict(rows, loc)
-
-    async def _predict_in_rollout(
-        self,
-        entry: ModelEntry,
-        rollout: Rollout,
-        rows: Sequence[Any],
-        loc: tuple[str | int, ...],
-        routing_key: str | None,
-    ) -> tuple[LoadedModel, Predictions]:
-        candidate = entry.available(rollout.candidate)
-        model = rollout.pick(entry.default, candidate, routing_key)
-        if model is None:  # resolve() found a default a moment ago; nothing awaited since
-            raise ModelNotReady(f"no version of model {entry.name!r} is available")
-        started = time.perf_counter()
-        try:
-            result = await model.predict(rows, loc)
-        except InferenceFailed:
-            if model is candidate:
-                rollout.candidate_failed()
-            raise
-        rollout.answered_by(model, time.perf_counter() - started)
+        entry = self._models[model.name] if version is None else None
+        if entry is None or entry.rollout is None:
+            return model, await model.predict(rows, loc)
+        rollout, candidate = entry.rollout, entry.available(entry.rollout.candidate)
+        model = self._pick(entry, rollout, candidate, header)
+        result = await _answered(rollout, model, candidate, model.predict(rows, loc))
         if model is not candidate:
             rollout.shadow(candidate, rows, result)
         return model, result
+
+    async def infer(
+        self,
+        name: str,
+        version: int | None,
+        arrays: Mapping[str, np.ndarray],
+        header: Callable[[str], str | None] | None = None,
+    ) -> tuple[LoadedModel, dict[str, Any]]:
+        """Whole input tensors (V2 over HTTP or gRPC) to raw outputs by name. A request naming
+        no version follows the model's rollout split; tensors are not shadowed (agreement is
+        judged on answers as /predict gives them)."""
+        model = self.resolve(name, version)
+        entry = self._models[model.name] if version is None else None
+        if entry is None or entry.rollout is None:
+            return model, await model.infer_arrays(arrays)
+        rollout, candidate = entry.rollout, entry.available(entry.rollout.candidate)
+        model = self._pick(entry, rollout, candidate, header)
+        return model, await _answered(rollout, model, candidate, model.infer_arrays(arrays))
+
+    @staticmethod
+    def _pick(
+        entry: ModelEntry,
+        rollout: Rollout,
+        candidate: LoadedModel | None,
+        header: Callable[[str], str | None] | None,
+    ) -> LoadedModel:
+        sticky = rollout.config.sticky_header
+        key = header(sticky) if sticky is not None and header is not None else None
+        model = rollout.pick(entry.default, candidate, key)
+        if model is None:  # resolve() found a default a moment ago; nothing awaited since
+            raise ModelNotReady(f"no version of model {entry.name!r} is available")
+        return model
 
     def rollout_report(self, name: str) -> dict[str, Any]:
         """GET /models/{name}/rollout: the state and counts of the model's rollout."""
@@ -442,6 +454,22 @@ class ModelRegistry:
                     if status.model is not None:
                         await status.model.close()
             self._models.clear()
+
+
+async def _answered(
+    rollout: Rollout, model: LoadedModel, candidate: LoadedModel | None, work: Awaitable[T]
+) -> T:
+    """Await a rollout's answer, noting which version gave it, how fast, and the candidate's
+    failures."""
+    started = time.perf_counter()
+    try:
+        result = await work
+    except InferenceFailed:
+        if model is candidate:
+            rollout.candidate_failed()
+        raise
+    rollout.answered_by(model, time.perf_counter() - started)
+    return result
 
 
 def _serving_settings(config: ModelConfig) -> ModelConfig:

@@ -141,16 +141,19 @@ async def infer_version(request: Request, name: Name, version: Version) -> Respo
     return await _infer(request, name, version)
 
 
+def _version_number(state: State, name: str, version: str | None) -> int | None:
+    """The version asked for as a number; 404 when it cannot be one (a positive integer)."""
+    if version is None:
+        return None
+    if not (version.isascii() and version.isdigit() and int(version) >= 1):
+        state.registry.get(name)  # an unknown model is named as such first
+        raise ModelNotFound(f"model {name!r} has no version {version!r}")
+    return int(version)
+
+
 def _resolve(state: State, name: str, version: str | None) -> LoadedModel:
-    """The version asked for: 404 when unknown (a version is a positive integer), 503 when it
-    does not serve now."""
-    number = None
-    if version is not None:
-        if not (version.isascii() and version.isdigit() and int(version) >= 1):
-            state.registry.get(name)  # an unknown model is named as such first
-            raise ModelNotFound(f"model {name!r} has no version {version!r}")
-        number = int(version)
-    model: LoadedModel = state.registry.resolve(name, number)
+    """The version asked for: 404 when unknown, 503 when it does not serve now."""
+    model: LoadedModel = state.registry.resolve(name, _version_number(state, name, version))
     return model
 
 
@@ -196,7 +199,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     if encoding != "identity":
         raise HTTPProblem(415, "Unsupported media type", f"Content-Encoding {encoding} is not read")
     body = await read_body(request, state.settings.max_body_bytes)
-    model = _resolve(state, name, version)
+    number = _version_number(state, name, version)
+    model = state.registry.resolve(name, number)
     header_length = request.headers.get(codec.HEADER_LENGTH)
     max_rows = state.settings.max_batch_rows
     if len(body) > INLINE_BYTES:
@@ -204,7 +208,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     else:
         call = codec.decode_request(body, header_length, max_rows)
     outputs = codec.select_outputs(call, model.signature, model.name)
-    raw = await model.infer_arrays(call.arrays)
+    # A request naming no version follows the model's rollout: another version may answer.
+    answered, raw = await state.registry.infer(name, number, call.arrays, request.headers.get)
+    if answered is not model:
+        model = answered
+        outputs = codec.select_outputs(call, model.signature, model.name)
     request.scope[MODEL_KEY] = model.name
     request.scope[VERSION_KEY] = str(model.version)
     args = (model.name, model.version, call.id, raw, outputs)

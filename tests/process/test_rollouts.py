@@ -173,3 +173,15 @@ def test_promotion_and_rollback_under_load_fail_no_request(tmp_path: Path) -> No
         assert seen[0] == {1, 2}
         assert 2 in seen[1] and 1 in seen[2]
         assert httpx.get(server.url + "/models/iris/rollout").json()["state"] == "none"
+
+
+def test_v2_infer_follows_the_split_unless_it_names_a_version(tmp_path: Path) -> None:
+    store = make_store(tmp_path, "[rollout]\ncandidate = 2\ntraffic_percent = 100\n")
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROWS[0]}]}
+    with LiveServer.start(store, tmp_path) as server:
+        unnamed = httpx.post(server.url + "/v2/models/iris/infer", json=body)
+        assert unnamed.status_code == 200, unnamed.text
+        assert unnamed.json()["model_version"] == "2"
+        named = httpx.post(server.url + "/v2/models/iris/versions/1/infer", json=body)
+        assert named.json()["model_version"] == "1"
+        assert httpx.get(server.url + "/models/iris/rollout").json()["answered"] == {"2": 1}
