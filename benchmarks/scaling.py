@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from benchmarks.bodies import SINGLE
 from benchmarks.servers import REPO, Served
 from benchmarks.wrk import WrkResult, run_wrk
-from loadtest.server import serve
+from loadtest.server import model_server, serve
 
 STORE = REPO / "models_store"
 MODEL = STORE / "iris" / "2" / "model.onnx"
@@ -32,16 +32,7 @@ def cores() -> tuple[str, str, int]:
 
 
 def ours(workers: int, cpu: str) -> AbstractContextManager[Served]:
-    env = {
-        "MODEL_STORE": str(STORE),
-        "WORKERS": str(workers),
-        "POLL_INTERVAL_S": "0",
-        "LOG_LEVEL": "warning",
-        "ACCESS_LOG": "false",
-        "ADMIN_TOKEN": None,
-        "DEFAULT_MODEL": None,
-    }
-    return serve([sys.executable, "-m", "app"], env, cpu=cpu, cwd=REPO)
+    return model_server(STORE, workers, cwd=REPO, cpu=cpu)
 
 
 def baseline(module: str, attribute: str, workers: int, cpu: str) -> AbstractContextManager[Served]:

@@ -98,9 +98,10 @@ def model_server(
     extra_env: Mapping[str, str | None] | None = None,
     log: Path | None = None,
     cwd: Path | None = None,
+    cpu: str | None = None,
 ) -> contextlib.AbstractContextManager[Served]:
     """This package's server (`python -m app`) on `store`, watching off and no access log;
-    `extra_env` overrides those defaults."""
+    `extra_env` overrides those defaults; `cpu` pins it (a taskset list)."""
     env: dict[str, str | None] = {
         "MODEL_STORE": str(store.resolve()),
         "WORKERS": str(workers),
@@ -111,4 +112,4 @@ def model_server(
         "DEFAULT_MODEL": None,
         **(extra_env or {}),
     }
-    return serve([sys.executable, "-m", "app"], env, log=log, cwd=cwd)
+    return serve([sys.executable, "-m", "app"], env, log=log, cwd=cwd, cpu=cpu)

@@ -18,6 +18,7 @@ one again costs a file write.
                             on iris whose classes are any values given: (3, 7, 9), ("no", "yes")
     write_garbage, write_empty
                             a model.onnx that onnxruntime cannot load
+    write_graph             a hand-built onnx.GraphProto as a version folder
     write_model_toml        <model folder>/model.toml from text
 """
 
@@ -59,6 +60,7 @@ __all__ = [
     "write_double_input_model",
     "write_empty",
     "write_garbage",
+    "write_graph",
     "write_int64_input_model",
     "write_iris_classifier",
     "write_model_toml",
@@ -107,6 +109,15 @@ def _write(
     if metadata is not None:
         (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     return folder
+
+
+def write_graph(
+    folder: Path, graph: onnx.GraphProto, metadata: dict[str, Any] | None = None
+) -> Path:
+    """A hand-built graph (default opset, IR 9) as `folder/model.onnx`, with `metadata`."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    return _write(folder, model.SerializeToString(), metadata)
 
 
 def write_model_toml(model_dir: Path, text: str) -> Path:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
-from onnx_factories import fitted_classifier, iris_rows, write_classifier
+from onnx_factories import fitted_classifier, iris_rows, write_classifier, write_graph
 
 from ml.config import ModelConfig
 from ml.graph import read_classes
@@ -210,18 +208,6 @@ def test_vocabulary_without_renaming_costs_nothing() -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def write_graph(
-    folder: Path, graph: onnx.GraphProto, metadata: dict[str, Any] | None = None
-) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(model.SerializeToString())
-    if metadata is not None:
-        (folder / "metadata.json").write_text(json.dumps(metadata))
-    return folder
 
 
 def argmax_classifier(folder: Path, labels: list[str] | None = None) -> Path:

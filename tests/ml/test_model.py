@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
@@ -25,6 +23,7 @@ from onnx_factories import (
     write_double_input_model,
     write_empty,
     write_garbage,
+    write_graph,
     write_int64_input_model,
     write_iris_classifier,
     write_raw_model,
@@ -34,6 +33,7 @@ from onnx_factories import (
 from ml.config import ModelConfig, RuntimeConfig
 from ml.errors import InferenceFailed, InvalidInput
 from ml.model import LoadedModel, ModelLoadError, load_model
+from ml.observer import ServingObserver
 from ml.outputs import Predictions
 from ml.signature import OutputKind
 
@@ -50,18 +50,6 @@ def reference(folder: Path, feed: dict[str, np.ndarray]) -> list[Any]:
 
 def predict(model: LoadedModel, rows: list[Any]) -> Predictions:
     return asyncio.run(model.predict(rows, ("instances",)))
-
-
-def write_graph(
-    folder: Path, graph: onnx.GraphProto, metadata: dict[str, Any] | None = None
-) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(model.SerializeToString())
-    if metadata is not None:
-        (folder / "metadata.json").write_text(json.dumps(metadata))
-    return folder
 
 
 # -- each kind of model ------------------------------------------------------------------------
@@ -420,8 +408,8 @@ def test_failed_run_is_no_longer_in_flight(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-class RunRecorder:
-    """A ServingObserver that keeps the runs it hears of, and the thread it heard them on."""
+class RunRecorder(ServingObserver):
+    """An observer that keeps the runs it hears of, and the thread it heard them on."""
 
     def __init__(self) -> None:
         self.runs: list[tuple[str, int, int]] = []
@@ -430,21 +418,6 @@ class RunRecorder:
     def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
         self.runs.append((model, version, rows))
         self.threads.add(threading.get_ident())
-
-    def queued(self, model: str, version: int, depth: int) -> None:
-        pass
-
-    def load_failed(self, model: str) -> None:
-        pass
-
-    def versions_serving(self, model: str, count: int) -> None:
-        pass
-
-    def rollout_answered(self, model: str, version: int) -> None:
-        pass
-
-    def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
-        pass
 
 
 def test_runs_in_a_thread_are_reported_on_the_loop_even_when_the_request_gave_up(

@@ -19,6 +19,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_factories import fitted_classifier, iris_rows, write_classifier, write_model_toml
 
+from ml.observer import ServingObserver
 from ml.outputs import Predictions
 from ml.registry import ModelRegistry, VersionState
 from ml.rollout import Rollout, bucket, compare_rows, wilson_interval
@@ -27,24 +28,12 @@ from ml.store import StoreScanner
 ROWS = iris_rows(150)
 
 
-class Recorder:
-    """A ServingObserver keeping the rollout events."""
+class Recorder(ServingObserver):
+    """An observer keeping the rollout events."""
 
     def __init__(self) -> None:
         self.answered: Counter[tuple[str, int]] = Counter()
         self.shadow: Counter[tuple[str, int, str]] = Counter()
-
-    def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
-        pass
-
-    def queued(self, model: str, version: int, depth: int) -> None:
-        pass
-
-    def load_failed(self, model: str) -> None:
-        pass
-
-    def versions_serving(self, model: str, count: int) -> None:
-        pass
 
     def rollout_answered(self, model: str, version: int) -> None:
         self.answered[(model, version)] += 1
