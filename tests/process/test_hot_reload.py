@@ -38,6 +38,7 @@ from onnx_factories import (
     write_model_toml,
     write_regressor,
 )
+from registry_helpers import rescan
 
 from ml.config import ModelConfig
 from ml.model import load_model
@@ -704,14 +705,14 @@ def test_registry_add_and_remove_does_not_grow_memory(tmp_path: Path) -> None:
         for _ in range(count):
             shutil.copytree(source, store / "iris" / ".tmp-2")
             os.rename(store / "iris" / ".tmp-2", store / "iris" / "2")
-            report = await registry.rescan()
+            report = await rescan(registry)
             assert {"model": "iris", "version": 2} in report.loaded, report
             shutil.rmtree(store / "iris" / "2")
-            report = await registry.rescan()
+            report = await rescan(registry)
             assert {"model": "iris", "version": 2} in report.unloaded, report
 
     async def measure() -> int:
-        await registry.rescan()
+        await rescan(registry)
         await cycles(20)
         gc.collect()
         before = rss_bytes()
