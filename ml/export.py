@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import platform
-import re
 import secrets
 import shutil
 import sys
@@ -40,9 +39,10 @@ from sklearn.base import is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from ml.store import MODEL_NAME, is_valid_model_name
+
 __all__ = ["ExportError", "export_model", "main"]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TASKS = ("classification", "regression")
 # Opset 18 (ai.onnx.ml 3) loads on every onnxruntime the server allows (>= 1.19), not only on the
 # newest one installed where the model was exported.
@@ -78,8 +78,8 @@ def export_model(
     input per column when the pipeline holds a ColumnTransformer, else one float input.
     Returns the written version folder; raises ExportError, writing nothing, on any failure.
     """
-    if not NAME_RE.fullmatch(name):
-        raise ExportError(f"model name {name!r} must match {NAME_RE.pattern}")
+    if not is_valid_model_name(name):
+        raise ExportError(f"model name {name!r} must match {MODEL_NAME.pattern}")
     if task is not None and task not in TASKS:
         raise ExportError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
     classifier = is_classifier(estimator)

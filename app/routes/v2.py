@@ -162,7 +162,7 @@ def _metadata(state: State, name: str, version: str | None) -> Response:
         for v, status in entry.versions.items()
         if status.state is VersionState.AVAILABLE and status.model is not None
     )
-    datatypes = {i.name: codec.ONNX_DATATYPES[i.onnx_type] for i in model.signature.inputs}
+    datatypes = {i.name: codec.v2_datatype(i.onnx_type) for i in model.signature.inputs}
     outputs = codec.output_datatypes(model.signature)
     return json_response(
         {
