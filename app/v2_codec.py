@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 
-from app.errors import summarize, validation_errors
-from app.problems import HTTPProblem
+from app.body import parse_json, too_many_rows, validate
+from app.errors import HTTPProblem
 from app.v2_schemas import V2InferRequest, V2RequestInput
 from ml.rows import RANGE_ERRORS, StrictValue, strict_value
 from ml.signature import BY_DTYPE, BY_ONNX, BY_V2, Signature
@@ -66,28 +65,22 @@ def decode_request(body: bytes, header_length: str | None, max_rows: int) -> Inf
             raise bad_request(f"{HEADER_LENGTH} is {size} but the body has {len(body)} bytes")
         json_part, binary = body[:size], view[size:]
     try:
-        payload = pydantic_core.from_json(json_part, allow_inf_nan=True)
-    except ValueError as exc:
-        hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
-        hint = hint if header_length is None and "trailing" in str(exc) else ""
-        raise bad_request(f"the body is not valid JSON: {exc}{hint}") from None
+        payload = parse_json(json_part)
+    except HTTPProblem as exc:
+        if header_length is None and "trailing" in exc.detail:
+            hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
+            raise bad_request(exc.detail + hint) from None
+        raise
     if type(payload) is not dict:
         raise bad_request("the body must be a JSON object: an inference request")
-    try:
-        request = V2InferRequest.model_validate(payload)
-    except ValidationError as exc:
-        errors = validation_errors(list(exc.errors(include_url=False)))  # type: ignore[arg-type]
-        raise bad_request(summarize(errors)) from None
+    request = validate(V2InferRequest, payload)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in request.inputs:
         if tensor.name in arrays:
             raise bad_request(f"input {tensor.name!r} is given twice")
-        if tensor.shape and tensor.shape[0] > max_rows:
-            raise bad_request(
-                f"input {tensor.name!r} has {tensor.shape[0]} rows; at most {max_rows} rows "
-                "per request (MAX_BATCH_ROWS)"
-            )
+        if tensor.shape:
+            too_many_rows(tensor.shape[0], max_rows, ("inputs", tensor.name))
         size = _binary_size(tensor)
         if size is None:
             arrays[tensor.name] = _from_json(tensor)

@@ -174,7 +174,7 @@ def test_server_metadata_lists_binary_tensor_data(v2):
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"name", "version", "extensions"}
-    assert body["version"] == v2.app.version
+    assert body["version"] == v2.app.api.version
     assert "binary_tensor_data" in body["extensions"]
 
 
