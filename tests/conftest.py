@@ -1,4 +1,4 @@
-"""Suite-wide: process and deployment tests carry the `slow` marker, by folder, so that
+"""Suite-wide: process, deployment and fuzzing tests carry the `slow` marker, by folder, so that
 `pytest -m "not slow"` is the inner loop and a new test there is marked without anyone asking."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SLOW_FOLDERS = frozenset({"process", "deploy"})
+SLOW_FOLDERS = frozenset({"process", "deploy", "fuzz"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
