@@ -48,49 +48,38 @@ JsonType = Literal["number", "integer", "string", "boolean"]
 
 @dataclass(frozen=True, slots=True)
 class Datatype:
-    """One tensor element type, as ONNX, numpy, the Open Inference Protocol and JSON name it."""
+    """One tensor element type, as ONNX, numpy, the Open Inference Protocol and JSON name it;
+    `feature`: whether a feature of a row (a model input) may have it."""
 
     onnx: str
     dtype: np.dtype[Any]
     v2: str
     json_type: JsonType
+    feature: bool
 
 
 DATATYPES: tuple[Datatype, ...] = tuple(
-    Datatype(onnx, np.dtype(dtype), v2, json_type)
-    for onnx, dtype, v2, json_type in (
-        ("tensor(bool)", np.bool_, "BOOL", "boolean"),
-        ("tensor(uint8)", np.uint8, "UINT8", "integer"),
-        ("tensor(uint16)", np.uint16, "UINT16", "integer"),
-        ("tensor(uint32)", np.uint32, "UINT32", "integer"),
-        ("tensor(uint64)", np.uint64, "UINT64", "integer"),
-        ("tensor(int8)", np.int8, "INT8", "integer"),
-        ("tensor(int16)", np.int16, "INT16", "integer"),
-        ("tensor(int32)", np.int32, "INT32", "integer"),
-        ("tensor(int64)", np.int64, "INT64", "integer"),
-        ("tensor(float16)", np.float16, "FP16", "number"),
-        ("tensor(float)", np.float32, "FP32", "number"),
-        ("tensor(double)", np.float64, "FP64", "number"),
-        ("tensor(string)", np.object_, "BYTES", "string"),
+    Datatype(onnx, np.dtype(dtype), v2, json_type, feature)
+    for onnx, dtype, v2, json_type, feature in (
+        ("tensor(bool)", np.bool_, "BOOL", "boolean", True),
+        ("tensor(uint8)", np.uint8, "UINT8", "integer", False),
+        ("tensor(uint16)", np.uint16, "UINT16", "integer", False),
+        ("tensor(uint32)", np.uint32, "UINT32", "integer", False),
+        ("tensor(uint64)", np.uint64, "UINT64", "integer", False),
+        ("tensor(int8)", np.int8, "INT8", "integer", False),
+        ("tensor(int16)", np.int16, "INT16", "integer", False),
+        ("tensor(int32)", np.int32, "INT32", "integer", True),
+        ("tensor(int64)", np.int64, "INT64", "integer", True),
+        ("tensor(float16)", np.float16, "FP16", "number", True),
+        ("tensor(float)", np.float32, "FP32", "number", True),
+        ("tensor(double)", np.float64, "FP64", "number", True),
+        ("tensor(string)", np.object_, "BYTES", "string", True),
     )
 )
 BY_ONNX = {d.onnx: d for d in DATATYPES}
 BY_V2 = {d.v2: d for d in DATATYPES}
 BY_DTYPE = {d.dtype: d for d in DATATYPES}
-# The element types a feature of a row may have (named in this order when one is refused).
-FEATURE_TYPES = tuple(
-    BY_ONNX[onnx]
-    for onnx in (
-        "tensor(float)",
-        "tensor(double)",
-        "tensor(float16)",
-        "tensor(int64)",
-        "tensor(int32)",
-        "tensor(string)",
-        "tensor(bool)",
-    )
-)
-_FEATURE_TYPES = {d.onnx: d for d in FEATURE_TYPES}
+_FEATURE_TYPES = {d.onnx: d for d in DATATYPES if d.feature}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +134,7 @@ def _element(info: TensorInfo) -> tuple[np.dtype[Any], JsonType]:
     if datatype is None:
         raise SignatureError(
             f"input {info.name!r} has type {info.onnx_type}; served types are "
-            + ", ".join(d.onnx for d in FEATURE_TYPES)
+            + ", ".join(_FEATURE_TYPES)
         )
     return datatype.dtype, datatype.json_type
 
