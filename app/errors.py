@@ -132,8 +132,9 @@ class Failure:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def failure(exc: BaseException) -> Failure:
-    """The table lookup; an error of no known kind is logged here and becomes a bare 500."""
+def failure(exc: BaseException, where: str = "") -> Failure:
+    """The table lookup; an error of no known kind is logged here (`where` it happened) and
+    becomes a bare 500."""
     if isinstance(exc, ServingError):
         status, title, code = SERVING_ERRORS.get(
             type(exc), (500, "Serving error", GrpcCode.INTERNAL)
@@ -143,7 +144,7 @@ def failure(exc: BaseException) -> Failure:
     if isinstance(exc, HTTPProblem):
         code = GRPC_BY_STATUS.get(exc.status, GrpcCode.UNKNOWN)
         return Failure(exc.status, exc.title, exc.detail, code, exc.errors, exc.headers)
-    log.error("unhandled error", exc_info=exc)
+    log.error("unhandled error%s", f" on {where}" if where else "", exc_info=exc)
     return Failure(500, "Internal error", INTERNAL_DETAIL, GrpcCode.INTERNAL)
 
 
@@ -188,7 +189,7 @@ def v2_response(failed: Failure) -> Response:
 
 def error_response(path: str, exc: BaseException) -> Response:
     """The answer to `exc` on an HTTP route: problem+json, or `{"error"}` under /v2."""
-    failed = failure(exc)
+    failed = failure(exc, path)
     return v2_response(failed) if is_v2(path) else problem_response(failed)
 
 

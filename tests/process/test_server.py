@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ MAX_BODY_BYTES = 4096
 CLEAN_EXIT = (0, -signal.SIGTERM)
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 4.2, 1.3]]
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
+ROW = IRIS_ROWS[0]
 
 
 def start_server(tmp_path: Path, **env: str) -> LiveServer:
@@ -136,6 +138,20 @@ def test_chunked_body_over_the_limit_is_413(server):
 
     status_line = answer.split(b"\r\n", 1)[0]
     assert re.match(rb"HTTP/1\.1 413 ", status_line), answer[:500]
+
+
+def test_uvicorn_serves_the_contract_s_app_main_app(tmp_path):
+    """`uvicorn app.main:app`, as CONTRACT section 4 names the ASGI app, still serves."""
+    store = copy_demo_store(tmp_path / "store")
+    command = f'exec "{sys.executable}" -m uvicorn app.main:app --host 127.0.0.1 --port "$PORT"'
+    with live_server.start_server(store, tmp_path, command=["sh", "-c", command]) as server:
+        response = httpx.post(server.url + "/predict", json={"model": "iris", "features": ROW})
+        labels, _ = iris_reference([ROW], 2)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["prediction"] == labels[0]
+        assert response.headers["x-request-id"]
+        check_problem(httpx.post(server.url + "/predict", json={"model": "nope"}), 422)
 
 
 def test_two_workers_serve_predictions(tmp_path):
