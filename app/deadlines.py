@@ -13,11 +13,11 @@ class RequestIds:
     """Ids unique across workers and restarts, without a uuid per request."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(5).hex()
+        self._prefix = os.urandom(5).hex().encode()
         self._counter = itertools.count(1)
 
     def next(self) -> bytes:
-        return f"{self._prefix}-{next(self._counter):x}".encode()
+        return b"%s-%x" % (self._prefix, next(self._counter))
 
 
 class Deadlines:
