@@ -18,7 +18,9 @@ from starlette.responses import Response
 from app import __version__
 from app import v2_codec as codec
 from app.body import read_body
+from app.config import Settings
 from app.deps import CallDep, RegistryDep, RuntimeDep, SettingsDep
+from app.edge import Call
 from app.errors import HTTPProblem
 from app.responses import json_response
 from app.v2_schemas import (
@@ -197,8 +199,8 @@ def _ready(registry: ModelRegistry, name: str, version: str | None) -> Response:
 async def _infer(
     request: Request,
     registry: ModelRegistry,
-    settings: SettingsDep,
-    call: CallDep,
+    settings: Settings,
+    call: Call,
     name: str,
     version: str | None,
 ) -> Response:
