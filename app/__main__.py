@@ -1,4 +1,5 @@
-"""`python -m app`: serve `app.main:app` with uvicorn, configured from the settings."""
+"""`python -m app`: serve the app with uvicorn (factory mode: `app.main:create_app` in every
+worker), configured from the settings."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def main() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-server-metrics-")
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        "app.main:app",
+        "app.main:create_app",
+        factory=True,  # each worker builds its own app from the settings
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=None,  # app.logs configures every logger, in each worker too
-        access_log=False,  # our own access log (app.observe) carries request ids and models
+        access_log=False,  # our own access log (app.edge) carries request ids and models
         proxy_headers=False,
         server_header=False,  # names the software to whoever asks, on every answer
         timeout_graceful_shutdown=settings.drain_timeout_s,

@@ -1,15 +1,30 @@
-"""Maps every error to an answer, in one table; no traceback ever leaves.
+"""Every error, as each protocol family answers it: one table, one lookup; no traceback leaves.
 
-The service's own routes answer RFC 9457 problem+json; the Open Inference Protocol routes
-(under /v2) answer its error body `{"error": "..."}`, with the same status except that a request
-that does not fit the model is a 400 there, as the protocol and Triton have it.
+- The service's own routes answer RFC 9457 problem+json.
+- The Open Inference Protocol over HTTP (under /v2) answers `{"error": "..."}` with the same
+  status, except that a request that does not fit the model is a 400, as the protocol and Triton
+  have it.
+- gRPC (the Open Inference Protocol's `GRPCInferenceService`) answers a status code and a
+  message: `Failure.grpc` and `Failure.detail`.
+
+What becomes what:
+
+    ml.errors.ServingError   the row of SERVING_ERRORS for its class
+    HTTPProblem              raised by the HTTP layer (body, content type, auth): its own status
+                             and title; its gRPC code by status (GRPC_BY_STATUS)
+    RequestValidationError   a 422 naming each field (FastAPI's path and query parameters)
+    HTTPException            Starlette's 404 and 405 for unknown routes and methods
+    anything else            a 500 that says only that the error is logged
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -17,7 +32,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.problems import HTTPProblem, problem_response
 from ml.errors import (
     InferenceFailed,
     InvalidInput,
@@ -30,21 +44,108 @@ from ml.errors import (
 
 log = logging.getLogger(__name__)
 
-# ml error class -> (HTTP status, problem title)
-SERVING_ERRORS: dict[type[ServingError], tuple[int, str]] = {
-    ModelNotFound: (404, "Model not found"),
-    ModelNotReady: (503, "Model not ready"),
-    StoreUnavailable: (503, "Model store unavailable"),
-    InvalidInput: (422, "Invalid input"),
-    Overloaded: (503, "Overloaded"),
-    InferenceFailed: (500, "Inference failed"),
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+V2_PREFIX = "/v2"
+
+
+class GrpcCode(IntEnum):
+    """gRPC status codes, by the names and numbers of `grpc.StatusCode` (which is
+    `grpc.StatusCode[code.name]`), so that this table needs no grpcio."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# ml error class -> (HTTP status, problem title, gRPC code)
+SERVING_ERRORS: dict[type[ServingError], tuple[int, str, GrpcCode]] = {
+    ModelNotFound: (404, "Model not found", GrpcCode.NOT_FOUND),
+    ModelNotReady: (503, "Model not ready", GrpcCode.UNAVAILABLE),
+    StoreUnavailable: (503, "Model store unavailable", GrpcCode.UNAVAILABLE),
+    InvalidInput: (422, "Invalid input", GrpcCode.INVALID_ARGUMENT),
+    Overloaded: (503, "Overloaded", GrpcCode.RESOURCE_EXHAUSTED),
+    InferenceFailed: (500, "Inference failed", GrpcCode.INTERNAL),
 }
 
+# The HTTP layer's own errors, by status.
+GRPC_BY_STATUS: dict[int, GrpcCode] = {
+    400: GrpcCode.INVALID_ARGUMENT,
+    401: GrpcCode.UNAUTHENTICATED,
+    403: GrpcCode.PERMISSION_DENIED,
+    404: GrpcCode.NOT_FOUND,
+    405: GrpcCode.UNIMPLEMENTED,
+    413: GrpcCode.RESOURCE_EXHAUSTED,
+    415: GrpcCode.INVALID_ARGUMENT,
+    422: GrpcCode.INVALID_ARGUMENT,
+    500: GrpcCode.INTERNAL,
+    503: GrpcCode.UNAVAILABLE,
+    504: GrpcCode.DEADLINE_EXCEEDED,
+}
 
-def serving_error_response(exc: ServingError) -> Response:
-    status, title = SERVING_ERRORS.get(type(exc), (500, "Serving error"))
-    errors = [{"loc": e.loc, "msg": e.msg} for e in getattr(exc, "errors", [])]
-    return problem_response(status, title, exc.detail, errors, _retry_after(exc))
+HTTP_TITLES = {404: "Not found", 405: "Method not allowed"}
+INTERNAL_DETAIL = "the server failed; the error is logged"
+
+
+class HTTPProblem(Exception):
+    """An error raised by the HTTP layer itself (body, content type, auth, probes)."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: Iterable[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = [{"loc": list(e["loc"]), "msg": str(e["msg"])} for e in errors]
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One error, before any protocol writes it: the HTTP status and title, the gRPC code, what
+    went wrong, each field at fault (`{"loc", "msg"}`) and headers (Retry-After)."""
+
+    status: int
+    title: str
+    detail: str
+    grpc: GrpcCode
+    errors: Sequence[Mapping[str, Any]] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def failure(exc: BaseException, where: str = "") -> Failure:
+    """The table lookup; an error of no known kind is logged here (`where` it happened) and
+    becomes a bare 500."""
+    if isinstance(exc, ServingError):
+        status, title, code = SERVING_ERRORS.get(
+            type(exc), (500, "Serving error", GrpcCode.INTERNAL)
+        )
+        errors = [{"loc": list(e.loc), "msg": e.msg} for e in getattr(exc, "errors", ())]
+        return Failure(status, title, exc.detail, code, errors, _retry_after(exc))
+    if isinstance(exc, HTTPProblem):
+        code = GRPC_BY_STATUS.get(exc.status, GrpcCode.UNKNOWN)
+        return Failure(exc.status, exc.title, exc.detail, code, exc.errors, exc.headers)
+    log.error("unhandled error%s", f" on {where}" if where else "", exc_info=exc)
+    return Failure(500, "Internal error", INTERNAL_DETAIL, GrpcCode.INTERNAL)
 
 
 def _retry_after(exc: ServingError) -> dict[str, str]:
@@ -54,90 +155,85 @@ def _retry_after(exc: ServingError) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
-V2_PREFIX = "/v2"
-
-
 def is_v2(path: str) -> bool:
     """Whether `path` belongs to the Open Inference Protocol, whose errors are `{"error"}`."""
     return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
-def v2_error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> Response:
-    """The Open Inference Protocol's error body; its 422s are 400s (a request that does not fit)."""
-    status = 400 if status == 422 else status
+def problem_response(failed: Failure) -> Response:
+    """problem+json; `type` is a stable slug of the title clients can branch on."""
+    body = {
+        "type": "/problems/" + failed.title.lower().replace(" ", "-"),
+        "title": failed.title,
+        "status": failed.status,
+        "detail": failed.detail,
+        "errors": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in failed.errors],
+    }
     return Response(
-        orjson.dumps({"error": message}),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
+        orjson.dumps(body),
+        status_code=failed.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=failed.headers,
     )
 
 
-def validation_errors(raw: list[dict[str, object]]) -> list[dict[str, object]]:
-    """pydantic's errors as {loc, msg}, with FastAPI's "body"/"path" prefix dropped."""
+def v2_response(failed: Failure) -> Response:
+    """The Open Inference Protocol's error body; its 422s are 400s (a request that does not fit)."""
+    return Response(
+        orjson.dumps({"error": failed.detail}),
+        status_code=400 if failed.status == 422 else failed.status,
+        media_type="application/json",
+        headers=failed.headers,
+    )
+
+
+def error_response(path: str, exc: BaseException) -> Response:
+    """The answer to `exc` on an HTTP route: problem+json, or `{"error"}` under /v2."""
+    failed = failure(exc, path)
+    return v2_response(failed) if is_v2(path) else problem_response(failed)
+
+
+def validation_problem(raw: Sequence[Mapping[str, Any]]) -> HTTPProblem:
+    """pydantic's errors as a 422 naming each field, FastAPI's "body"/"path" prefix dropped."""
     errors = []
     for err in raw:
-        loc = list(err.get("loc", ()))  # type: ignore[call-overload]
+        loc = list(err.get("loc", ()))
         if loc and loc[0] in ("body", "path", "query"):
             loc = loc[1:]
         errors.append({"loc": loc, "msg": str(err.get("msg", ""))})
-    return errors
+    return HTTPProblem(422, "Invalid input", summarize(errors), errors)
 
 
-def summarize(errors: list[dict[str, object]]) -> str:
-    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]]  # type: ignore[call-overload]
+def summarize(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The first few errors as one line: `loc: msg; loc: msg (and N more)`."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error the app can raise becomes a problem+json answer, or `{"error"}` under /v2."""
+    """Every error raised in a FastAPI route is answered through the table."""
 
-    def answer(
-        request: Request,
-        status: int,
-        title: str,
-        detail: str,
-        errors: list[dict[str, object]] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Response:
-        if is_v2(request.url.path):
-            return v2_error_response(status, detail, headers)
-        return problem_response(status, title, detail, errors or (), headers)
+    async def on_error(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if isinstance(exc, RequestValidationError):
+            exc = validation_problem(exc.errors())
+        elif isinstance(exc, StarletteHTTPException):
+            detail = str(exc.detail)
+            if is_v2(path) and exc.status_code in (404, 405):
+                detail = f"{detail}: {request.method} {path}"
+            title = HTTP_TITLES.get(exc.status_code, "HTTP error")
+            exc = HTTPProblem(exc.status_code, title, detail, headers=exc.headers)
+        elif not isinstance(exc, ServingError | HTTPProblem):
+            log.error("unhandled error on %s %s", request.method, path, exc_info=exc)
+            exc = HTTPProblem(500, "Internal error", INTERNAL_DETAIL)
+        return error_response(path, exc)
 
-    async def on_serving_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServingError)
-        if is_v2(request.url.path):
-            status = SERVING_ERRORS.get(type(exc), (500, ""))[0]
-            return v2_error_response(status, exc.detail, _retry_after(exc))
-        return serving_error_response(exc)
-
-    async def on_problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPProblem)
-        return answer(request, exc.status, exc.title, exc.detail, exc.errors, exc.headers)
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        errors = validation_errors(list(exc.errors()))
-        return answer(request, 422, "Invalid input", summarize(errors), errors)
-
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
-        detail = str(exc.detail)
-        if is_v2(request.url.path) and exc.status_code in (404, 405):
-            detail = f"{detail}: {request.method} {request.url.path}"
-        return answer(request, exc.status_code, title, detail, headers=exc.headers)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        detail = "the server failed; the error is logged"
-        return answer(request, 500, "Internal error", detail)
-
-    app.add_exception_handler(ServingError, on_serving_error)
-    app.add_exception_handler(HTTPProblem, on_problem)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(Exception, on_unexpected)
+    for kind in (
+        ServingError,
+        HTTPProblem,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(kind, on_error)

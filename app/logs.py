@@ -47,5 +47,5 @@ def configure_logging(level: str, log_format: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    # app.observe writes the access log, with request ids and models; uvicorn's would repeat it.
+    # app.edge writes the access log, with request ids and models; uvicorn's would repeat it.
     logging.getLogger("uvicorn.access").disabled = True

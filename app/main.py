@@ -1,9 +1,13 @@
-"""The ASGI app: `app.main:app`."""
+"""The app factory: `create_app(settings)` composes the served ASGI app.
+
+Importing this module builds nothing and reads no environment. `python -m app` serves
+`app.main:create_app` in uvicorn's factory mode, in every worker; `app.main:app`, the name the
+contract gives the ASGI app, is built from the environment on first access, for servers started
+as `uvicorn app.main:app`.
+"""
 
 from __future__ import annotations
 
-import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,137 +17,68 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers, is_v2
-from app.fastpath import FastPathApp
-from app.logs import configure_logging
-from app.metrics import Metrics
-from app.observe import ObservedApp
-from app.routes import admin, health, metrics, models, predict, redoc, ui, v2
-from app.schemas import BatchRequest, PredictRequest, Problem
-from app.shutdown import not_ready_on_sigterm
-from app.v2_schemas import V2Error
-from ml.registry import ModelRegistry
-from ml.store import StoreScanner
-from ml.watch import StoreWatcher
+from app.edge import HOT_ROUTES, Edge
+from app.errors import install_error_handlers
+from app.openapi import document
+from app.routes import admin, health, metrics, models, redoc, ui, v2
+from app.runtime import Runtime
 
-log = logging.getLogger(__name__)
-
+ROUTERS = (models.router, health.router, admin.router, v2.router, metrics.router)
+# Swagger UI's and ReDoc's files, served from the installed fastapi-offline package.
 DOCS_ASSETS_URL = "/docs-assets"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Owns the registry and the watcher: models load in the background while the process
-    already answers liveness, and readiness turns 200 once they are in."""
-    settings: Settings = app.state.settings
-    configure_logging(settings.log_level, settings.log_format)
-    # Everything imported so far lives as long as the process: moved out of the collector's
-    # reach, a full collection no longer walks ~60k objects (~15 ms) in the middle of requests.
-    gc.collect()
-    gc.freeze()
-    registry = ModelRegistry(
-        StoreScanner(settings.model_store), settings.default_model, app.state.metrics
-    )
-    watcher = StoreWatcher(registry, settings.poll_interval_s)
-    app.state.registry = registry
-    app.state.watcher = watcher
-    app.state.draining = False
-    with not_ready_on_sigterm(app.state):
-        async with app.state.metrics.flushing(), watcher.running():
+def create_api(runtime: Runtime) -> FastAPI:
+    """The FastAPI app: every route but the hot ones, the OpenAPI document, the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running():
             yield
-            app.state.draining = True
-    await registry.close()
-    app.state.metrics.flush()  # runs that ended while the versions closed
 
-
-def _error_bodies_as_served(schema: dict[str, Any]) -> None:
-    """Document error answers as they are sent: problem+json on the service's routes, and under
-    /v2 the protocol's `{"error"}` with 400 where FastAPI would have documented a 422."""
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for path, operations in schema["paths"].items():
-        for operation in operations.values():
-            responses = operation.get("responses", {})
-            if is_v2(path):
-                if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {
-                        "description": "The request does not fit the protocol or the model",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}
-                        },
-                    }
-                continue
-            for status, response in responses.items():
-                if int(status) >= 400:
-                    response["content"] = problem
-
-
-def _customize_openapi(app: FastAPI) -> None:
-    """Add the bodies that the predict routes read themselves, and the real error bodies."""
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = original()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (PredictRequest, BatchRequest, Problem, V2Error):
-                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(definition.pop("$defs", {}))
-                components[model.__name__] = definition
-            _error_bodies_as_served(schema)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def create_fastapi(settings: Settings | None = None) -> FastAPI:
-    """The FastAPI app: every route, the OpenAPI document, the lifespan."""
-    settings = settings or get_settings()
     about: dict[str, Any] = {
         "title": "ONNX model server",
         "summary": "Serves versioned ONNX models from a model store, strictly and fast.",
         "version": __version__,
         "lifespan": lifespan,
     }
-    if settings.docs_enabled:
-        # Swagger UI and ReDoc served from the installed package: FastAPI's own pages load them
-        # from a CDN, which leaves /docs blank on a cluster without internet access. No online
-        # validator badge either (Swagger UI's default sends the spec's URL to swagger.io).
-        app = FastAPIOffline(
+    if runtime.settings.docs_enabled:
+        # Swagger UI and ReDoc from the installed package: FastAPI's own pages load them from a
+        # CDN, which leaves /docs blank on a cluster without internet access. No online validator
+        # badge either (Swagger UI's default sends the spec's URL to swagger.io).
+        api: FastAPI = FastAPIOffline(
             static_url=DOCS_ASSETS_URL,
             redoc_url=None,  # app.routes.redoc serves it
             swagger_ui_parameters={"validatorUrl": None},
             **about,
         )
-        app.include_router(redoc.router)
+        api.include_router(redoc.router)
     else:
-        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    install_error_handlers(app)
-    app.include_router(predict.router)
-    app.include_router(models.router)
-    app.include_router(health.router)
-    app.include_router(admin.router)
-    app.include_router(v2.router)
-    app.include_router(metrics.router)
-    ui.install(app)
-    _customize_openapi(app)
-    return app
+        api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
+    api.state.runtime = runtime  # for app.deps, the one place that reads it
+    install_error_handlers(api)
+    for router in ROUTERS:
+        api.include_router(router)
+    ui.install(api, runtime)
+    document(api, HOT_ROUTES.values())
+    return api
 
 
-def create_app(settings: Settings | None = None) -> ObservedApp:
-    """The served app: request ids, logs, metrics and timeouts around the predict fast path,
-    which hands every other route to FastAPI. Tests pass their own settings."""
-    api = create_fastapi(settings)
-    settings = api.state.settings
-    return ObservedApp(
-        FastPathApp(api),
-        api.state.metrics,
-        timeout_s=settings.request_timeout_s,
-        access_log_on=settings.access_log,
-        inner_tags_responses=True,
-    )
+def create_app(settings: Settings | None = None) -> Edge:
+    """The served app: the edge (request ids, deadlines, metrics, the hot routes) in front of
+    the FastAPI app (`Edge.api`). Without `settings`, they are read from the environment."""
+    runtime = Runtime(settings or get_settings())
+    return Edge(create_api(runtime), runtime)
 
 
-app = create_app()
+_served: Edge | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn app.main:app`: built once, on first access, not at import.
+    global _served
+    if name == "app":
+        if _served is None:
+            _served = create_app()
+        return _served
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,8 @@ answers it, adds up all of them (prometheus-client's multiprocess mode).
 Each request records into tallies of plain numbers, moved into the prometheus-client metrics by
 `flush()`: before every exposition, and every FLUSH_INTERVAL_S in the background so that another
 worker's scrape sees them too. prometheus-client's own updates take three calls and two locks
-per observation; on the hot path of a busy server the four of them per request cost ~8% of the
-throughput (benchmarks/), the tallies a fraction of that. Tallies are used on the event loop
+per observation, a measurable share of a single-row request's time on a busy server (the
+README's Performance section); a tally is one addition. Tallies are used on the event loop
 thread only.
 """
 

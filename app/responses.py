@@ -14,29 +14,16 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses; their problem+json body is
-    documented for every route at once (app.main._error_bodies_as_served)."""
+    documented for every route at once (app.openapi)."""
     text = {
         400: "Malformed JSON",
         401: "Missing or wrong bearer token",
         403: "Admin routes are off (no ADMIN_TOKEN)",
         404: "Unknown model or version",
+        405: "Method not allowed (see Allow)",
         413: "Body larger than MAX_BODY_BYTES",
         415: "Content type is not JSON",
         422: "The body does not fit the model; `errors` names each field",
         503: "Not ready, loading, or overloaded (see Retry-After)",
     }
     return {status: {"description": text.get(status, "Error")} for status in statuses}
-
-
-def request_body_docs(schema: type[Any]) -> dict[str, Any]:
-    """`openapi_extra` documenting a body that the route reads itself (see app.body)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{schema.__name__}"},
-                }
-            },
-        }
-    }

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+from ml.store import MODEL_NAME
 
 ROW_JSON_SCHEMA: dict[str, Any] = {
     "description": "One row: an object keyed by feature name, or a list in feature order. "
@@ -23,7 +23,7 @@ Row = Annotated[Any, WithJsonSchema(ROW_JSON_SCHEMA)]
 ModelName = Annotated[
     str | None,
     Field(
-        pattern=MODEL_NAME_PATTERN,
+        pattern=MODEL_NAME.pattern,
         description="Model name; optional when the store holds one model or DEFAULT_MODEL is set.",
     ),
 ]

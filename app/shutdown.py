@@ -7,12 +7,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Protocol
 
-from starlette.datastructures import State
+
+class Drains(Protocol):
+    draining: bool
 
 
 @contextmanager
-def not_ready_on_sigterm(state: State) -> Iterator[None]:
+def not_ready_on_sigterm(state: Drains) -> Iterator[None]:
     """While the block runs, SIGTERM first sets `state.draining`, then reaches uvicorn's handler
     (which stops accepting connections and waits up to DRAIN_TIMEOUT_S for in-flight ones)."""
     if threading.current_thread() is not threading.main_thread():

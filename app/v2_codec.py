@@ -18,58 +18,19 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
-import pydantic_core
-from annotated_types import Ge, Le
-from pydantic import Strict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from app.errors import summarize, validation_errors
-from app.problems import HTTPProblem
+from app.body import parse_json, too_many_rows, validate
+from app.errors import HTTPProblem
 from app.v2_schemas import V2InferRequest, V2RequestInput
-from ml.signature import Signature
+from ml.rows import RANGE_ERRORS, StrictValue, strict_value
+from ml.signature import BY_DTYPE, BY_ONNX, BY_V2, Signature
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-
-DATATYPES: dict[str, np.dtype[Any]] = {
-    name: np.dtype(dtype)
-    for name, dtype in (
-        ("BOOL", np.bool_),
-        ("UINT8", np.uint8),
-        ("UINT16", np.uint16),
-        ("UINT32", np.uint32),
-        ("UINT64", np.uint64),
-        ("INT8", np.int8),
-        ("INT16", np.int16),
-        ("INT32", np.int32),
-        ("INT64", np.int64),
-        ("FP16", np.float16),
-        ("FP32", np.float32),
-        ("FP64", np.float64),
-        ("BYTES", np.object_),
-    )
-}
-_BY_DTYPE = {dtype: name for name, dtype in DATATYPES.items()}
-
-# ONNX tensor type -> datatype; an output of any other type (a ZipMap's seq(map(...))) is not a
-# tensor the protocol can carry.
-ONNX_DATATYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 
 
 def bad_request(message: str) -> HTTPProblem:
@@ -104,28 +65,22 @@ def decode_request(body: bytes, header_length: str | None, max_rows: int) -> Inf
             raise bad_request(f"{HEADER_LENGTH} is {size} but the body has {len(body)} bytes")
         json_part, binary = body[:size], view[size:]
     try:
-        payload = pydantic_core.from_json(json_part, allow_inf_nan=True)
-    except ValueError as exc:
-        hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
-        hint = hint if header_length is None and "trailing" in str(exc) else ""
-        raise bad_request(f"the body is not valid JSON: {exc}{hint}") from None
+        payload = parse_json(json_part)
+    except HTTPProblem as exc:
+        if header_length is None and "trailing" in exc.detail:
+            hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
+            raise bad_request(exc.detail + hint) from None
+        raise
     if type(payload) is not dict:
         raise bad_request("the body must be a JSON object: an inference request")
-    try:
-        request = V2InferRequest.model_validate(payload)
-    except ValidationError as exc:
-        errors = validation_errors(list(exc.errors(include_url=False)))  # type: ignore[arg-type]
-        raise bad_request(summarize(errors)) from None
+    request = validate(V2InferRequest, payload)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in request.inputs:
         if tensor.name in arrays:
             raise bad_request(f"input {tensor.name!r} is given twice")
-        if tensor.shape and tensor.shape[0] > max_rows:
-            raise bad_request(
-                f"input {tensor.name!r} has {tensor.shape[0]} rows; at most {max_rows} rows "
-                "per request (MAX_BATCH_ROWS)"
-            )
+        if tensor.shape:
+            too_many_rows(tensor.shape[0], max_rows, ("inputs", tensor.name))
         size = _binary_size(tensor)
         if size is None:
             arrays[tensor.name] = _from_json(tensor)
@@ -179,13 +134,13 @@ def _binary_size(tensor: V2RequestInput) -> int | None:
 
 
 def _dtype(tensor: V2RequestInput) -> np.dtype[Any]:
-    dtype = DATATYPES.get(tensor.datatype)
-    if dtype is None:
+    datatype = BY_V2.get(tensor.datatype)
+    if datatype is None:
         raise bad_request(
             f"input {tensor.name!r} has datatype {tensor.datatype!r}; this server reads "
-            + ", ".join(DATATYPES)
+            + ", ".join(BY_V2)
         )
-    return dtype
+    return datatype.dtype
 
 
 def _from_json(tensor: V2RequestInput) -> np.ndarray:
@@ -199,11 +154,12 @@ def _from_json(tensor: V2RequestInput) -> np.ndarray:
         raise bad_request(
             f"{where} has {len(values)} values but its shape {tensor.shape} holds {count}"
         )
-    adapter, expected = _value_adapter(tensor.datatype)
+    adapter, value = _value_adapter(tensor.datatype)
     try:
         checked = adapter.validate_python(values)
     except ValidationError as exc:
         first = exc.errors()[0]
+        expected = value.in_range if first["type"] in RANGE_ERRORS else value.expected
         raise bad_request(
             f"{where}: value {first['loc'][0]} must be {expected} ({tensor.datatype}); "
             f"got {repr(first['input'])[:40]}"
@@ -225,19 +181,11 @@ def _flatten(data: list[Any], where: str) -> list[Any]:
 
 
 @functools.cache
-def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], str]:
-    """What a JSON value of `datatype` must be: pydantic's strict check of a flat list, and
-    how to say it. NaN and Infinity pass here; the model's check refuses them by input."""
-    dtype = DATATYPES[datatype]
-    if dtype.kind == "b":
-        return TypeAdapter(list[Annotated[bool, Strict()]]), "true or false"
-    if dtype.kind == "O":
-        return TypeAdapter(list[Annotated[str, Strict()]]), "a string"
-    if dtype.kind == "f":
-        return TypeAdapter(list[Annotated[float, Strict()]]), "a number"
-    info = np.iinfo(dtype)
-    value = Annotated[int, Strict(), Ge(int(info.min)), Le(int(info.max))]
-    return TypeAdapter(list[value]), f"an integer from {info.min} to {info.max}"
+def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], StrictValue]:
+    """What the JSON values of `datatype` must be: a strict check of a flat list, and how to
+    say what is wrong. NaN and Infinity pass here; the model's check refuses them by input."""
+    value = strict_value(BY_V2[datatype].dtype, finite=False)
+    return TypeAdapter(list[value.annotation]), value  # type: ignore[name-defined]
 
 
 def _narrow_floats(values: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
@@ -316,7 +264,14 @@ def _requested_outputs(
 
 def output_datatypes(signature: Signature) -> dict[str, str | None]:
     """Each output's datatype, or None for one that is not a tensor (a ZipMap)."""
-    return {info.name: ONNX_DATATYPES.get(info.onnx_type) for info in signature.outputs}
+    return {info.name: v2_datatype(info.onnx_type) for info in signature.outputs}
+
+
+def v2_datatype(onnx_type: str) -> str | None:
+    """The protocol's name of an ONNX type; None for a type that is not a tensor the protocol
+    can carry (a ZipMap's sequence of maps)."""
+    datatype = BY_ONNX.get(onnx_type)
+    return None if datatype is None else datatype.v2
 
 
 def dims(shape: Sequence[int | None]) -> list[int]:
@@ -356,7 +311,7 @@ def encode_response(
     blobs: list[bytes] = []
     for name, binary in outputs:
         array = np.asarray(raw[name])
-        datatype = _BY_DTYPE[array.dtype]
+        datatype = BY_DTYPE[array.dtype].v2
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             blob = _to_binary(array)

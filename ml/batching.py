@@ -63,7 +63,6 @@ class MicroBatcher:
         self._drainer: asyncio.Task[None] | None = None
         self._closed = False
         self._last_batch_size = 1
-        self.batch_sizes: deque[int] = deque(maxlen=1024)  # recent sizes, for tests
         self.on_depth: Callable[[int], None] | None = None  # told the queue depth as it changes
 
     @property
@@ -135,7 +134,6 @@ class MicroBatcher:
         if not live:
             return
         self._last_batch_size = len(live)
-        self.batch_sizes.append(len(live))
         names = live[0].arrays.keys()
         arrays = {name: np.concatenate([p.arrays[name] for p in live]) for name in names}
         try:

@@ -26,7 +26,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ml.export import NAME_RE, ExportError, export_model
+from ml.export import ExportError, export_model
+from ml.store import is_valid_model_name
 
 __all__ = ["build_demo_store", "main"]
 
@@ -187,7 +188,7 @@ def _looks_like_store(path: Path) -> bool:
     for entry in path.iterdir():
         if entry.name == "README.md" or entry.name.startswith((".", "_")):
             continue
-        if not entry.is_dir() or not NAME_RE.fullmatch(entry.name):
+        if not entry.is_dir() or not is_valid_model_name(entry.name):
             return False
         for item in entry.iterdir():
             if not (item.name == "model.toml" or item.name.isdigit() or item.name.startswith(".")):

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import platform
-import re
 import secrets
 import shutil
 import sys
@@ -47,10 +46,10 @@ from ml.export_convert import InitialTypes, convert, final_estimator, graph_clas
 from ml.export_errors import ExportError
 from ml.export_parity import ParityError, check_parity, class_key
 from ml.export_samples import build_samples
+from ml.store import MODEL_NAME, is_valid_model_name
 
 __all__ = ["ExportError", "export_model", "main"]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TASKS = ("classification", "regression")
 FRAMEWORK_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
 FLOAT32_HINT = (
@@ -109,8 +108,8 @@ def export_model(
     float32, or float64 with `double`. Returns the written version folder; raises ExportError,
     writing nothing, on any failure.
     """
-    if not NAME_RE.fullmatch(name):
-        raise ExportError(f"model name {name!r} must match {NAME_RE.pattern}")
+    if not is_valid_model_name(name):
+        raise ExportError(f"model name {name!r} must match {MODEL_NAME.pattern}")
     if task is not None and task not in TASKS:
         raise ExportError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
     classifier = is_classifier(estimator)

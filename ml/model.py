@@ -29,7 +29,7 @@ from ml.store import METADATA_FILE, MODEL_FILE, SAMPLES_FILE
 log = logging.getLogger(__name__)
 
 # Runs estimated to take less than this stay on the event loop: the hop to a worker thread costs
-# more (~75 µs measured) than a small forest takes for dozens of rows.
+# more than a small forest takes for dozens of rows (README, Performance).
 INLINE_BUDGET_S = 250e-6
 # The fastest of a few timed runs: one run on a busy machine would overstate the cost.
 TIMING_RUNS = 5
@@ -57,7 +57,7 @@ class LoadedModel:
     # Rows of samples.json this version answered as expected before it served.
     samples_checked: int = 0
     _output_names: list[str] = field(default_factory=list)
-    # One for every run: given none, onnxruntime builds a default per call (~1 µs of a 6 µs run).
+    # One for every run: given none, onnxruntime builds a default per call, on the hot path.
     _run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
     _in_flight: int = 0
     _drained: asyncio.Event | None = None

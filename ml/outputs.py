@@ -59,7 +59,7 @@ class Vocabulary:
             ) from None
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass takes twice as long to build, per request
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs more to build, once per request
 class Predictions:
     """The answer for a batch of rows, in request order.
 
@@ -70,16 +70,6 @@ class Predictions:
     predictions: list[Any] | None = None
     probabilities: list[dict[str, float]] | None = None
     outputs: dict[str, Any] | None = None
-
-    def row(self, index: int) -> Predictions:
-        """The answer for one row of the batch."""
-        return Predictions(
-            predictions=None if self.predictions is None else [self.predictions[index]],
-            probabilities=None if self.probabilities is None else [self.probabilities[index]],
-            outputs=None
-            if self.outputs is None
-            else {name: values[index] for name, values in self.outputs.items()},
-        )
 
 
 def to_jsonable(value: Any) -> Any:
@@ -108,8 +98,8 @@ def decode(signature: Signature, vocabulary: Vocabulary | None, raw: Sequence[An
     classes are named by its `vocabulary` (set for every classifier at load)."""
     kind = signature.output_kind
     if kind is OutputKind.CLASSIFIER and vocabulary is not None:
-        # One dict per row, built by map() without a Python frame per row; widths were checked
-        # at load, so zip needs no strict check.
+        # One dict per row, built by map() without a Python frame per row (cheaper than a
+        # comprehension on batches); widths were checked at load, so zip needs no strict check.
         rows = np.asarray(raw[1]).tolist()
         probabilities = list(map(dict, map(zip, repeat(vocabulary.keys), rows)))
         return Predictions(vocabulary.name(_flat_list(raw[0])), probabilities)

@@ -244,11 +244,6 @@ class ModelRegistry:
 
     # -- writing, from start-up, the watcher and /admin/reload ------------------------------
 
-    async def rescan(self) -> ReloadReport:
-        """Scan the store now and apply every change; answers once they are in effect."""
-        found = await asyncio.to_thread(self.scanner.scan)
-        return await self.sync(found)
-
     async def sync(
         self, found: dict[str, ModelDir], unsettled: Collection[tuple[str, int | None]] = ()
     ) -> ReloadReport:

@@ -46,16 +46,41 @@ class OutputKind(StrEnum):
 
 JsonType = Literal["number", "integer", "string", "boolean"]
 
-# ONNX element type -> (numpy dtype, the JSON type a request must send).
-ELEMENT_TYPES: dict[str, tuple[np.dtype[Any], JsonType]] = {
-    "tensor(float)": (np.dtype(np.float32), "number"),
-    "tensor(double)": (np.dtype(np.float64), "number"),
-    "tensor(float16)": (np.dtype(np.float16), "number"),
-    "tensor(int64)": (np.dtype(np.int64), "integer"),
-    "tensor(int32)": (np.dtype(np.int32), "integer"),
-    "tensor(string)": (np.dtype(object), "string"),
-    "tensor(bool)": (np.dtype(np.bool_), "boolean"),
-}
+
+@dataclass(frozen=True, slots=True)
+class Datatype:
+    """One tensor element type, as ONNX, numpy, the Open Inference Protocol and JSON name it;
+    `feature`: whether a feature of a row (a model input) may have it."""
+
+    onnx: str
+    dtype: np.dtype[Any]
+    v2: str
+    json_type: JsonType
+    feature: bool
+
+
+DATATYPES: tuple[Datatype, ...] = tuple(
+    Datatype(onnx, np.dtype(dtype), v2, json_type, feature)
+    for onnx, dtype, v2, json_type, feature in (
+        ("tensor(bool)", np.bool_, "BOOL", "boolean", True),
+        ("tensor(uint8)", np.uint8, "UINT8", "integer", False),
+        ("tensor(uint16)", np.uint16, "UINT16", "integer", False),
+        ("tensor(uint32)", np.uint32, "UINT32", "integer", False),
+        ("tensor(uint64)", np.uint64, "UINT64", "integer", False),
+        ("tensor(int8)", np.int8, "INT8", "integer", False),
+        ("tensor(int16)", np.int16, "INT16", "integer", False),
+        ("tensor(int32)", np.int32, "INT32", "integer", True),
+        ("tensor(int64)", np.int64, "INT64", "integer", True),
+        ("tensor(float16)", np.float16, "FP16", "number", True),
+        ("tensor(float)", np.float32, "FP32", "number", True),
+        ("tensor(double)", np.float64, "FP64", "number", True),
+        ("tensor(string)", np.object_, "BYTES", "string", True),
+    )
+)
+BY_ONNX = {d.onnx: d for d in DATATYPES}
+BY_V2 = {d.v2: d for d in DATATYPES}
+BY_DTYPE = {d.dtype: d for d in DATATYPES}
+_FEATURE_TYPES = {d.onnx: d for d in DATATYPES if d.feature}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +130,13 @@ def _info(arg: NodeArgLike) -> TensorInfo:
 
 
 def _element(info: TensorInfo) -> tuple[np.dtype[Any], JsonType]:
-    try:
-        return ELEMENT_TYPES[info.onnx_type]
-    except KeyError:
+    datatype = _FEATURE_TYPES.get(info.onnx_type)
+    if datatype is None:
         raise SignatureError(
             f"input {info.name!r} has type {info.onnx_type}; served types are "
-            + ", ".join(ELEMENT_TYPES)
-        ) from None
+            + ", ".join(_FEATURE_TYPES)
+        )
+    return datatype.dtype, datatype.json_type
 
 
 def _batch_size(inputs: Sequence[TensorInfo]) -> int | None:

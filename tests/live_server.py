@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -40,6 +40,8 @@ POLL_S = 0.05
 # environment; and what else the server takes from its environment.
 SETTINGS_VARS = frozenset(name.upper() for name in Settings.model_fields)
 SERVER_VARS = SETTINGS_VARS | {"PROMETHEUS_MULTIPROC_DIR"}
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_KEYS = {"type", "title", "status", "detail", "errors"}
 
 
 def free_port() -> int:
@@ -217,3 +219,28 @@ class LiveServer:
 
 
 start_server = LiveServer.start
+
+
+def check_problem(
+    response: httpx.Response, status: int, *locs: Sequence[str | int]
+) -> dict[str, Any]:
+    """`response` is an RFC 9457 problem with `status`, no traceback, and an error at each loc."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
+    assert "Traceback" not in response.text
+    assert 'File "' not in response.text
+    body = response.json()
+    assert set(body) == PROBLEM_KEYS, body
+    assert body["status"] == status
+    assert isinstance(body["type"], str) and body["type"]
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["errors"], list)
+    for error in body["errors"]:
+        assert set(error) == {"loc", "msg"}, error
+        assert isinstance(error["loc"], list)
+        assert isinstance(error["msg"], str) and error["msg"]
+    found = [error["loc"] for error in body["errors"]]
+    for loc in locs:
+        assert list(loc) in found, f"no error at {list(loc)}; errors at {found}"
+    return body

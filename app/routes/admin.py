@@ -7,15 +7,15 @@ import hmac
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.problems import HTTPProblem
+from app.deps import SettingsDep, WatcherDep
+from app.errors import HTTPProblem
 from app.responses import json_response, problem_docs
 from app.schemas import ReloadResult
-from ml.watch import StoreWatcher
 
 
-def require_admin(request: Request) -> None:
+def require_admin(request: Request, settings: SettingsDep) -> None:
     """403 when no ADMIN_TOKEN is set; 401 for a missing or wrong bearer token."""
-    token = request.app.state.settings.admin_token
+    token = settings.admin_token
     if token is None:
         raise HTTPProblem(403, "Forbidden", "admin routes are off: set ADMIN_TOKEN to use them")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -40,9 +40,8 @@ router = APIRouter(
 
 
 @router.post("/reload", response_model=ReloadResult)
-async def reload(request: Request) -> Response:
+async def reload(watcher: WatcherDep) -> Response:
     """Rescan the store now; answers once the changes are in effect."""
-    watcher: StoreWatcher = request.app.state.watcher
     report = await watcher.reload_now()
     return json_response(
         {"loaded": report.loaded, "unloaded": report.unloaded, "failed": report.failed}

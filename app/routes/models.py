@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from starlette.responses import Response
 
+from app.deps import RegistryDep
 from app.responses import json_response, problem_docs
 from app.schemas import ModelDetail, ModelList, RolloutReport
 from ml.errors import ModelNotReady
-from ml.registry import ModelEntry, ModelRegistry
+from ml.registry import ModelEntry
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -34,19 +35,17 @@ def _summary(entry: ModelEntry) -> dict[str, Any]:
 
 
 @router.get("", response_model=ModelList)
-async def list_models(request: Request) -> Response:
+async def list_models(registry: RegistryDep) -> Response:
     """Every model with its versions, their state, and the default version."""
-    registry: ModelRegistry = request.app.state.registry
     return json_response({"models": [_summary(entry) for entry in registry]})
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=problem_docs(404, 503))
 async def describe_model(
-    request: Request, name: str = Path(description="Model name", max_length=64)
+    registry: RegistryDep, name: str = Path(description="Model name", max_length=64)
 ) -> Response:
     """One model: task, features with their types, labels, versions, and the JSON Schema of a row
     (of the default version)."""
-    registry: ModelRegistry = request.app.state.registry
     entry = registry.get(name)
     model = entry.default
     if model is None:
@@ -68,8 +67,7 @@ async def describe_model(
 
 @router.get("/{name}/rollout", response_model=RolloutReport, responses=problem_docs(404))
 async def describe_rollout(
-    request: Request, name: str = Path(description="Model name", max_length=64)
+    registry: RegistryDep, name: str = Path(description="Model name", max_length=64)
 ) -> Response:
     """The model's rollout: state, traffic split, shadow agreement and latency by version."""
-    registry: ModelRegistry = request.app.state.registry
     return json_response(registry.rollout_report(name))

@@ -12,14 +12,16 @@ import time
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException
 from starlette.responses import Response
 
+from app.deps import RuntimeDep
 from app.metrics import multiprocess_dir
 from app.recent import RecentTraffic
 from app.responses import json_response
 from app.routes.models import _summary as model_summary
-from ml.registry import ModelEntry, ModelRegistry
+from app.runtime import Runtime
+from ml.registry import ModelEntry
 
 router = APIRouter(prefix="/ui", tags=["status page"], include_in_schema=False)
 
@@ -53,15 +55,15 @@ NO_ROLLOUT: dict[str, Any] = {
 }
 
 
-def install(app: FastAPI) -> None:
+def install(api: FastAPI, runtime: Runtime) -> None:
     """Serve the status page when UI_ENABLED, with a last-minute view of traffic fed by the
     metrics' flush."""
-    if not app.state.settings.ui_enabled:
+    if not runtime.settings.ui_enabled:
         return
     recent = RecentTraffic(multiprocess_dir())
-    app.state.metrics.on_flush(recent.take)
-    app.state.recent_traffic = recent
-    app.include_router(router)
+    runtime.metrics.on_flush(recent.take)
+    runtime.recent_traffic = recent
+    api.include_router(router)
 
 
 def _asset(name: str) -> Response:
@@ -109,16 +111,16 @@ def _model(entry: ModelEntry, traffic: dict[tuple[str, str], Any]) -> dict[str, 
 
 
 @router.get("/status")
-async def status(request: Request) -> Response:
+async def status(runtime: RuntimeDep) -> Response:
     """Every model and version with its state, and the traffic of the last minute."""
-    state = request.app.state
-    registry: ModelRegistry = state.registry
-    recent: RecentTraffic = state.recent_traffic
+    registry = runtime.registry
+    recent = runtime.recent_traffic
+    assert recent is not None  # install() set it before including this route
     own = recent.own()
     others = await asyncio.to_thread(recent.others) if multiprocess_dir() else []
     workers = [slots for slots in (own, *others) if slots]
     traffic = recent.summary(workers)
-    settings = state.settings
+    settings = runtime.settings
     response = json_response(
         {
             "generated_at": time.time(),

@@ -13,16 +13,16 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from starlette.datastructures import State
 from starlette.responses import Response
 
+from app import __version__
 from app import v2_codec as codec
 from app.body import read_body
-from app.errors import v2_error_response
-from app.observe import MODEL_KEY, VERSION_KEY
-from app.problems import HTTPProblem
+from app.config import Settings
+from app.deps import CallDep, RegistryDep, RuntimeDep, SettingsDep
+from app.edge import Call
+from app.errors import HTTPProblem
 from app.responses import json_response
-from app.routes.health import not_ready_reason
 from app.v2_schemas import (
     PLATFORM,
     V2InferRequest,
@@ -37,7 +37,7 @@ from app.v2_schemas import (
 )
 from ml.errors import ModelNotFound, ModelNotReady
 from ml.model import LoadedModel
-from ml.registry import VersionState
+from ml.registry import ModelRegistry, VersionState
 
 SERVER_NAME = "onnx-model-server"
 EXTENSIONS = ["binary_tensor_data"]
@@ -57,26 +57,24 @@ async def live() -> Response:
 
 
 @router.get("/health/ready", response_model=V2Ready, responses=error_docs(400))
-async def ready(request: Request) -> Response:
+async def ready(runtime: RuntimeDep) -> Response:
     """200 when /health/ready is 200; 400 before the store is loaded and while draining."""
-    reason = not_ready_reason(request.app.state)
+    reason = runtime.not_ready_reason()
     if reason is not None:
-        return v2_error_response(400, reason)
+        raise HTTPProblem(400, "Not ready", reason)
     return json_response({"ready": True})
 
 
 @router.get("", response_model=V2ServerMetadata)
-async def server_metadata(request: Request) -> Response:
+async def server_metadata() -> Response:
     """The server's name and version, and the protocol extensions it supports."""
-    return json_response(
-        {"name": SERVER_NAME, "version": request.app.version, "extensions": EXTENSIONS}
-    )
+    return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
 
 @router.get("/models/{name}", response_model=V2ModelMetadata, responses=error_docs(503))
-async def model_metadata(request: Request, name: Name) -> Response:
+async def model_metadata(registry: RegistryDep, name: Name) -> Response:
     """A model's serving versions, platform, and the tensors of its default version."""
-    return _metadata(request.app.state, name, None)
+    return _metadata(registry, name, None)
 
 
 @router.get(
@@ -84,15 +82,15 @@ async def model_metadata(request: Request, name: Name) -> Response:
     response_model=V2ModelMetadata,
     responses=error_docs(503),
 )
-async def version_metadata(request: Request, name: Name, version: Version) -> Response:
+async def version_metadata(registry: RegistryDep, name: Name, version: Version) -> Response:
     """A model's serving versions, platform, and the tensors of this version."""
-    return _metadata(request.app.state, name, version)
+    return _metadata(registry, name, version)
 
 
 @router.get("/models/{name}/ready", response_model=V2ModelReady, responses=error_docs(400))
-async def model_ready(request: Request, name: Name) -> Response:
+async def model_ready(registry: RegistryDep, name: Name) -> Response:
     """200 when the model's default version serves; 400 when it does not (yet)."""
-    return _ready(request.app.state, name, None)
+    return _ready(registry, name, None)
 
 
 @router.get(
@@ -100,9 +98,9 @@ async def model_ready(request: Request, name: Name) -> Response:
     response_model=V2ModelReady,
     responses=error_docs(400),
 )
-async def version_ready(request: Request, name: Name, version: Version) -> Response:
+async def version_ready(registry: RegistryDep, name: Name, version: Version) -> Response:
     """200 when this model version serves; 400 when it does not (yet)."""
-    return _ready(request.app.state, name, version)
+    return _ready(registry, name, version)
 
 
 INFER_DOCS = {
@@ -125,9 +123,11 @@ INFER_ERRORS = error_docs(400, 413, 503)
     responses=INFER_ERRORS,
     openapi_extra=INFER_DOCS,
 )
-async def infer(request: Request, name: Name) -> Response:
+async def infer(
+    request: Request, registry: RegistryDep, settings: SettingsDep, call: CallDep, name: Name
+) -> Response:
     """Run the model's default version on the input tensors."""
-    return await _infer(request, name, None)
+    return await _infer(request, registry, settings, call, name, None)
 
 
 @router.post(
@@ -136,36 +136,42 @@ async def infer(request: Request, name: Name) -> Response:
     responses=INFER_ERRORS,
     openapi_extra=INFER_DOCS,
 )
-async def infer_version(request: Request, name: Name, version: Version) -> Response:
+async def infer_version(
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    call: CallDep,
+    name: Name,
+    version: Version,
+) -> Response:
     """Run this model version on the input tensors."""
-    return await _infer(request, name, version)
+    return await _infer(request, registry, settings, call, name, version)
 
 
-def _version_number(state: State, name: str, version: str | None) -> int | None:
+def _version_number(registry: ModelRegistry, name: str, version: str | None) -> int | None:
     """The version asked for as a number; 404 when it cannot be one (a positive integer)."""
     if version is None:
         return None
     if not (version.isascii() and version.isdigit() and int(version) >= 1):
-        state.registry.get(name)  # an unknown model is named as such first
+        registry.get(name)  # an unknown model is named as such first
         raise ModelNotFound(f"model {name!r} has no version {version!r}")
     return int(version)
 
 
-def _resolve(state: State, name: str, version: str | None) -> LoadedModel:
+def _resolve(registry: ModelRegistry, name: str, version: str | None) -> LoadedModel:
     """The version asked for: 404 when unknown, 503 when it does not serve now."""
-    model: LoadedModel = state.registry.resolve(name, _version_number(state, name, version))
-    return model
+    return registry.resolve(name, _version_number(registry, name, version))
 
 
-def _metadata(state: State, name: str, version: str | None) -> Response:
-    model = _resolve(state, name, version)
-    entry = state.registry.get(name)
+def _metadata(registry: ModelRegistry, name: str, version: str | None) -> Response:
+    model = _resolve(registry, name, version)
+    entry = registry.get(name)
     serving = sorted(
         v
         for v, status in entry.versions.items()
         if status.state is VersionState.AVAILABLE and status.model is not None
     )
-    datatypes = {i.name: codec.ONNX_DATATYPES[i.onnx_type] for i in model.signature.inputs}
+    datatypes = {i.name: codec.v2_datatype(i.onnx_type) for i in model.signature.inputs}
     outputs = codec.output_datatypes(model.signature)
     return json_response(
         {
@@ -185,37 +191,43 @@ def _metadata(state: State, name: str, version: str | None) -> Response:
     )
 
 
-def _ready(state: State, name: str, version: str | None) -> Response:
+def _ready(registry: ModelRegistry, name: str, version: str | None) -> Response:
     try:
-        model = _resolve(state, name, version)
+        model = _resolve(registry, name, version)
     except ModelNotReady as exc:  # the protocol's "false"; an unknown model stays a 404
-        return v2_error_response(400, exc.detail)
+        raise HTTPProblem(400, "Not ready", exc.detail) from None
     return json_response({"name": model.name, "ready": True})
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    state = request.app.state
+async def _infer(
+    request: Request,
+    registry: ModelRegistry,
+    settings: Settings,
+    call: Call,
+    name: str,
+    version: str | None,
+) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise HTTPProblem(415, "Unsupported media type", f"Content-Encoding {encoding} is not read")
-    body = await read_body(request, state.settings.max_body_bytes)
-    number = _version_number(state, name, version)
-    model = state.registry.resolve(name, number)
+    body = await read_body(request.scope, request.receive, settings.max_body_bytes, json_only=False)
+    number = _version_number(registry, name, version)
+    model = registry.resolve(name, number)
     header_length = request.headers.get(codec.HEADER_LENGTH)
-    max_rows = state.settings.max_batch_rows
+    max_rows = settings.max_batch_rows
     if len(body) > INLINE_BYTES:
-        call = await asyncio.to_thread(codec.decode_request, body, header_length, max_rows)
+        decoded = await asyncio.to_thread(codec.decode_request, body, header_length, max_rows)
     else:
-        call = codec.decode_request(body, header_length, max_rows)
-    outputs = codec.select_outputs(call, model.signature, model.name)
+        decoded = codec.decode_request(body, header_length, max_rows)
+    outputs = codec.select_outputs(decoded, model.signature, model.name)
     # A request naming no version follows the model's rollout: another version may answer.
-    answered, raw = await state.registry.infer(name, number, call.arrays, request.headers.get)
+    answered, raw = await registry.infer(name, number, decoded.arrays, request.headers.get)
     if answered is not model:
         model = answered
-        outputs = codec.select_outputs(call, model.signature, model.name)
-    request.scope[MODEL_KEY] = model.name
-    request.scope[VERSION_KEY] = str(model.version)
-    args = (model.name, model.version, call.id, raw, outputs)
+        outputs = codec.select_outputs(decoded, model.signature, model.name)
+    call.model = model.name
+    call.version = str(model.version)
+    args = (model.name, model.version, decoded.id, raw, outputs)
     if sum(getattr(raw[n], "nbytes", 0) for n, _ in outputs) > INLINE_BYTES:
         content, json_size = await asyncio.to_thread(codec.encode_response, *args)
     else:

@@ -15,10 +15,11 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from live_server import check_problem
 from starlette.exceptions import StarletteDeprecationWarning
 
 from app.config import Settings
-from app.main import create_app, create_fastapi
+from app.main import create_app
 
 # Starlette asks for `httpx2` and warns when it finds only `httpx`; the client works the same.
 with warnings.catch_warnings():
@@ -29,7 +30,6 @@ DEMO_STORE = Path(__file__).resolve().parents[2] / "models_store"
 IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
 DIABETES_FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
-PROBLEM_KEYS = {"type", "title", "status", "detail", "errors"}
 READY_TIMEOUT_S = 10.0
 
 Serve = Callable[..., AbstractContextManager[TestClient]]
@@ -62,16 +62,11 @@ def wait_until_scanned(client: TestClient) -> httpx.Response:
 
 
 @contextmanager
-def serve_store(
-    store: Path, *, ready: bool = True, fast_path: bool = True, **overrides: Any
-) -> Iterator[TestClient]:
-    """A client of the app over `store`, after its first scan (and readiness, if `ready`).
-
-    `fast_path=False` serves the bare FastAPI app, whose own predict routes then answer.
-    """
+def serve_store(store: Path, *, ready: bool = True, **overrides: Any) -> Iterator[TestClient]:
+    """A client of the app over `store`, after its first scan (and readiness, if `ready`)."""
     options: dict[str, Any] = {"poll_interval_s": 0, "default_model": None, **overrides}
     settings = Settings(_env_file=None, model_store=store, **options)  # type: ignore[call-arg]
-    app = create_app(settings) if fast_path else create_fastapi(settings)
+    app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = wait_until_scanned(client)
         if ready:
@@ -144,31 +139,6 @@ class Reference:
 @pytest.fixture(scope="session")
 def reference(demo_store: Path) -> Reference:
     return Reference(demo_store)
-
-
-def check_problem(
-    response: httpx.Response, status: int, *locs: Sequence[str | int]
-) -> dict[str, Any]:
-    """`response` is an RFC 9457 problem with `status`, no traceback, and an error at each loc."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert "Traceback" not in response.text
-    assert 'File "' not in response.text
-    body = response.json()
-    assert set(body) == PROBLEM_KEYS, body
-    assert body["status"] == status
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert isinstance(body["errors"], list)
-    for error in body["errors"]:
-        assert set(error) == {"loc", "msg"}, error
-        assert isinstance(error["loc"], list)
-        assert isinstance(error["msg"], str) and error["msg"]
-    found = [error["loc"] for error in body["errors"]]
-    for loc in locs:
-        assert list(loc) in found, f"no error at {list(loc)}; errors at {found}"
-    return body
 
 
 @pytest.fixture(scope="session")

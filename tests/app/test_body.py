@@ -22,12 +22,10 @@ def padded(route: str, size: int) -> bytes:
     return body + b" " * (size - len(body))
 
 
-@pytest.fixture(scope="module", params=["fast-path", "fastapi-routes"])
-def small(request, serve, demo_store) -> Iterator[object]:
-    """The demo store behind a small body limit, served by the fast path in front of FastAPI
-    and by FastAPI's own predict routes: both read bodies, so both must hold the rules."""
-    fast_path = request.param == "fast-path"
-    with serve(demo_store, max_body_bytes=LIMIT, fast_path=fast_path) as client:
+@pytest.fixture(scope="module")
+def small(serve, demo_store) -> Iterator[object]:
+    """The demo store behind a small body limit."""
+    with serve(demo_store, max_body_bytes=LIMIT) as client:
         yield client
 
 

@@ -205,7 +205,7 @@ def test_batch_queue_depth_reported_and_back_to_zero(serve, tmp_path):
     rows = iris_rows(24)
 
     with serve(store) as client:
-        metrics = client.app.state.metrics
+        metrics = client.app.runtime.metrics
         depths: list[int] = []
         reported = metrics.queued
 

@@ -397,38 +397,3 @@ def test_get_on_predict_is_405(client, problem):
     response = client.get("/predict")
 
     problem(response, 405)
-
-
-PARITY_REQUESTS = [
-    ("/predict", {"model": "iris", "features": IRIS_ROW}),
-    ("/predict", {"model": "iris", "version": 1, "features": IRIS_NAMED}),
-    ("/predict", {"model": "diabetes_pipeline", "features": PIPELINE_NAMED}),
-    ("/predict", {"model": "iris", "features": IRIS_ROW[:3]}),
-    ("/predict", {"model": "iris", "features": {**IRIS_NAMED, "petal_length": "1"}}),
-    ("/predict", {"model": "iris", "version": "2", "features": IRIS_ROW}),
-    ("/predict", {"model": "nope", "features": IRIS_ROW}),
-    ("/predict", {"features": IRIS_ROW}),
-    ("/predict", [IRIS_ROW]),
-    ("/predict/batch", {"model": "iris", "instances": [IRIS_ROW, VIRGINICA_ROW]}),
-    ("/predict/batch", {"model": "iris", "instances": []}),
-    ("/predict/batch", {"model": "iris", "instances": [IRIS_ROW, [1, 2, True, 4]]}),
-]
-
-
-@pytest.fixture(scope="module")
-def fastapi_client(serve, demo_store):
-    """The bare FastAPI app, whose own predict routes answer without the fast path."""
-    with serve(demo_store, fast_path=False) as client:
-        yield client
-
-
-@pytest.mark.parametrize(("path", "payload"), PARITY_REQUESTS)
-def test_fastapi_routes_answer_as_the_fast_path(client, fastapi_client, path, payload):
-    fast = client.post(path, json=payload)
-    routed = fastapi_client.post(path, json=payload)
-
-    assert (routed.status_code, routed.headers["content-type"]) == (
-        fast.status_code,
-        fast.headers["content-type"],
-    )
-    assert routed.json() == fast.json()

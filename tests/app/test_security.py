@@ -407,14 +407,14 @@ def test_docs_follow_docs_enabled(serve, demo_store, enabled):
 SECRET_PATH = "/secret/path"
 
 
-@pytest.fixture(params=["fast-path", "fastapi-routes"])
-def broken(request, serve, demo_store, monkeypatch) -> Iterator[Any]:
+@pytest.fixture
+def broken(serve, demo_store, monkeypatch) -> Iterator[Any]:
     """The app, with every model run raising an error that names a server path."""
 
     def boom(self: LoadedModel, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"{SECRET_PATH} boom")
 
-    with serve(demo_store, fast_path=request.param == "fast-path") as client:
+    with serve(demo_store) as client:
         monkeypatch.setattr(LoadedModel, "run", boom)
         yield client
 

@@ -95,10 +95,10 @@ def test_outside_the_main_thread_installs_nothing(previous):
 def test_ready_is_503_problem_while_draining(serve, demo_store, problem):
     with serve(demo_store) as client:
         before = client.get("/health/ready")
-        client.app.state.draining = True
+        client.app.runtime.draining = True
         during = client.get("/health/ready")
         live = client.get("/health/live")
-        client.app.state.draining = False
+        client.app.runtime.draining = False
         after = client.get("/health/ready")
 
     assert before.status_code == 200

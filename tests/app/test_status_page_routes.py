@@ -104,7 +104,7 @@ def test_the_window_forgets_traffic_older_than_a_minute(serve, demo_store, monke
         assert client.post("/predict", json={"model": "iris", "features": IRIS_ROW}).is_success
         client.get("/metrics")
         later = time.time() + 61
-        monkeypatch.setattr(client.app.state.recent_traffic, "_clock", lambda: later)
+        monkeypatch.setattr(client.app.runtime.recent_traffic, "_clock", lambda: later)
         shown = status(client)
 
     iris = next(m for m in shown["models"] if m["name"] == "iris")

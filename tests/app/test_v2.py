@@ -25,6 +25,8 @@ from onnx_factories import (
     write_regressor,
 )
 
+from ml.batching import MicroBatcher
+
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 4.2, 1.3]]
 PIPELINE_ROWS = [
     {"age": 0.04, "sex": "male", "bmi": 0.06, "bp": 0.02, "s1": -0.04}
@@ -172,7 +174,7 @@ def test_server_metadata_lists_binary_tensor_data(v2):
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"name", "version", "extensions"}
-    assert body["version"] == v2.app.version
+    assert body["version"] == v2.app.api.version
     assert "binary_tensor_data" in body["extensions"]
 
 
@@ -409,17 +411,23 @@ def test_zipmap_output_is_left_out_by_default(v2, store):
     assert output["data"] == labels.tolist()
 
 
-def test_single_rows_go_through_the_batcher_like_predict(v2, store):
+def test_single_rows_go_through_the_batcher_like_predict(v2, store, monkeypatch):
     row = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.002, 0.02, -0.02]
     body = {"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": row}]}
+    submitted: list[int] = []
+    submit = MicroBatcher.submit
+
+    async def counted(self: MicroBatcher, arrays: Any) -> Any:
+        submitted.append(len(next(iter(arrays.values()))))
+        return await submit(self, arrays)
+
+    monkeypatch.setattr(MicroBatcher, "submit", counted)
 
     v2_answer = v2.post("/v2/models/batched/infer", json=body)
     predict_answer = v2.post("/predict", json={"model": "batched", "features": row})
 
     assert v2_answer.status_code == 200, v2_answer.text
-    batcher = v2.app.state.registry.resolve("batched", 1)._batcher
-    assert batcher is not None
-    assert sum(batcher.batch_sizes) == 2
+    assert submitted == [1, 1]
     (output,) = v2_answer.json()["outputs"]
     assert output["data"] == close([predict_answer.json()["prediction"]])
     (expected,) = session(store, "batched").run(None, {"input": np.array([row], np.float32)})

@@ -17,6 +17,7 @@ from onnx_factories import (
     write_raw_model,
     write_regressor,
 )
+from registry_helpers import rescan
 
 import ml.registry
 from ml.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -91,7 +92,7 @@ def test_startup_sync_loads_versions(store: Path) -> None:
     async def scenario() -> None:
         registry = new_registry(store)
         assert not registry.ready
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert registry.ready
         assert registry.scanned
         assert sorted(report.loaded, key=str) == sorted(
@@ -134,7 +135,7 @@ def test_version_policy(store: Path, policy: str | None, loaded: list[int], defa
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert states(registry) == dict.fromkeys(loaded, VersionState.AVAILABLE)
         assert served(registry) == default
         for version in {1, 2, 3} - set(loaded):
@@ -152,7 +153,7 @@ def test_default_is_the_highest_available_version(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert states(registry)[3] is VersionState.FAILED
         assert served(registry) == 2
         assert registry.get("iris").default_version == 2
@@ -167,7 +168,7 @@ def test_pinned_default_version(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert served(registry) == 2
         assert registry.resolve("iris", 3).version == 3
         assert registry.get("iris").default_version == 2
@@ -182,12 +183,12 @@ def test_pinned_version_is_loaded_outside_latest_n(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert states(registry) == {1: VersionState.AVAILABLE, 3: VersionState.AVAILABLE}
         assert served(registry) == 1
         # A new version joins the newest N but the pin still decides the default.
         iris(store, 4)
-        await registry.rescan()
+        await rescan(registry)
         assert states(registry) == {1: VersionState.AVAILABLE, 4: VersionState.AVAILABLE}
         assert served(registry) == 1
 
@@ -200,7 +201,7 @@ def test_pinned_version_that_is_not_available(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         with pytest.raises(
             ModelNotReady, match="default version 5 of model 'iris' is not available"
         ):
@@ -220,7 +221,7 @@ def test_failed_newest_version_leaves_the_previous_one_serving(store: Path) -> N
 
     async def scenario() -> None:
         registry = new_registry(store)
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert states(registry) == {1: VersionState.AVAILABLE, 2: VersionState.FAILED}
         assert served(registry) == 1
         status = registry.get("iris").versions[2]
@@ -231,7 +232,7 @@ def test_failed_newest_version_leaves_the_previous_one_serving(store: Path) -> N
         assert [(f["model"], f["version"]) for f in report.failed] == [("iris", 2)]
         assert "onnxruntime cannot load it" in str(report.failed[0]["error"])
         # Nothing changed on disk: the failure is not retried or reported again.
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == report.failed == report.unloaded == []
 
     run(scenario)
@@ -242,17 +243,17 @@ def test_failed_new_version_while_serving_then_fixed(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", None)
         write_garbage(store / "iris" / "2")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert [(f["model"], f["version"]) for f in report.failed] == [("iris", 2)]
         assert registry.resolve("iris", None) is first
         assert states(registry) == {1: VersionState.AVAILABLE, 2: VersionState.FAILED}
         # The file is replaced: retried, served, and the older version falls out of latest:1.
         shutil.rmtree(store / "iris" / "2")
         iris(store, 2)
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == [{"model": "iris", "version": 2}]
         assert report.unloaded == [{"model": "iris", "version": 1}]
         assert states(registry) == {2: VersionState.AVAILABLE}
@@ -266,10 +267,10 @@ def test_failed_reload_keeps_serving_the_earlier_load(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", 1)
         write_garbage(store / "iris" / "1")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert [(f["model"], f["version"]) for f in report.failed] == [("iris", 1)]
         status = registry.get("iris").versions[1]
         assert status.state is VersionState.AVAILABLE
@@ -278,7 +279,7 @@ def test_failed_reload_keeps_serving_the_earlier_load(store: Path) -> None:
         assert registry.resolve("iris", None) is first
         # Fixed again: reloaded as a new model object.
         iris(store, 1, n_estimators=3)
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == [{"model": "iris", "version": 1}]
         assert registry.resolve("iris", 1) is not first
         assert registry.get("iris").versions[1].error is None
@@ -291,7 +292,7 @@ def test_only_failed_versions(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert registry.scanned
         assert not registry.ready
         with pytest.raises(ModelNotReady, match="no version of model 'iris' is available") as err:
@@ -313,7 +314,7 @@ def test_resolve_errors(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         with pytest.raises(
             ModelNotFound, match="model 'nope' not found; the store holds iris, raw"
         ):
@@ -334,7 +335,7 @@ def test_resolve_without_a_name_in_a_store_of_one_model(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert registry.resolve(None, None) is registry.resolve("iris", 1)
         assert registry.resolve(None, 1).name == "iris"
 
@@ -347,11 +348,11 @@ def test_resolve_without_a_name_uses_default_model(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store, default_model="raw")
-        await registry.rescan()
+        await rescan(registry)
         assert registry.resolve(None, None).name == "raw"
         assert registry.resolve("iris", None).name == "iris"
         missing = new_registry(store, default_model="gone")
-        await missing.rescan()
+        await rescan(missing)
         with pytest.raises(ModelNotFound, match="model 'gone' not found"):
             missing.resolve(None, None)
 
@@ -375,11 +376,11 @@ def test_resolve_before_the_first_sync(store: Path) -> None:
 def test_ready_needs_a_serving_version(store: Path) -> None:
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert registry.scanned
         assert not registry.ready  # an empty store
         iris(store, 1)
-        await registry.rescan()
+        await rescan(registry)
         assert registry.ready
 
     run(scenario)
@@ -395,9 +396,9 @@ def test_removed_version_is_unloaded(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         shutil.rmtree(store / "iris" / "2")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.unloaded == [{"model": "iris", "version": 2}]
         assert report.loaded == []
         assert states(registry) == {1: VersionState.AVAILABLE}
@@ -414,10 +415,10 @@ def test_removed_newest_version_brings_back_the_previous_one(store: Path) -> Non
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert states(registry) == {2: VersionState.AVAILABLE}
         shutil.rmtree(store / "iris" / "2")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.unloaded == [{"model": "iris", "version": 2}]
         assert report.loaded == [{"model": "iris", "version": 1}]
         assert served(registry) == 1
@@ -431,9 +432,9 @@ def test_removed_model_is_unloaded(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         shutil.rmtree(store / "raw")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.unloaded == [{"model": "raw", "version": 1}]
         assert [entry.name for entry in registry] == ["iris"]
         with pytest.raises(ModelNotFound):
@@ -449,9 +450,9 @@ def test_removed_failed_version_is_forgotten(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         shutil.rmtree(store / "iris" / "2")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.unloaded == []  # nothing was loaded
         assert states(registry) == {1: VersionState.AVAILABLE}
 
@@ -463,9 +464,9 @@ def test_unchanged_store_changes_nothing(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", 1)
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == report.unloaded == report.failed == []
         assert registry.resolve("iris", 1) is first
 
@@ -477,10 +478,10 @@ def test_changed_model_file_is_reloaded(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", 1)
         iris(store, 1, n_estimators=3)
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == [{"model": "iris", "version": 1}]
         assert report.unloaded == []
         second = registry.resolve("iris", 1)
@@ -495,9 +496,9 @@ def test_changed_metadata_is_reloaded(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         (store / "iris" / "1" / "metadata.json").write_text('{"labels": ["a", "b", "c"]}')
-        await registry.rescan()
+        await rescan(registry)
         assert registry.resolve("iris", 1).labels == ("a", "b", "c")
 
     run(scenario)
@@ -508,11 +509,11 @@ def test_config_change_reloads(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", 1)
         assert first.config.onnxruntime.intra_op_num_threads == 1
         toml(store, "[onnxruntime]\nintra_op_num_threads = 2\n")
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == [{"model": "iris", "version": 1}]
         second = registry.resolve("iris", 1)
         assert second is not first
@@ -529,17 +530,17 @@ def test_config_change_of_policy(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert list(states(registry)) == [3]
         toml(store, 'version_policy = "all"\n')
-        await registry.rescan()
+        await rescan(registry)
         assert list(states(registry)) == [1, 2, 3]
         toml(store, 'version_policy = "latest:2"\n')
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.unloaded == [{"model": "iris", "version": 1}]
         assert list(states(registry)) == [2, 3]
         toml(store, 'version_policy = "latest:2"\ndefault_version = 2\n')
-        await registry.rescan()
+        await rescan(registry)
         assert served(registry) == 2
 
     run(scenario)
@@ -551,7 +552,7 @@ def test_bad_model_toml_on_first_sight(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        report = await registry.rescan()
+        report = await rescan(registry)
         entry = registry.get("iris")
         assert entry.config is None
         assert entry.config_error is not None
@@ -564,7 +565,7 @@ def test_bad_model_toml_on_first_sight(store: Path) -> None:
             registry.resolve("iris", None)
         # Fixed: the model loads.
         toml(store, 'version_policy = "all"\n')
-        report = await registry.rescan()
+        report = await rescan(registry)
         assert report.loaded == [{"model": "iris", "version": 1}]
         assert registry.get("iris").config_error is None
         assert registry.ready
@@ -579,11 +580,11 @@ def test_bad_model_toml_later_keeps_the_previous_config(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         config = registry.get("iris").config
         models = [registry.resolve("iris", v) for v in (1, 2)]
         toml(store, 'version_policy = "all"\n[batching\n')
-        report = await registry.rescan()
+        report = await rescan(registry)
         entry = registry.get("iris")
         assert entry.config == config
         assert entry.config_error is not None
@@ -592,7 +593,7 @@ def test_bad_model_toml_later_keeps_the_previous_config(store: Path) -> None:
         assert report.loaded == report.unloaded == []
         assert [registry.resolve("iris", v) for v in (1, 2)] == models
         # The bad file is reported once, not on every sync.
-        assert (await registry.rescan()).failed == []
+        assert (await rescan(registry)).failed == []
 
     run(scenario)
 
@@ -602,7 +603,7 @@ def test_unsettled_entries_are_left_alone(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", 1)
         iris(store, 2)
         iris(store, 1, n_estimators=3)
@@ -626,7 +627,7 @@ def test_unsettled_newer_version_does_not_unload_the_serving_one(store: Path) ->
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         iris(store, 2)
         await registry.sync(registry.scanner.scan(), unsettled={("iris", 2)})
         assert states(registry) == {1: VersionState.AVAILABLE}
@@ -647,10 +648,10 @@ def test_requests_are_served_while_a_new_version_loads(
     async def scenario() -> None:
         registry = new_registry(store)
         gated.gate.set()
-        await registry.rescan()
+        await rescan(registry)
         gated.gate.clear()
         iris(store, 2)
-        sync = asyncio.create_task(registry.rescan())
+        sync = asyncio.create_task(rescan(registry))
         await gated.wait_started()
         assert served(registry) == 1
         assert states(registry) == {1: VersionState.AVAILABLE, 2: VersionState.LOADING}
@@ -674,12 +675,12 @@ def test_requests_are_served_while_a_changed_version_reloads(
     async def scenario() -> None:
         registry = new_registry(store)
         gated.gate.set()
-        await registry.rescan()
+        await rescan(registry)
         first = registry.resolve("iris", 1)
         gated.gate.clear()
         gated.started.clear()
         iris(store, 1, n_estimators=3)
-        sync = asyncio.create_task(registry.rescan())
+        sync = asyncio.create_task(rescan(registry))
         await gated.wait_started()
         assert registry.resolve("iris", None) is first
         assert registry.resolve("iris", 1) is first
@@ -700,10 +701,10 @@ def test_removing_the_serving_version_leaves_no_gap(
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         assert states(registry) == {2: VersionState.AVAILABLE}
         shutil.rmtree(store / "iris" / "2")
-        sync = asyncio.create_task(registry.rescan())
+        sync = asyncio.create_task(rescan(registry))
         await gated.wait_started()
         try:
             model = registry.resolve("iris", None)  # while version 1 loads
@@ -721,7 +722,7 @@ def test_close_releases_everything(store: Path) -> None:
 
     async def scenario() -> None:
         registry = new_registry(store)
-        await registry.rescan()
+        await rescan(registry)
         await registry.close()
         assert list(registry) == []
 

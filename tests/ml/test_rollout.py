@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from onnx_factories import fitted_classifier, iris_rows, write_classifier, write_model_toml
+from registry_helpers import rescan
 
 from ml.observer import ServingObserver
 from ml.outputs import Predictions
@@ -57,7 +58,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 async def started(store: Path, observer: Recorder | None = None) -> ModelRegistry:
     registry = ModelRegistry(StoreScanner(store), observer=observer)
-    await registry.rescan()
+    await rescan(registry)
     return registry
 
 
@@ -123,7 +124,7 @@ def test_pending_until_the_candidate_is_available(store: Path) -> None:
         )
         assert {(await predict(registry, ROWS[:1]))[0] for _ in range(10)} == {2}
         write_classifier(store / "iris" / "3", "knn", (0, 1, 2))
-        await registry.rescan()
+        await rescan(registry)
         assert registry.rollout_report("iris")["state"] == "active"
         assert (await predict(registry, ROWS[:1]))[0] == 3
         await registry.close()
@@ -323,7 +324,7 @@ def test_low_agreement_halts_until_model_toml_changes(
         await asyncio.sleep(0.1)
         assert registry.rollout_report("iris")["shadow"]["compared"] == compared
         toml(store, text + "min_agreement = 0.5\nwindow = 40\n")
-        await registry.rescan()
+        await rescan(registry)
         assert registry.rollout_report("iris")["state"] == "active"
         await registry.close()
 

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from live_server import START_TIMEOUT_S, LiveServer, wait_until
+from live_server import START_TIMEOUT_S, LiveServer, check_problem, wait_until
 from onnx_factories import (
     IRIS_LABELS,
     diabetes_rows,
@@ -38,6 +38,7 @@ from onnx_factories import (
     write_model_toml,
     write_regressor,
 )
+from registry_helpers import rescan
 
 from ml.config import ModelConfig
 from ml.model import load_model
@@ -47,7 +48,6 @@ from ml.store import StoreScanner
 POLL_S = 0.3
 CHANGE_TIMEOUT_S = 15.0
 TOKEN = "hot-reload-test-token"
-PROBLEM = "application/problem+json"
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
@@ -161,12 +161,6 @@ def differing_row(old_file: Path, new_file: Path) -> list[float]:
     return rows[best]
 
 
-def assert_problem(answer: httpx.Response, status: int) -> None:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith(PROBLEM), answer.headers
-    assert answer.json()["status"] == status
-
-
 # -- 1. a new version --------------------------------------------------------------------------
 
 
@@ -197,7 +191,7 @@ def test_new_version_becomes_default_and_unloads_the_older_one(
         assert server.models()["iris"]["default_version"] == 2
 
         wait_for(server, "version 1 unloaded", lambda: server.states() == {2: "AVAILABLE"})
-        assert_problem(server.predict(version=1), 404)
+        check_problem(server.predict(version=1), 404)
         answer = server.predict()
         assert answer.status_code == 200, answer.text
         assert answer.json()["version"] == 2
@@ -319,7 +313,7 @@ def test_corrupt_version_fails_and_is_retried_when_replaced(tmp_path: Path) -> N
             assert server.served_version() == 1
         answer = server.predict(version=2)
         assert answer.status_code in (404, 503), answer.text
-        assert answer.headers["content-type"].startswith(PROBLEM)
+        check_problem(answer, answer.status_code)
 
         fixed = write_iris_classifier(store / "iris" / "2", n_estimators=7)  # over the bad file
         wait_for(server, "version 2 serving", lambda: server.served_version() == 2)
@@ -435,7 +429,7 @@ def test_removed_version_and_model_are_unloaded(tmp_path: Path) -> None:
 
         wait_for(server, "version 2 unloaded", version_2_gone)
         assert seen == sorted(seen, reverse=True), f"2 served again after 1: {seen}"
-        assert_problem(server.predict(version=2), 404)
+        check_problem(server.predict(version=2), 404)
         for _ in range(10):
             assert server.served_version() == 1
         assert server.predict(version=1).status_code == 200
@@ -458,7 +452,7 @@ def test_removed_version_and_model_are_unloaded(tmp_path: Path) -> None:
             return "diabetes" not in server.models()
 
         wait_for(server, "model diabetes unloaded", diabetes_gone)
-        assert_problem(server.predict(model="diabetes", row=diabetes_row), 404)
+        check_problem(server.predict(model="diabetes", row=diabetes_row), 404)
         assert server.served_version() == 1
 
 
@@ -473,9 +467,9 @@ def test_admin_reload_needs_the_token_and_applies_changes_before_answering(
     with running_server(store, poll_s=0, token=TOKEN) as server:
         new_dir = stage(store / "iris", 2, n_estimators=7)
         reload_url = server.url + "/admin/reload"
-        assert_problem(httpx.post(reload_url), 401)
-        assert_problem(httpx.post(reload_url, headers={"Authorization": "Bearer wrong"}), 401)
-        assert_problem(httpx.post(reload_url, headers={"Authorization": f"Basic {TOKEN}"}), 401)
+        check_problem(httpx.post(reload_url), 401)
+        check_problem(httpx.post(reload_url, headers={"Authorization": "Bearer wrong"}), 401)
+        check_problem(httpx.post(reload_url, headers={"Authorization": f"Basic {TOKEN}"}), 401)
         assert server.states() == {1: "AVAILABLE"}, "watching is off: only the route loads"
 
         right = {"Authorization": f"Bearer {TOKEN}"}
@@ -508,8 +502,8 @@ def test_admin_reload_is_off_without_a_token(tmp_path: Path) -> None:
     write_iris_classifier(store / "iris" / "1")
     with running_server(store, poll_s=0, token=None) as server:
         reload_url = server.url + "/admin/reload"
-        assert_problem(httpx.post(reload_url), 403)
-        assert_problem(httpx.post(reload_url, headers={"Authorization": "Bearer x"}), 403)
+        check_problem(httpx.post(reload_url), 403)
+        check_problem(httpx.post(reload_url, headers={"Authorization": "Bearer x"}), 403)
 
 
 # -- 9. changes under load ---------------------------------------------------------------------
@@ -704,14 +698,14 @@ def test_registry_add_and_remove_does_not_grow_memory(tmp_path: Path) -> None:
         for _ in range(count):
             shutil.copytree(source, store / "iris" / ".tmp-2")
             os.rename(store / "iris" / ".tmp-2", store / "iris" / "2")
-            report = await registry.rescan()
+            report = await rescan(registry)
             assert {"model": "iris", "version": 2} in report.loaded, report
             shutil.rmtree(store / "iris" / "2")
-            report = await registry.rescan()
+            report = await rescan(registry)
             assert {"model": "iris", "version": 2} in report.unloaded, report
 
     async def measure() -> int:
-        await registry.rescan()
+        await rescan(registry)
         await cycles(20)
         gc.collect()
         before = rss_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +15,21 @@ import live_server
 import numpy as np
 import onnxruntime as ort
 import pytest
-from live_server import DEMO_STORE, START_TIMEOUT_S, STOP_TIMEOUT_S, LiveServer, copy_demo_store
+from live_server import (
+    DEMO_STORE,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    LiveServer,
+    check_problem,
+    copy_demo_store,
+)
 
 MAX_BODY_BYTES = 4096
 # uvicorn re-raises the SIGTERM it handled once shutdown is complete, so either status is clean.
 CLEAN_EXIT = (0, -signal.SIGTERM)
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 4.2, 1.3]]
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
+ROW = IRIS_ROWS[0]
 
 
 def start_server(tmp_path: Path, **env: str) -> LiveServer:
@@ -90,11 +99,7 @@ def test_batch_equals_onnxruntime_in_order(server):
 def test_invalid_request_is_a_422_problem(server):
     response = httpx.post(server.url + "/predict", json={"model": "iris", "features": [1, 2, 3]})
 
-    assert response.status_code == 422
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert set(body) == {"type", "title", "status", "detail", "errors"}
-    assert body["status"] == 422
+    body = check_problem(response, 422, ["features"])
     assert body["errors"][0]["loc"] == ["features"]
     assert "iris expects 4 features" in body["detail"]
 
@@ -106,8 +111,7 @@ def test_body_over_the_limit_is_413(server):
         server.url + "/predict", content=content, headers={"content-type": "application/json"}
     )
 
-    assert response.status_code == 413
-    assert response.headers["content-type"].startswith("application/problem+json")
+    check_problem(response, 413)
 
 
 def _raw_request(port: int, request: bytes) -> bytes:
@@ -134,6 +138,20 @@ def test_chunked_body_over_the_limit_is_413(server):
 
     status_line = answer.split(b"\r\n", 1)[0]
     assert re.match(rb"HTTP/1\.1 413 ", status_line), answer[:500]
+
+
+def test_uvicorn_serves_the_contract_s_app_main_app(tmp_path):
+    """`uvicorn app.main:app`, as CONTRACT section 4 names the ASGI app, still serves."""
+    store = copy_demo_store(tmp_path / "store")
+    command = f'exec "{sys.executable}" -m uvicorn app.main:app --host 127.0.0.1 --port "$PORT"'
+    with live_server.start_server(store, tmp_path, command=["sh", "-c", command]) as server:
+        response = httpx.post(server.url + "/predict", json={"model": "iris", "features": ROW})
+        labels, _ = iris_reference([ROW], 2)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["prediction"] == labels[0]
+        assert response.headers["x-request-id"]
+        check_problem(httpx.post(server.url + "/predict", json={"model": "nope"}), 422)
 
 
 def test_two_workers_serve_predictions(tmp_path):

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from live_server import LiveServer, wait_until
+from live_server import LiveServer, check_problem, wait_until
 from onnx import TensorProto, helper
 from onnx_factories import (
     IRIS_LABELS,
@@ -50,7 +50,6 @@ from onnx_factories import (
 
 POLL_S = 0.2
 CHANGE_TIMEOUT_S = 15.0
-PROBLEM = "application/problem+json"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIABETES_ROW = diabetes_rows(1)[0]
 SECRET = [1234.5, 2345.5, 3456.5, 4567.5]  # what the external-data models must never read
@@ -151,14 +150,6 @@ def wait_for(
         server=server,
         context=lambda: f"GET /models: {httpx.get(server.url + '/models', timeout=10.0).text}",
     )
-
-
-def assert_problem(answer: httpx.Response, status: int) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith(PROBLEM), answer.headers
-    body: dict[str, Any] = answer.json()
-    assert body["status"] == status
-    return body
 
 
 # -- what must go on serving -------------------------------------------------------------------
@@ -403,15 +394,15 @@ def assert_never_served(shared: Shared, placed: Placed) -> None:
     other version."""
     server = shared.server
     row = IRIS_ROW
-    assert_problem(server.predict(placed.model, row, placed.version), 503)
+    check_problem(server.predict(placed.model, row, placed.version), 503)
     batch = {"model": placed.model, "version": placed.version, "instances": [row]}
-    assert_problem(server.post("/predict/batch", batch), 503)
+    check_problem(server.post("/predict/batch", batch), 503)
     v2 = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
     answer = server.post(f"/v2/models/{placed.model}/versions/{placed.version}/infer", v2)
     assert answer.status_code == 503, answer.text
     if placed.whole_model:
-        assert_problem(server.predict(placed.model, row), 503)
-        assert_problem(server.get(f"/models/{placed.model}"), 503)
+        check_problem(server.predict(placed.model, row), 503)
+        check_problem(server.get(f"/models/{placed.model}"), 503)
         assert server.get(f"/v2/models/{placed.model}/ready").status_code == 400
 
 
@@ -599,8 +590,8 @@ def test_model_with_a_broken_model_toml_from_the_start_serves_once_fixed(shared,
         entry = server.models()[name]
         assert fragment in (entry["error"] or "").lower(), entry
         assert entry["versions"] == [], entry
-        assert_problem(server.predict(name, IRIS_ROW), 503)
-        assert_problem(server.get(f"/models/{name}"), 503)
+        check_problem(server.predict(name, IRIS_ROW), 503)
+        check_problem(server.get(f"/models/{name}"), 503)
         shared.good.serve(server)
 
         write_model_toml(shared.store / name, GOOD_TOML)
@@ -637,12 +628,12 @@ def test_store_missing_at_start_up_is_live_not_ready_until_it_appears(tmp_path):
         assert server.get("/health/live").status_code == 200
         deadline = time.monotonic() + 5 * POLL_S
         while time.monotonic() < deadline:
-            assert_problem(server.get("/health/ready"), 503)
+            check_problem(server.get("/health/ready"), 503)
             assert server.get("/v2/health/ready").status_code == 400
             assert server.models() == {}
             answer = server.predict("iris", IRIS_ROW)
             assert answer.status_code in (404, 503), answer.text
-            assert answer.headers["content-type"].startswith(PROBLEM)
+            check_problem(answer, answer.status_code)
             time.sleep(0.05)
 
         staging = tmp_path / ".store-staging"

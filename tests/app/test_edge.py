@@ -1,4 +1,4 @@
-"""Request ids on every answer, the access log record, and the request timeout (app.observe)."""
+"""Request ids on every answer, the access log record, and the request timeout (app.edge)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import StarletteDeprecationWarning
 
+from app.config import Settings
+from app.edge import Edge
 from app.logs import ACCESS_LOGGER
 from app.metrics import Metrics
-from app.observe import ObservedApp
+from app.runtime import Runtime
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -165,9 +167,15 @@ def _counts(metrics: Metrics) -> dict[tuple[str, str], float]:
     }
 
 
+def _edge_over(app: Any) -> Edge:
+    """The edge in front of `app`, with a 0.2 s request timeout and no access log."""
+    settings = Settings(_env_file=None, request_timeout_s=0.2, access_log=False)  # type: ignore[call-arg]
+    return Edge(app, Runtime(settings))
+
+
 def test_timeout_answers_504_problem():
-    metrics = Metrics()
-    app = ObservedApp(_slow_app, metrics, timeout_s=0.2, access_log_on=False)
+    app = _edge_over(_slow_app)
+    metrics = app.metrics
     client = TestClient(app, raise_server_exceptions=False)
 
     response = client.get("/anything", headers={"X-Request-ID": "slow-1"})
@@ -183,7 +191,7 @@ def test_timeout_answers_504_problem():
 
 
 def test_timeout_on_the_v2_protocol_answers_its_json_error():
-    app = ObservedApp(_slow_app, Metrics(), timeout_s=0.2, access_log_on=False)
+    app = _edge_over(_slow_app)
     client = TestClient(app, raise_server_exceptions=False)
 
     response = client.post("/v2/models/iris/infer", json={"inputs": []})

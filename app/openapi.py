@@ -1,0 +1,86 @@
+"""The OpenAPI document: FastAPI's, plus the hot routes (documented from the HotRoute entries
+that serve them) and the error bodies as they are really sent."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from app.edge import HotRoute
+from app.errors import is_v2
+from app.responses import problem_docs
+from app.schemas import Problem
+from app.v2_schemas import V2Error
+
+HOT_ROUTE_ERRORS = (400, 404, 405, 413, 415, 422, 503)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _hot_operation(route: HotRoute) -> dict[str, Any]:
+    doc = inspect.getdoc(route.answer) or ""
+    return {
+        "tags": [route.tag],
+        "summary": doc.split("\n", 1)[0].rstrip("."),
+        "description": doc,
+        "operationId": route.answer.__name__,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.request)}},
+        },
+        "responses": {
+            "200": {
+                "description": "Successful Response",
+                "content": {"application/json": {"schema": _ref(route.response)}},
+            },
+            **{str(status): doc for status, doc in problem_docs(*HOT_ROUTE_ERRORS).items()},
+        },
+    }
+
+
+def _error_bodies_as_served(schema: dict[str, Any]) -> None:
+    """Document error answers as they are sent: problem+json on the service's routes, and under
+    /v2 the protocol's `{"error"}` with 400 where FastAPI would have documented a 422."""
+    problem = {"application/problem+json": {"schema": _ref(Problem)}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if is_v2(path):
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": "The request does not fit the protocol or the model",
+                        "content": {"application/json": {"schema": _ref(V2Error)}},
+                    }
+                continue
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = problem
+
+
+def document(api: FastAPI, hot_routes: Iterable[HotRoute]) -> None:
+    """Make `api.openapi()` describe the whole served app."""
+    original = api.openapi
+    routes = list(hot_routes)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            models = {Problem, V2Error, *(m for r in routes for m in (r.request, r.response))}
+            for model in sorted(models, key=lambda m: m.__name__):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            hot = {route.path: {"post": _hot_operation(route)} for route in routes}
+            schema["paths"] = {**hot, **schema["paths"]}
+            _error_bodies_as_served(schema)
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

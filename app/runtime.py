@@ -1,0 +1,82 @@
+"""What the app owns while it runs: its settings, metrics, registry and watcher, typed, in one
+object that the edge and the routes share (the routes through app.deps)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import AsyncIterator
+
+from app.config import Settings
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.recent import RecentTraffic
+from app.shutdown import not_ready_on_sigterm
+from ml.registry import ModelRegistry
+from ml.store import StoreScanner
+from ml.watch import StoreWatcher
+
+
+class NotStarted(RuntimeError):
+    """The registry is asked for before the app's lifespan built it."""
+
+
+class Runtime:
+    """Long-lived state of one app: built by `create_app`, filled by the lifespan (`running`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.draining = False
+        """Set on SIGTERM (and by tests): readiness turns 503 while in-flight requests end."""
+        self.recent_traffic: RecentTraffic | None = None
+        """The status page's last minute of traffic, when UI_ENABLED (app.routes.ui)."""
+        self._registry: ModelRegistry | None = None
+        self._watcher: StoreWatcher | None = None
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            raise NotStarted("the app's lifespan has not started: no registry yet")
+        return self._registry
+
+    @property
+    def watcher(self) -> StoreWatcher:
+        if self._watcher is None:
+            raise NotStarted("the app's lifespan has not started: no watcher yet")
+        return self._watcher
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The registry and the watcher, for the lifespan: models load in the background while
+        the process already answers liveness, and readiness turns 200 once they are in."""
+        settings = self.settings
+        configure_logging(settings.log_level, settings.log_format)
+        # Everything imported so far lives as long as the process: moved out of the collector's
+        # reach, a full collection no longer walks it in the middle of requests.
+        gc.collect()
+        gc.freeze()
+        # Made here, in the running loop: the registry holds asyncio objects.
+        registry = ModelRegistry(
+            StoreScanner(settings.model_store), settings.default_model, self.metrics
+        )
+        self._registry = registry
+        self._watcher = StoreWatcher(registry, settings.poll_interval_s)
+        self.draining = False
+        with not_ready_on_sigterm(self):
+            async with self.metrics.flushing(), self._watcher.running():
+                yield
+                self.draining = True
+        await registry.close()
+        self.metrics.flush()  # runs that ended while the versions closed
+
+    def not_ready_reason(self) -> str | None:
+        """Why the server is not ready, or None when it is (/health/ready, /v2/health/ready)."""
+        if self.draining:
+            return "the server is shutting down"
+        registry = self.registry
+        if not registry.ready:
+            if registry.scanned:
+                return "no model version is available"
+            return "the model store is still being loaded"
+        return None
