@@ -15,6 +15,7 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers, is_v2
 from app.fastpath import FastPathApp
+from app.grpc.server import serving_grpc
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.observe import ObservedApp
@@ -49,7 +50,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.watcher = watcher
     app.state.draining = False
     with not_ready_on_sigterm(app.state):
-        async with app.state.metrics.flushing(), watcher.running():
+        async with (
+            app.state.metrics.flushing(),
+            watcher.running(),
+            serving_grpc(app.state, app.version),
+        ):
             yield
             app.state.draining = True
     await registry.close()

@@ -106,6 +106,7 @@ def our_server(
         "ACCESS_LOG": "false",  # the baselines log nothing either
         "ADMIN_TOKEN": None,
         "DEFAULT_MODEL": None,
+        "GRPC_PORT": "0",  # on unless asked for: two servers would share the default port
         **(extra_env or {}),
     }
     return serve([sys.executable, "-m", "app"], env, log=log)

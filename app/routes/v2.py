@@ -10,7 +10,7 @@ output (a sequence of maps) is not a tensor: it is left out unless asked for, wh
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from starlette.datastructures import State
@@ -155,6 +155,11 @@ def _resolve(state: State, name: str, version: str | None) -> LoadedModel:
 
 
 def _metadata(state: State, name: str, version: str | None) -> Response:
+    return json_response(metadata_of(state, name, version))
+
+
+def metadata_of(state: State, name: str, version: str | None) -> dict[str, Any]:
+    """The protocol's model metadata, for HTTP and gRPC alike."""
     model = _resolve(state, name, version)
     entry = state.registry.get(name)
     serving = sorted(
@@ -164,22 +169,20 @@ def _metadata(state: State, name: str, version: str | None) -> Response:
     )
     datatypes = {i.name: codec.ONNX_DATATYPES[i.onnx_type] for i in model.signature.inputs}
     outputs = codec.output_datatypes(model.signature)
-    return json_response(
-        {
-            "name": model.name,
-            "versions": [str(v) for v in serving],
-            "platform": PLATFORM,
-            "inputs": [
-                {"name": input_name, "datatype": datatypes[input_name], "shape": codec.dims(shape)}
-                for input_name, shape in model.codec.tensor_shapes().items()
-            ],
-            "outputs": [
-                {"name": info.name, "datatype": outputs[info.name], "shape": codec.dims(info.shape)}
-                for info in model.signature.outputs
-                if outputs[info.name] is not None
-            ],
-        }
-    )
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in serving],
+        "platform": PLATFORM,
+        "inputs": [
+            {"name": input_name, "datatype": datatypes[input_name], "shape": codec.dims(shape)}
+            for input_name, shape in model.codec.tensor_shapes().items()
+        ],
+        "outputs": [
+            {"name": info.name, "datatype": outputs[info.name], "shape": codec.dims(info.shape)}
+            for info in model.signature.outputs
+            if outputs[info.name] is not None
+        ],
+    }
 
 
 def _ready(state: State, name: str, version: str | None) -> Response:

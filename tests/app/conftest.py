@@ -69,7 +69,13 @@ def serve_store(
 
     `fast_path=False` serves the bare FastAPI app, whose own predict routes then answer.
     """
-    options: dict[str, Any] = {"poll_interval_s": 0, "default_model": None, **overrides}
+    # gRPC is tested through real processes (tests/grpc_api); in-process apps leave it off.
+    options: dict[str, Any] = {
+        "poll_interval_s": 0,
+        "default_model": None,
+        "grpc_port": 0,
+        **overrides,
+    }
     settings = Settings(_env_file=None, model_store=store, **options)  # type: ignore[call-arg]
     app = create_app(settings) if fast_path else create_fastapi(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
