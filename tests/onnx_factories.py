@@ -11,6 +11,8 @@ one again costs a file write.
                             column: "color" string, "size" float, "count" int64
     write_raw_model         x -> {"y": x * 2, "s": sum(x, axis=1, keepdims)}; neither classifier
                             nor regressor; `batch=1` fixes the batch dimension
+    write_half_model        "x" float16 [N, 2] -> "half" float16 (the same values) and "single"
+                            float (cast); hand-built, no metadata.json
     write_double_input_model, write_int64_input_model
                             "x" [N, 2] double / int64 -> "y" [N, 1] = row sum; hand-built, so
                             answered by output name unless metadata.json says "regression"
@@ -59,6 +61,7 @@ __all__ = [
     "write_double_input_model",
     "write_empty",
     "write_garbage",
+    "write_half_model",
     "write_int64_input_model",
     "write_iris_classifier",
     "write_model_toml",
@@ -242,6 +245,11 @@ def write_int64_input_model(dir: Path) -> Path:
     return _write(dir, _sum_bytes(TensorProto.INT64), None)
 
 
+def write_half_model(dir: Path) -> Path:
+    """Input "x" float16 [N, 2] -> "half" float16 (Identity) and "single" float (Cast)."""
+    return _write(dir, _half_bytes(), None)
+
+
 def write_garbage(dir: Path) -> Path:
     """A model.onnx holding bytes that are not an ONNX model."""
     return _write(dir, b"this is not an onnx model\x00\x01\x02", None)
@@ -358,6 +366,23 @@ def _raw_bytes(batch: int | None, features: int | None) -> bytes:
         initializer=[
             helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
             helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+        ],
+    )
+    return _model(graph)
+
+
+@functools.cache
+def _half_bytes() -> bytes:
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["half"]),
+            helper.make_node("Cast", ["x"], ["single"], to=TensorProto.FLOAT),
+        ],
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 2])],
+        [
+            helper.make_tensor_value_info("half", TensorProto.FLOAT16, ["N", 2]),
+            helper.make_tensor_value_info("single", TensorProto.FLOAT, ["N", 2]),
         ],
     )
     return _model(graph)

@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from starlette.datastructures import State
 
 from app.grpc.calls import CallLog
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
-from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.grpc.servicer import SERVICE, InferenceServicer
 from app.routes.health import not_ready_reason
 
@@ -49,6 +49,34 @@ def _reflection_pool() -> descriptor_pool.DescriptorPool:
         module.DESCRIPTOR.CopyToProto(file)
         pool.Add(file)
     return pool
+
+
+def _lenient(message_type: type[Message]) -> Callable[[bytes], Message | None]:
+    """A request deserializer that gives None for bytes that are not a message of the type, so
+    that the servicer answers INVALID_ARGUMENT (grpc's own answer to a failed parse is an
+    INTERNAL error that blames the server)."""
+
+    def parse(data: bytes) -> Message | None:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
+def _inference_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The service's methods, as the generated registration has them, with lenient parsing."""
+    service = pb.DESCRIPTOR.services_by_name[SERVICE.rsplit(".", 1)[1]]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
 async def _follow_readiness(state: State, servicer: health.aio.HealthServicer) -> None:
@@ -79,8 +107,8 @@ async def serving_grpc(state: State, server_version: str) -> AsyncIterator[grpc.
         ]
     )
     calls = CallLog(state.metrics, settings.access_log)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(state, server_version, calls), server
+    server.add_generic_rpc_handlers(
+        (_inference_handlers(InferenceServicer(state, server_version, calls)),)
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from starlette.datastructures import State
 
 from app.grpc import tensors
@@ -23,7 +24,7 @@ from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.grpc.status import grpc_status
 from app.routes.health import not_ready_reason
 from app.routes.v2 import INLINE_BYTES, SERVER_NAME, _resolve, metadata_of
-from app.v2_codec import InferCall, select_outputs
+from app.v2_codec import InferCall, bad_request, select_outputs
 from ml.errors import InferenceFailed, ModelNotReady
 from ml.model import LoadedModel
 from ml.rollout import Rollout
@@ -42,13 +43,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.calls = calls
 
     async def _answer(
-        self, context: Context, method: str, handler: Callable[[Tags], Awaitable[Answer]]
+        self,
+        context: Context,
+        method: str,
+        request: Message | None,
+        handler: Callable[[Tags], Awaitable[Answer]],
     ) -> Answer:
         """Run `handler` within the request timeout; an error becomes its status code. Every
-        call is counted, timed and logged with its request id."""
+        call is counted, timed and logged with its request id. `request` is None when its bytes
+        were not a message of the method's type (server.py)."""
         started = time.perf_counter()
         tags = Tags(self.calls.request_id(context))
         try:
+            if request is None:
+                raise bad_request(f"the request is not a valid {method}Request message")
             async with asyncio.timeout(self.state.settings.request_timeout_s):
                 answer = await handler(tags)
         except TimeoutError:
@@ -66,23 +74,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # Method names are the protocol's.
     async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: Context
+        self, request: pb.ServerLiveRequest | None, context: Context
     ) -> pb.ServerLiveResponse:
         async def live(tags: Tags) -> pb.ServerLiveResponse:
             return pb.ServerLiveResponse(live=True)
 
-        return await self._answer(context, "ServerLive", live)
+        return await self._answer(context, "ServerLive", request, live)
 
     async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: Context
+        self, request: pb.ServerReadyRequest | None, context: Context
     ) -> pb.ServerReadyResponse:
         async def ready(tags: Tags) -> pb.ServerReadyResponse:
             return pb.ServerReadyResponse(ready=not_ready_reason(self.state) is None)
 
-        return await self._answer(context, "ServerReady", ready)
+        return await self._answer(context, "ServerReady", request, ready)
 
     async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: Context
+        self, request: pb.ModelReadyRequest | None, context: Context
     ) -> pb.ModelReadyResponse:
         async def ready(tags: Tags) -> pb.ModelReadyResponse:
             try:
@@ -92,18 +100,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             tags.model, tags.version = model.name, str(model.version)
             return pb.ModelReadyResponse(ready=True)
 
-        return await self._answer(context, "ModelReady", ready)
+        return await self._answer(context, "ModelReady", request, ready)
 
     async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: Context
+        self, request: pb.ServerMetadataRequest | None, context: Context
     ) -> pb.ServerMetadataResponse:
         async def metadata(tags: Tags) -> pb.ServerMetadataResponse:
             return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.server_version)
 
-        return await self._answer(context, "ServerMetadata", metadata)
+        return await self._answer(context, "ServerMetadata", request, metadata)
 
     async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: Context
+        self, request: pb.ModelMetadataRequest | None, context: Context
     ) -> pb.ModelMetadataResponse:
         async def metadata(tags: Tags) -> pb.ModelMetadataResponse:
             about = metadata_of(self.state, request.name, request.version or None)
@@ -116,15 +124,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in about["outputs"]],
             )
 
-        return await self._answer(context, "ModelMetadata", metadata)
+        return await self._answer(context, "ModelMetadata", request, metadata)
 
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: Context
+        self, request: pb.ModelInferRequest | None, context: Context
     ) -> pb.ModelInferResponse:
         async def infer(tags: Tags) -> pb.ModelInferResponse:
             return await self._infer(request, context, tags)
 
-        return await self._answer(context, "ModelInfer", infer)
+        return await self._answer(context, "ModelInfer", request, infer)
 
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context, tags: Tags
@@ -138,7 +146,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         wanted = [(output.name, False) for output in request.outputs] or None
         for output in request.outputs:
             if "classification" in output.parameters:
-                raise tensors.bad_request(
+                raise bad_request(
                     f"output {output.name!r}: parameter 'classification' is not supported"
                 )
         call = InferCall(request.id, arrays, wanted, binary_default=False)
