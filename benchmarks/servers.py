@@ -96,8 +96,10 @@ def our_server(
     workers: int = 1,
     extra_env: Mapping[str, str | None] | None = None,
     log: Path | None = None,
+    cpu: str | None = None,
 ) -> contextlib.AbstractContextManager[Served]:
-    """Our service (`python -m app`) on `store`; `extra_env` overrides the defaults below."""
+    """Our service (`python -m app`) on `store`; `extra_env` overrides the defaults below;
+    `cpu` pins it (see `serve`)."""
     env: dict[str, str | None] = {
         "MODEL_STORE": str(store),
         "WORKERS": str(workers),
@@ -109,7 +111,7 @@ def our_server(
         "GRPC_PORT": "0",  # on unless asked for: two servers would share the default port
         **(extra_env or {}),
     }
-    return serve([sys.executable, "-m", "app"], env, log=log)
+    return serve([sys.executable, "-m", "app"], env, log=log, cpu=cpu)
 
 
 def baseline_server(
