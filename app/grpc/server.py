@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -79,17 +80,34 @@ def _inference_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-async def _follow_readiness(state: State, servicer: health.aio.HealthServicer) -> None:
-    while True:
-        serving = not_ready_reason(state) is None
+class ReadinessHealth(health.aio.HealthServicer):
+    """grpc.health.v1.Health whose statuses follow readiness: brought up to date by every
+    Check, and every HEALTH_REFRESH_S for the Watch streams."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__()
+        self.state = state
+
+    async def refresh(self) -> None:
+        serving = not_ready_reason(self.state) is None
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", SERVICE):
-            await servicer.set(service, status)
-        await asyncio.sleep(HEALTH_REFRESH_S)
+            await self.set(service, status)
+
+    async def Check(  # the protocol's method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)
+
+    async def follow(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(HEALTH_REFRESH_S)
 
 
 @contextlib.asynccontextmanager
@@ -110,7 +128,7 @@ async def serving_grpc(state: State, server_version: str) -> AsyncIterator[grpc.
     server.add_generic_rpc_handlers(
         (_inference_handlers(InferenceServicer(state, server_version, calls)),)
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = ReadinessHealth(state)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, _reflection_pool()
@@ -124,7 +142,7 @@ async def serving_grpc(state: State, server_version: str) -> AsyncIterator[grpc.
     if not bound:
         raise RuntimeError(f"cannot listen for gRPC on {address} (GRPC_PORT)")
     await server.start()
-    follower = asyncio.get_running_loop().create_task(_follow_readiness(state, health_servicer))
+    follower = asyncio.get_running_loop().create_task(health_servicer.follow())
     log.info("gRPC (Open Inference Protocol) on %s", address)
     try:
         yield server

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
-from app.v2_codec import _BY_DTYPE, DATATYPES, _read_strings, _to_binary, bad_request
+from app.v2_codec import _BY_DTYPE, DATATYPES, _from_binary, _to_binary, bad_request
+from app.v2_schemas import V2RequestInput
 
 # Which typed field of InferTensorContents carries each datatype, and the numpy type of that
 # field's values. FP16 has none: the protocol sends it as raw bytes only.
@@ -85,7 +86,7 @@ def decode_inputs(request: pb.ModelInferRequest, max_rows: int) -> dict[str, np.
                     f"{where} has typed contents while the request sends raw_input_contents; "
                     "send every input one way"
                 )
-            array = _from_raw(raw[index], dtype, tensor.datatype, shape, where)
+            array = _from_raw(raw[index], tensor.name, tensor.datatype, shape)
         elif tensor.HasField("contents"):
             array = _from_contents(tensor.contents, dtype, tensor.datatype, shape, where)
         else:
@@ -94,29 +95,11 @@ def decode_inputs(request: pb.ModelInferRequest, max_rows: int) -> dict[str, np.
     return arrays
 
 
-def _from_raw(
-    data: bytes, dtype: np.dtype[Any], datatype: str, shape: tuple[int, ...], where: str
-) -> np.ndarray:
-    count = math.prod(shape)
-    if dtype.kind == "O":
-        # Read (and count) what was sent before allocating what the shape claims.
-        strings = _read_strings(memoryview(data), count, where)
-        array = np.empty(count, dtype=object)
-        array[:] = strings
-        return array.reshape(shape)
-    expected = count * dtype.itemsize
-    if len(data) != expected:
-        raise bad_request(
-            f"{where} has {len(data)} bytes in raw_input_contents; shape {list(shape)} of "
-            f"{datatype} takes {expected}"
-        )
-    # A read-only view of the message's bytes: onnxruntime reads it as it is, with no copy.
-    array = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
-    if dtype.kind == "b" and (array.view(np.uint8) > 1).any():
-        raise bad_request(f"{where}: BOOL bytes must be 0 or 1")
-    if array.dtype != dtype:  # a big-endian host
-        array = array.astype(dtype)
-    return array.reshape(shape)
+def _from_raw(data: bytes, name: str, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The HTTP codec's reading of binary tensor data, which has the same layout; it counts
+    BYTES elements and checks sizes before it allocates."""
+    tensor = V2RequestInput.model_construct(name=name, shape=list(shape), datatype=datatype)
+    return _from_binary(tensor, memoryview(data))
 
 
 def _from_contents(

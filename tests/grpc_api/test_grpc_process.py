@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,12 @@ IRIS_ROW = np.array([[6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 SLOW_ROWS = 10_000  # MAX_BATCH_ROWS: a run of seconds through write_slow_model's layers
 
 
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Any]:
-    store = copy_demo_store(tmp_path / "store")
-    servers: list[LiveServer] = []
-
-    def start_server(**env: str) -> LiveServer:
-        server = LiveServer.start(store, tmp_path, env={"TMPDIR": str(tmp_path), **env})
-        servers.append(server)
-        return server
-
-    try:
-        yield start_server
-    finally:
-        for server in servers:
-            server.kill()
-            print(server.output())
+def start(tmp_path: Path, **env: str) -> LiveServer:
+    """A ready `python -m app` over a copy of the demo store (or the one already at tmp_path)."""
+    store = tmp_path / "store"
+    if not store.exists():
+        copy_demo_store(store)
+    return LiveServer.start(store, tmp_path, env={"TMPDIR": str(tmp_path), **env})
 
 
 def infer_request(model: str, rows: np.ndarray, name: str = "input") -> pb.ModelInferRequest:
@@ -51,26 +40,39 @@ def infer_request(model: str, rows: np.ndarray, name: str = "input") -> pb.Model
     return request
 
 
-def test_two_workers_serve_one_grpc_port(start):
-    server = start(WORKERS="2")
+def test_two_workers_serve_one_grpc_port(tmp_path):
+    with start(tmp_path, WORKERS="2") as server:
+        two_workers_serve_one_grpc_port(server)
+
+
+def two_workers_serve_one_grpc_port(server: LiveServer) -> None:
     deadline = time.monotonic() + 30
     while server.output().count("Application startup complete") < 2:
         assert time.monotonic() < deadline, f"two workers did not start:\n{server.output()}"
         time.sleep(0.05)
-    prefixes = set()
-    for _ in range(24):  # a new connection each time: the kernel picks the worker
+    prefixes: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(prefixes) < 2 and time.monotonic() < deadline:
+        # A new connection each time: the kernel picks the worker.
         with grpc.insecure_channel(server.grpc_target) as channel:
-            _, call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(
-                infer_request("iris", IRIS_ROW), timeout=10
-            )
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            try:
+                _, call = stub.ModelInfer.with_call(infer_request("iris", IRIS_ROW), timeout=10)
+            except grpc.RpcError as error:  # the other worker may still be loading its store
+                assert error.code() is grpc.StatusCode.UNAVAILABLE, error
+                continue
         # Generated request ids start with a prefix of their process.
         prefixes.add(dict(call.trailing_metadata())["x-request-id"].rsplit("-", 1)[0])
     assert len(prefixes) == 2, prefixes
 
 
-def test_sigterm_drains_the_grpc_call_in_flight_then_exits_0(start, tmp_path):
-    write_slow_model(Path(tmp_path / "store" / "slow" / "1"), layers=1000)
-    server = start(DRAIN_TIMEOUT_S="30")
+def test_sigterm_drains_the_grpc_call_in_flight_then_exits_0(tmp_path):
+    write_slow_model(copy_demo_store(tmp_path / "store") / "slow" / "1", layers=1000)
+    with start(tmp_path, DRAIN_TIMEOUT_S="30") as server:
+        sigterm_drains_the_call_in_flight(server)
+
+
+def sigterm_drains_the_call_in_flight(server: LiveServer) -> None:
     rows = np.ones((SLOW_ROWS, 64), dtype=np.float32)
     outcome: dict[str, Any] = {}
 
@@ -109,13 +111,14 @@ def test_sigterm_drains_the_grpc_call_in_flight_then_exits_0(start, tmp_path):
     assert server.process.wait(10) == 0, server.output()
 
 
-def test_grpc_port_0_serves_no_grpc(start):
+def test_grpc_port_0_serves_no_grpc(tmp_path):
     port = free_port()
-    server = start(GRPC_PORT="0")
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+    with (
+        start(tmp_path, GRPC_PORT="0") as server,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "gRPC" not in server.output()
 

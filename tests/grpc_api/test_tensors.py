@@ -76,7 +76,7 @@ def test_a_shape_that_claims_more_than_was_sent_allocates_nothing():
     detail = problem(request(("x", "FP32", [2**40, 4]), raw=[b"\x00" * 16]))
     assert "x" in detail and "rows" in detail  # over MAX_BATCH_ROWS before anything else
     detail = problem(request(("x", "FP32", [3, 2**40]), raw=[b"\x00" * 16]))
-    assert "input 'x' has 16 bytes in raw_input_contents" in detail
+    assert "input 'x' has 16 bytes of binary data" in detail
     assert "takes 13194139533312" in detail
 
 
