@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     """Bearer token for /admin/*; unset turns the admin routes off (403)."""
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    grpc_port: int = Field(8081, ge=0, le=65535)
+    """Port of the Open Inference Protocol over gRPC, on HOST; 0 turns gRPC off."""
+    grpc_max_message_bytes: int | None = Field(None, ge=1)
+    """Largest gRPC request message; unset means MAX_BODY_BYTES."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = "text"
     """`json` writes one JSON object a line (access log included)."""

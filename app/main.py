@@ -19,6 +19,7 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.edge import HOT_ROUTES, Edge
 from app.errors import install_error_handlers
+from app.grpc.server import serving_grpc
 from app.openapi import document
 from app.routes import admin, health, metrics, models, redoc, ui, v2
 from app.runtime import Runtime
@@ -33,7 +34,8 @@ def create_api(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running():
+        # gRPC stops (draining its calls) before the runtime closes the registry.
+        async with runtime.running(), serving_grpc(runtime, __version__):
             yield
 
     about: dict[str, Any] = {

@@ -23,9 +23,10 @@ def our_server(
     workers: int = 1,
     extra_env: Mapping[str, str | None] | None = None,
     log: Path | None = None,
+    cpu: str | None = None,
 ) -> contextlib.AbstractContextManager[Served]:
-    """Our service (`python -m app`) on `store`, run from the checkout."""
-    return model_server(store, workers, extra_env, log, cwd=REPO)
+    """Our service (`python -m app`) on `store`, run from the checkout; `cpu` pins it."""
+    return model_server(store, workers, extra_env, log, REPO, cpu)
 
 
 def baseline_server(

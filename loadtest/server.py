@@ -110,6 +110,7 @@ def model_server(
         "ACCESS_LOG": "false",
         "ADMIN_TOKEN": None,
         "DEFAULT_MODEL": None,
+        "GRPC_PORT": "0",  # no gRPC: two servers would share its default port
         **(extra_env or {}),
     }
     return serve([sys.executable, "-m", "app"], env, log=log, cwd=cwd, cpu=cpu)

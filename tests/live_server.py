@@ -90,6 +90,12 @@ class LiveServer:
     store: Path
     log: Path  # stdout, and stderr too unless `stderr_log` is set
     stderr_log: Path | None = None
+    grpc_port: int = 0  # GRPC_PORT: a free port of its own (0 when `env` turns gRPC off)
+
+    @property
+    def grpc_target(self) -> str:
+        """`host:port` of its gRPC server, for tritonclient.grpc or a grpc channel."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     @classmethod
     def start(
@@ -112,7 +118,8 @@ class LiveServer:
         `wait_ready`) answers 200 within `start_timeout_s`, else stop it and fail with its output.
 
         The environment is `base_env` (by default this process's) without any server variable,
-        then MODEL_STORE, HOST, PORT, POLL_INTERVAL_S=0 and PYTHONUNBUFFERED=1, then `env`.
+        then MODEL_STORE, HOST, PORT, GRPC_PORT (another free port), POLL_INTERVAL_S=0 and
+        PYTHONUNBUFFERED=1, then `env`.
         `split_stderr` logs stderr to a file of its own (`errors()`); `preexec_fn` runs in the
         child before exec.
         """
@@ -122,6 +129,7 @@ class LiveServer:
             MODEL_STORE=str(store),
             HOST="127.0.0.1",
             PORT=str(port),
+            GRPC_PORT=str(free_port()),
             POLL_INTERVAL_S="0",
             PYTHONUNBUFFERED="1",
         )
@@ -140,7 +148,8 @@ class LiveServer:
                 start_new_session=True,  # its own process group, so that workers can be killed too
                 preexec_fn=preexec_fn,
             )
-        server = cls(process, f"http://127.0.0.1:{port}", port, store, log, stderr_log)
+        grpc_port = int(environment["GRPC_PORT"])
+        server = cls(process, f"http://127.0.0.1:{port}", port, store, log, stderr_log, grpc_port)
         try:
             paths = ["/health/live", ready_path] if wait_ready else ["/health/live"]
             server._wait_for(paths, start_timeout_s)

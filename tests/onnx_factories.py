@@ -11,6 +11,10 @@ one again costs a file write.
                             column: "color" string, "size" float, "count" int64
     write_raw_model         x -> {"y": x * 2, "s": sum(x, axis=1, keepdims)}; neither classifier
                             nor regressor; `batch=1` fixes the batch dimension
+    write_half_model        "x" float16 [N, 2] -> "half" float16 (the same values) and "single"
+                            float (cast); hand-built, no metadata.json
+    write_slow_model        "x" float [N, 64] -> "y" float [N, 64]: `layers` matrix products in a
+                            row, to keep a run busy for a while; no metadata.json
     write_double_input_model, write_int64_input_model
                             "x" [N, 2] double / int64 -> "y" [N, 1] = row sum; hand-built, so
                             answered by output name unless metadata.json says "regression"
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 18
 ML_OPSET = 3
@@ -61,11 +65,13 @@ __all__ = [
     "write_empty",
     "write_garbage",
     "write_graph",
+    "write_half_model",
     "write_int64_input_model",
     "write_iris_classifier",
     "write_model_toml",
     "write_raw_model",
     "write_regressor",
+    "write_slow_model",
 ]
 
 
@@ -253,6 +259,16 @@ def write_int64_input_model(dir: Path) -> Path:
     return _write(dir, _sum_bytes(TensorProto.INT64), None)
 
 
+def write_half_model(dir: Path) -> Path:
+    """Input "x" float16 [N, 2] -> "half" float16 (Identity) and "single" float (Cast)."""
+    return _write(dir, _half_bytes(), None)
+
+
+def write_slow_model(dir: Path, layers: int = 200) -> Path:
+    """Input "x" float [N, 64] -> "y" float [N, 64], through `layers` MatMul + Tanh pairs."""
+    return _write(dir, _slow_bytes(layers), None)
+
+
 def write_garbage(dir: Path) -> Path:
     """A model.onnx holding bytes that are not an ONNX model."""
     return _write(dir, b"this is not an onnx model\x00\x01\x02", None)
@@ -370,6 +386,42 @@ def _raw_bytes(batch: int | None, features: int | None) -> bytes:
             helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
             helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
         ],
+    )
+    return _model(graph)
+
+
+@functools.cache
+def _half_bytes() -> bytes:
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["half"]),
+            helper.make_node("Cast", ["x"], ["single"], to=TensorProto.FLOAT),
+        ],
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 2])],
+        [
+            helper.make_tensor_value_info("half", TensorProto.FLOAT16, ["N", 2]),
+            helper.make_tensor_value_info("single", TensorProto.FLOAT, ["N", 2]),
+        ],
+    )
+    return _model(graph)
+
+
+@functools.cache
+def _slow_bytes(layers: int) -> bytes:
+    weights = np.random.default_rng(0).normal(0, 0.1, (64, 64)).astype(np.float32)
+    nodes = []
+    previous = "x"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [f"m{i}"]))
+        previous = "y" if i == layers - 1 else f"t{i}"
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [previous]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        initializer=[numpy_helper.from_array(weights, "w")],
     )
     return _model(graph)
 

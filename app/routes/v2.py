@@ -10,7 +10,7 @@ output (a sequence of maps) is not a tensor: it is left out unless asked for, wh
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
@@ -164,6 +164,11 @@ def _resolve(registry: ModelRegistry, name: str, version: str | None) -> LoadedM
 
 
 def _metadata(registry: ModelRegistry, name: str, version: str | None) -> Response:
+    return json_response(metadata_of(registry, name, version))
+
+
+def metadata_of(registry: ModelRegistry, name: str, version: str | None) -> dict[str, Any]:
+    """The protocol's model metadata, for HTTP and gRPC alike."""
     model = _resolve(registry, name, version)
     entry = registry.get(name)
     serving = sorted(
@@ -173,22 +178,20 @@ def _metadata(registry: ModelRegistry, name: str, version: str | None) -> Respon
     )
     datatypes = {i.name: codec.v2_datatype(i.onnx_type) for i in model.signature.inputs}
     outputs = codec.output_datatypes(model.signature)
-    return json_response(
-        {
-            "name": model.name,
-            "versions": [str(v) for v in serving],
-            "platform": PLATFORM,
-            "inputs": [
-                {"name": input_name, "datatype": datatypes[input_name], "shape": codec.dims(shape)}
-                for input_name, shape in model.codec.tensor_shapes().items()
-            ],
-            "outputs": [
-                {"name": info.name, "datatype": outputs[info.name], "shape": codec.dims(info.shape)}
-                for info in model.signature.outputs
-                if outputs[info.name] is not None
-            ],
-        }
-    )
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in serving],
+        "platform": PLATFORM,
+        "inputs": [
+            {"name": input_name, "datatype": datatypes[input_name], "shape": codec.dims(shape)}
+            for input_name, shape in model.codec.tensor_shapes().items()
+        ],
+        "outputs": [
+            {"name": info.name, "datatype": outputs[info.name], "shape": codec.dims(info.shape)}
+            for info in model.signature.outputs
+            if outputs[info.name] is not None
+        ],
+    }
 
 
 def _ready(registry: ModelRegistry, name: str, version: str | None) -> Response:

@@ -64,7 +64,13 @@ def wait_until_scanned(client: TestClient) -> httpx.Response:
 @contextmanager
 def serve_store(store: Path, *, ready: bool = True, **overrides: Any) -> Iterator[TestClient]:
     """A client of the app over `store`, after its first scan (and readiness, if `ready`)."""
-    options: dict[str, Any] = {"poll_interval_s": 0, "default_model": None, **overrides}
+    # gRPC is tested through real processes (tests/grpc_api); in-process apps leave it off.
+    options: dict[str, Any] = {
+        "poll_interval_s": 0,
+        "default_model": None,
+        "grpc_port": 0,
+        **overrides,
+    }
     settings = Settings(_env_file=None, model_store=store, **options)  # type: ignore[call-arg]
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -106,6 +106,13 @@ def test_the_server_listens_where_the_probes_ask(container: Manifest, env: dict[
     assert int(env["PORT"]) == container["ports"][0]["containerPort"]
 
 
+def test_the_grpc_port_is_exposed(container: Manifest, env: dict[str, str]) -> None:
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == int(env["GRPC_PORT"]) != 0
+    service_ports = {p["targetPort"]: p for p in one("Service")["spec"]["ports"]}
+    assert service_ports["grpc"]["appProtocol"] == "grpc"
+
+
 def test_grace_period_covers_prestop_and_drain(
     deployment: Manifest, container: Manifest, env: dict[str, str]
 ) -> None:

@@ -67,6 +67,7 @@ class Served:
                 poll_interval_s=0,
                 default_model=None,
                 admin_token=ADMIN_TOKEN,
+                grpc_port=0,
             )
         )
 

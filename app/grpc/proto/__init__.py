@@ -1,0 +1,1 @@
+"""KServe's Open Inference Protocol definition and its generated modules (regenerate.py)."""

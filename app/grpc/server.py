@@ -1,0 +1,156 @@
+"""The grpc.aio server, started and stopped by the app's lifespan on HOST:GRPC_PORT.
+
+Besides the inference service it serves the standard `grpc.health.v1.Health` (for Kubernetes
+`grpc` probes: SERVING while /health/ready is 200, NOT_SERVING before and while draining) and
+server reflection (so `grpcurl list` works). Every worker process binds the same port
+(SO_REUSEPORT), and the kernel spreads connections over them. On shutdown the server stops
+taking calls and lets those in flight finish, for up to DRAIN_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from app.grpc.calls import CallLog
+from app.grpc.proto import grpc_predict_v2_pb2 as pb
+from app.grpc.servicer import SERVICE, InferenceServicer
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# How often the health service's statuses follow readiness (what Watch streams report).
+HEALTH_REFRESH_S = 0.5
+
+
+def message_limit(runtime: Runtime) -> int:
+    """GRPC_MAX_MESSAGE_BYTES, or MAX_BODY_BYTES when unset."""
+    settings = runtime.settings
+    limit: int = settings.grpc_max_message_bytes or settings.max_body_bytes
+    return limit
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """The files that reflection describes. The inference service's descriptors live in a pool
+    of their own (app/grpc/proto/regenerate.py), so reflection gets one with all three."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (pb, health_pb2, reflection_pb2):
+        file = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(file)
+        pool.Add(file)
+    return pool
+
+
+def _lenient(message_type: type[Message]) -> Callable[[bytes], Message | None]:
+    """A request deserializer that gives None for bytes that are not a message of the type, so
+    that the servicer answers INVALID_ARGUMENT (grpc's own answer to a failed parse is an
+    INTERNAL error that blames the server)."""
+
+    def parse(data: bytes) -> Message | None:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
+def _inference_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The service's methods, as the generated registration has them, with lenient parsing."""
+    service = pb.DESCRIPTOR.services_by_name[SERVICE.rsplit(".", 1)[1]]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+class ReadinessHealth(health.aio.HealthServicer):
+    """grpc.health.v1.Health whose statuses follow readiness: brought up to date by every
+    Check, and every HEALTH_REFRESH_S for the Watch streams."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    async def refresh(self) -> None:
+        serving = self.runtime.not_ready_reason() is None
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE):
+            await self.set(service, status)
+
+    async def Check(  # the protocol's method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)
+
+    async def follow(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(HEALTH_REFRESH_S)
+
+
+@contextlib.asynccontextmanager
+async def serving_grpc(
+    runtime: Runtime, server_version: str
+) -> AsyncIterator[grpc.aio.Server | None]:
+    """Serve gRPC while the block runs (nothing when GRPC_PORT is 0)."""
+    settings = runtime.settings
+    if settings.grpc_port == 0:
+        yield None
+        return
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", message_limit(runtime)),
+            ("grpc.max_send_message_length", -1),  # answers are bounded by MAX_BATCH_ROWS
+            ("grpc.so_reuseport", 1),
+        ]
+    )
+    calls = CallLog(runtime.metrics, settings.access_log)
+    server.add_generic_rpc_handlers(
+        (_inference_handlers(InferenceServicer(runtime, server_version, calls)),)
+    )
+    health_servicer = ReadinessHealth(runtime)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, _reflection_pool()
+    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot listen for gRPC on {address} (GRPC_PORT): {exc}") from exc
+    if not bound:
+        raise RuntimeError(f"cannot listen for gRPC on {address} (GRPC_PORT)")
+    await server.start()
+    follower = asyncio.get_running_loop().create_task(health_servicer.follow())
+    log.info("gRPC (Open Inference Protocol) on %s", address)
+    try:
+        yield server
+    finally:
+        follower.cancel()
+        await health_servicer.enter_graceful_shutdown()
+        # New calls are refused from here; those in flight finish within the grace period.
+        await server.stop(settings.drain_timeout_s)
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower

@@ -1,0 +1,167 @@
+"""`inference.GRPCInferenceService`: the Open Inference Protocol's calls, answered through the
+same registry, checks, batching and rollouts as HTTP.
+
+A call that names no `model_version` is answered by the default version, or by the model's
+rollout (traffic split, sticky routing by the metadata key named `sticky_header`), as
+/predict is. Health calls answer true or false; a model that does not exist is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from app.grpc import tensors
+from app.grpc.calls import CallLog, Tags
+from app.grpc.proto import grpc_predict_v2_pb2 as pb
+from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from app.grpc.status import grpc_status
+from app.routes.v2 import INLINE_BYTES, SERVER_NAME, _resolve, _version_number, metadata_of
+from app.runtime import Runtime
+from app.v2_codec import InferCall, bad_request, select_outputs
+from ml.errors import ModelNotReady
+
+Answer = TypeVar("Answer")
+Context = grpc.aio.ServicerContext[Any, Any]
+SERVICE = "inference.GRPCInferenceService"
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The service over the app's runtime (its registry, settings and draining flag)."""
+
+    def __init__(self, runtime: Runtime, server_version: str, calls: CallLog) -> None:
+        self.runtime = runtime
+        self.server_version = server_version
+        self.calls = calls
+
+    async def _answer(
+        self,
+        context: Context,
+        method: str,
+        request: Message | None,
+        handler: Callable[[Tags], Awaitable[Answer]],
+    ) -> Answer:
+        """Run `handler` within the request timeout; an error becomes its status code. Every
+        call is counted, timed and logged with its request id. `request` is None when its bytes
+        were not a message of the method's type (server.py)."""
+        started = time.perf_counter()
+        tags = Tags(self.calls.request_id(context))
+        try:
+            if request is None:
+                raise bad_request(f"the request is not a valid {method}Request message")
+            async with asyncio.timeout(self.runtime.settings.request_timeout_s):
+                answer = await handler(tags)
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            message = f"no answer within {self.runtime.settings.request_timeout_s:g} s"
+        except Exception as exc:  # every error becomes a status; grpc_status logs unexpected ones
+            code, message = grpc_status(exc)
+        else:
+            context.set_trailing_metadata(tags.metadata())
+            self.calls.record(context, f"/{SERVICE}/{method}", tags, grpc.StatusCode.OK, started)
+            return answer
+        self.calls.record(context, f"/{SERVICE}/{method}", tags, code, started)
+        await context.abort(code, message, tags.metadata())
+        raise AssertionError("abort() raises")  # pragma: no cover
+
+    # Method names are the protocol's.
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest | None, context: Context
+    ) -> pb.ServerLiveResponse:
+        async def live(tags: Tags) -> pb.ServerLiveResponse:
+            return pb.ServerLiveResponse(live=True)
+
+        return await self._answer(context, "ServerLive", request, live)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest | None, context: Context
+    ) -> pb.ServerReadyResponse:
+        async def ready(tags: Tags) -> pb.ServerReadyResponse:
+            return pb.ServerReadyResponse(ready=self.runtime.not_ready_reason() is None)
+
+        return await self._answer(context, "ServerReady", request, ready)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest | None, context: Context
+    ) -> pb.ModelReadyResponse:
+        async def ready(tags: Tags) -> pb.ModelReadyResponse:
+            try:
+                model = _resolve(self.runtime.registry, request.name, request.version or None)
+            except ModelNotReady:  # the protocol's "false"; an unknown model stays NOT_FOUND
+                return pb.ModelReadyResponse(ready=False)
+            tags.model, tags.version = model.name, str(model.version)
+            return pb.ModelReadyResponse(ready=True)
+
+        return await self._answer(context, "ModelReady", request, ready)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest | None, context: Context
+    ) -> pb.ServerMetadataResponse:
+        async def metadata(tags: Tags) -> pb.ServerMetadataResponse:
+            return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.server_version)
+
+        return await self._answer(context, "ServerMetadata", request, metadata)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest | None, context: Context
+    ) -> pb.ModelMetadataResponse:
+        async def metadata(tags: Tags) -> pb.ModelMetadataResponse:
+            about = metadata_of(self.runtime.registry, request.name, request.version or None)
+            tags.model = about["name"]
+            return pb.ModelMetadataResponse(
+                name=about["name"],
+                versions=about["versions"],
+                platform=about["platform"],
+                inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in about["inputs"]],
+                outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in about["outputs"]],
+            )
+
+        return await self._answer(context, "ModelMetadata", request, metadata)
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest | None, context: Context
+    ) -> pb.ModelInferResponse:
+        async def infer(tags: Tags) -> pb.ModelInferResponse:
+            return await self._infer(request, context, tags)
+
+        return await self._answer(context, "ModelInfer", request, infer)
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: Context, tags: Tags
+    ) -> pb.ModelInferResponse:
+        registry = self.runtime.registry
+        version = _version_number(registry, request.model_name, request.model_version or None)
+        model = registry.resolve(request.model_name, version)
+        max_rows = self.runtime.settings.max_batch_rows
+        if sum(len(raw) for raw in request.raw_input_contents) > INLINE_BYTES:
+            arrays = await asyncio.to_thread(tensors.decode_inputs, request, max_rows)
+        else:
+            arrays = tensors.decode_inputs(request, max_rows)
+        wanted = [(output.name, False) for output in request.outputs] or None
+        for output in request.outputs:
+            if "classification" in output.parameters:
+                raise bad_request(
+                    f"output {output.name!r}: parameter 'classification' is not supported"
+                )
+        call = InferCall(request.id, arrays, wanted, binary_default=False)
+        outputs = [name for name, _ in select_outputs(call, model.signature, model.name)]
+        # A call naming no version follows the model's rollout (sticky key from the metadata).
+        answered, raw = await registry.infer(
+            request.model_name,
+            version,
+            arrays,
+            lambda key: self.calls.metadata_value(context, key),
+        )
+        if answered is not model:
+            model = answered
+            outputs = [name for name, _ in select_outputs(call, model.signature, model.name)]
+        tags.model, tags.version = model.name, str(model.version)
+        args = (model.name, model.version, request.id, raw, outputs)
+        if sum(getattr(raw[name], "nbytes", 0) for name in outputs) > INLINE_BYTES:
+            return await asyncio.to_thread(tensors.encode_response, *args)
+        return tensors.encode_response(*args)
