@@ -112,6 +112,7 @@ class Metrics:
         self._answers: dict[AnswerKey, _AnswerTally] = {}
         self._flush_listeners: list[FlushListener] = []
         self._runs: dict[tuple[str, int], tuple[_HistogramTally, _HistogramTally]] = {}
+        self._rollout_children: dict[tuple[str, int], Any] = {}
         r = self.registry
         self.requests = Counter(
             "model_server_requests",
@@ -252,7 +253,12 @@ class Metrics:
         self.loaded_versions.labels(model).set(count)
 
     def rollout_answered(self, model: str, version: int) -> None:
-        self.rollout_requests.labels(model, str(version)).inc()
+        child = self._rollout_children.get((model, version))
+        if child is None:  # the label lookup costs more than the update: done once per version
+            child = self._rollout_children[(model, version)] = self.rollout_requests.labels(
+                model, str(version)
+            )
+        child.inc()
 
     def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
         self.shadow_comparisons.labels(model, str(candidate), outcome).inc(rows)

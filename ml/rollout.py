@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
+import operator
 import random
 import time
 from collections import deque
@@ -40,9 +42,14 @@ log = logging.getLogger(__name__)
 
 BUCKETS = 100
 # Shadow requests waiting for the candidate; beyond this they are dropped, never waited for.
-SHADOW_QUEUE_SIZE = 256
+SHADOW_QUEUE_SIZE = 4096
 # Rows scored by the candidate in one run, at most: queued requests are run together.
-SHADOW_BATCH_ROWS = 256
+SHADOW_BATCH_ROWS = 512
+# How long the shadow task lets rows gather before a run: a run's fixed cost, shared by many
+# rows, is what keeps shadowing every request affordable. Its answers are never waited for.
+SHADOW_GATHER_S = 0.02
+# Rows checked, run and compared between two yields of the event loop.
+SHADOW_SLICE_ROWS = 32
 LATENCY_SAMPLES = 2048
 Z95 = 1.959963984540054
 
@@ -105,13 +112,24 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
 def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> list[RowComparison]:
     """Row by row: classes equal (classifiers), or every number within the samples.json
     tolerances of the default's (regressors and other models)."""
+    fast = _compare_classifier(default, candidate, rows) or _compare_regressor(
+        default, candidate, rows
+    )
+    if fast is not None:
+        return fast
     results = []
     for index in range(rows):
         default_class, default_values = _row(default, index)
         candidate_class, candidate_values = _row(candidate, index)
+        if (
+            isinstance(default_values, Mapping)
+            and isinstance(candidate_values, Mapping)
+            and default_values.keys() == candidate_values.keys()
+        ):  # the same names in another order: compared name by name
+            candidate_values = {key: candidate_values[key] for key in default_values}
         ours, theirs = list(_numbers(default_values)), list(_numbers(candidate_values))
         diff = (
-            float(np.mean(np.abs(np.subtract(ours, theirs))))
+            sum(abs(o - t) for o, t in zip(ours, theirs, strict=True)) / len(ours)
             if ours and len(ours) == len(theirs)
             else None
         )
@@ -124,6 +142,45 @@ def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> lis
             )
         results.append(RowComparison(agreed, diff))
     return results
+
+
+def _matrix(rows: list[dict[str, float]], width: int) -> np.ndarray:
+    values = itertools.chain.from_iterable(map(dict.values, rows))
+    return np.fromiter(values, float, count=len(rows) * width).reshape(len(rows), width)
+
+
+def _compare_classifier(
+    default: Predictions, candidate: Predictions, rows: int
+) -> list[RowComparison] | None:
+    """Two classifiers naming the same classes in the same order: compared a slice at a time."""
+    ours, theirs = default.probabilities, candidate.probabilities
+    if not ours or not theirs or default.predictions is None or candidate.predictions is None:
+        return None
+    keys = tuple(ours[0])  # in order: values are compared by position below
+    if any(tuple(row) != keys for row in itertools.chain(ours, theirs)):
+        return None
+    diffs = np.abs(_matrix(ours, len(keys)) - _matrix(theirs, len(keys))).mean(axis=1).tolist()
+    agreed = map(operator.eq, default.predictions, candidate.predictions)
+    return list(map(RowComparison, agreed, diffs))
+
+
+def _compare_regressor(
+    default: Predictions, candidate: Predictions, rows: int
+) -> list[RowComparison] | None:
+    """Two models answering one number per row: compared a slice at a time."""
+    ours, theirs = default.predictions, candidate.predictions
+    if (
+        ours is None
+        or theirs is None
+        or default.probabilities is not None
+        or candidate.probabilities is not None
+        or not all(type(v) is float for v in itertools.chain(ours, theirs))
+    ):
+        return None
+    mine, other = np.asarray(ours, float), np.asarray(theirs, float)
+    diff = np.abs(mine - other)
+    agreed = (diff <= DEFAULT_ATOL + DEFAULT_RTOL * np.abs(mine)).tolist()
+    return list(map(RowComparison, agreed, diff.tolist()))
 
 
 class _Window:
@@ -245,6 +302,7 @@ class Rollout:
         assert self._queue is not None
         while True:
             candidate, first = await self._queue.get()
+            await asyncio.sleep(SHADOW_GATHER_S)
             batch = [first]
             rows = len(first.rows)
             while rows < SHADOW_BATCH_ROWS and not self._queue.empty():
@@ -253,41 +311,48 @@ class Rollout:
                     continue  # the candidate was reloaded meanwhile: an old answer
                 batch.append(more)
                 rows += len(more.rows)
-            if self.halt_reason is not None:
-                continue
             all_rows = [row for item in batch for row in item.rows]
-            started = time.perf_counter()
-            try:
-                # Not a worker thread for the whole of it: a thread holding the GIL for its
-                # Python work can hold up the event loop for a whole switch interval.
-                answer = await candidate.score(all_rows, ("shadow",))
-            except Exception as exc:  # any failure of the candidate is counted, never raised
-                log.debug("shadow run of %s/%s failed: %s", self.model, self.candidate, exc)
-                self.errors += rows
-                self._note_failures(rows, failed=True)
-                if self.observer is not None:
-                    self.observer.shadow_compared(self.model, self.candidate, "error", rows)
-                continue
-            self._latency_of(candidate.version).append(time.perf_counter() - started)
-            self._note_failures(rows, failed=False)
-            offset = 0
-            for item in batch:
-                n = len(item.rows)
-                mine = _slice(answer, offset, n)
-                offset += n
-                self._count(compare_rows(item.default, mine, n))
-            await asyncio.sleep(0)  # let waiting requests go first
+            defaults = _joined([item.default for item in batch])
+            # Slices, with the loop yielded between them: checking, decoding and comparing
+            # rows is Python work on the event loop, and requests must not wait behind much
+            # of it (a worker thread holding the GIL for it would stall the loop for longer).
+            for start in range(0, rows, SHADOW_SLICE_ROWS):
+                if self.halt_reason is not None:
+                    break
+                end = min(start + SHADOW_SLICE_ROWS, rows)
+                await self._score(candidate, all_rows[start:end], _slice(defaults, start, end))
+                await asyncio.sleep(0)
+
+    async def _score(
+        self, candidate: LoadedModel, rows: Sequence[Any], defaults: Predictions
+    ) -> None:
+        """Score one slice of shadow rows on the candidate and count how they compare."""
+        count = len(rows)
+        started = time.perf_counter()
+        try:
+            answer = await candidate.score(rows, ("shadow",))
+        except Exception as exc:  # any failure of the candidate is counted, never raised
+            log.debug("shadow run of %s/%s failed: %s", self.model, self.candidate, exc)
+            self.errors += count
+            self._note_failures(count, failed=True)
+            if self.observer is not None:
+                self.observer.shadow_compared(self.model, self.candidate, "error", count)
+            return
+        self._latency_of(candidate.version).append(time.perf_counter() - started)
+        self._note_failures(count, failed=False)
+        self._count(compare_rows(defaults, answer, count))
 
     def _count(self, results: list[RowComparison]) -> None:
         agreed = sum(r.agreed for r in results)
         self.compared += len(results)
         self.agreed += agreed
-        for result in results:
-            self._recent_agreement.add(result.agreed)
-            if result.abs_diff is not None:
-                self._abs_diff_sum += result.abs_diff
-                self._abs_diff_rows += 1
-            self._check_halt()  # after each row: any window of the stream can trip it
+        diffs = [r.abs_diff for r in results if r.abs_diff is not None]
+        self._abs_diff_sum += sum(diffs)
+        self._abs_diff_rows += len(diffs)
+        if self.config.min_agreement is not None:
+            for result in results:
+                self._recent_agreement.add(result.agreed)
+                self._check_halt()  # after each row: any window of the stream can trip it
         if self.observer is not None:
             if agreed:
                 self.observer.shadow_compared(self.model, self.candidate, "agreed", agreed)
@@ -297,6 +362,8 @@ class Rollout:
                 )
 
     def _note_failures(self, rows: int, *, failed: bool) -> None:
+        if self.config.max_error_rate is None:
+            return
         for _ in range(min(rows, self.config.window)):
             self._recent_failures.add(failed)
             self._check_halt()
@@ -387,12 +454,31 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
     return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
 
 
-def _slice(answer: Predictions, start: int, count: int) -> Predictions:
-    end = start + count
+def _slice(answer: Predictions, start: int, end: int) -> Predictions:
     return Predictions(
         predictions=None if answer.predictions is None else answer.predictions[start:end],
         probabilities=None if answer.probabilities is None else answer.probabilities[start:end],
         outputs=None
         if answer.outputs is None
         else {name: values[start:end] for name, values in answer.outputs.items()},
+    )
+
+
+def _joined(answers: Sequence[Predictions]) -> Predictions:
+    """Answers for consecutive rows as one answer (all of one model version, one shape)."""
+    if len(answers) == 1:
+        return answers[0]
+    first = answers[0]
+    return Predictions(
+        predictions=None
+        if first.predictions is None
+        else [p for a in answers for p in a.predictions or ()],
+        probabilities=None
+        if first.probabilities is None
+        else [p for a in answers for p in a.probabilities or ()],
+        outputs=None
+        if first.outputs is None
+        else {
+            name: [v for a in answers for v in (a.outputs or {})[name]] for name in first.outputs
+        },
     )

@@ -414,3 +414,22 @@ def write_lookup_model(folder: Path, table_size: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.onnx").write_bytes(model.SerializeToString())
     return folder
+
+
+def test_classifier_slices_compare_as_row_by_row() -> None:
+    default = Predictions(
+        predictions=["a", "b", "a"],
+        probabilities=[{"a": 0.9, "b": 0.1}, {"a": 0.2, "b": 0.8}, {"a": 0.6, "b": 0.4}],
+    )
+    candidate = Predictions(
+        predictions=["a", "a", "a"],
+        probabilities=[{"a": 0.9, "b": 0.1}, {"a": 0.7, "b": 0.3}, {"a": 0.5, "b": 0.5}],
+    )
+    results = compare_rows(default, candidate, 3)
+    assert [r.agreed for r in results] == [True, False, True]
+    assert [r.abs_diff for r in results] == pytest.approx([0.0, 0.5, 0.1])
+    other_order = Predictions(
+        predictions=["a", "a", "a"],
+        probabilities=[{"b": 0.1, "a": 0.9}, {"b": 0.3, "a": 0.7}, {"b": 0.5, "a": 0.5}],
+    )
+    assert compare_rows(default, other_order, 3) == results  # compared by key, not position
