@@ -41,12 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUCKETS = 100
-# Shadow requests waiting for the candidate; beyond this they are dropped, never waited for.
-SHADOW_QUEUE_SIZE = 4096
-# Rows scored by the candidate in one run, at most: queued requests are run together.
-SHADOW_BATCH_ROWS = 512
-# How long the shadow task lets rows gather before a run: a run's fixed cost, shared by many
-# rows, is what keeps shadowing every request affordable. Its answers are never waited for.
+# Shadow rows waiting for the candidate; beyond this they are dropped, never waited for.
+SHADOW_QUEUE_ROWS = 4096
+# How long shadow rows gather between two rounds of scoring.
 SHADOW_GATHER_S = 0.02
 # Rows checked, run and compared between two yields of the event loop.
 SHADOW_SLICE_ROWS = 32
@@ -206,14 +203,6 @@ class _Window:
 
 
 @dataclass(slots=True)
-class _Shadow:
-    """Rows the default answered, waiting for the candidate."""
-
-    rows: Sequence[Any]
-    default: Predictions
-
-
-@dataclass(slots=True)
 class Rollout:
     """The live state of one model's `[rollout]`."""
 
@@ -231,7 +220,8 @@ class Rollout:
     _recent_agreement: _Window = field(init=False)
     _recent_failures: _Window = field(init=False)
     _latency: dict[int, deque[float]] = field(default_factory=dict)
-    _queue: asyncio.Queue[tuple[LoadedModel, _Shadow]] | None = None
+    _pending: list[tuple[LoadedModel, Sequence[Any], Predictions]] = field(default_factory=list)
+    _pending_rows: int = 0
     _worker: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -278,7 +268,7 @@ class Rollout:
     def shadow(
         self, candidate: LoadedModel | None, rows: Sequence[Any], default: Predictions
     ) -> None:
-        """Queue `rows`, answered by the default, for the candidate, for its share."""
+        """Set `rows`, answered by the default, aside for the candidate, for its share."""
         if (
             candidate is None
             or self.halt_reason is not None
@@ -286,42 +276,44 @@ class Rollout:
             or random.random() * 100 >= self.config.shadow_percent  # noqa: S311 - sampling
         ):
             return
-        if self._queue is None:  # made on first use: asyncio objects belong to the running loop
-            self._queue = asyncio.Queue(SHADOW_QUEUE_SIZE)
+        if self._worker is None:  # made on first use, in the running loop
             self._worker = asyncio.get_running_loop().create_task(self._score_shadows())
-        try:
-            self._queue.put_nowait((candidate, _Shadow(rows, default)))
-        except asyncio.QueueFull:
+        if self._pending_rows + len(rows) > SHADOW_QUEUE_ROWS:
             self.dropped += len(rows)
             if self.observer is not None:
                 self.observer.shadow_compared(self.model, self.candidate, "dropped", len(rows))
+            return
+        self._pending.append((candidate, rows, default))
+        self._pending_rows += len(rows)
 
     # -- off the request path ---------------------------------------------------------------
 
     async def _score_shadows(self) -> None:
-        assert self._queue is not None
         while True:
-            candidate, first = await self._queue.get()
+            # Rows gather meanwhile: a run's fixed cost, shared by many rows, is what keeps
+            # shadowing every request affordable. Nobody waits for these answers.
             await asyncio.sleep(SHADOW_GATHER_S)
-            batch = [first]
-            rows = len(first.rows)
-            while rows < SHADOW_BATCH_ROWS and not self._queue.empty():
-                more_candidate, more = self._queue.get_nowait()
-                if more_candidate is not candidate:
-                    continue  # the candidate was reloaded meanwhile: an old answer
-                batch.append(more)
-                rows += len(more.rows)
-            all_rows = [row for item in batch for row in item.rows]
-            defaults = _joined([item.default for item in batch])
-            # Slices, with the loop yielded between them: checking, decoding and comparing
-            # rows is Python work on the event loop, and requests must not wait behind much
-            # of it (a worker thread holding the GIL for it would stall the loop for longer).
-            for start in range(0, rows, SHADOW_SLICE_ROWS):
-                if self.halt_reason is not None:
-                    break
-                end = min(start + SHADOW_SLICE_ROWS, rows)
-                await self._score(candidate, all_rows[start:end], _slice(defaults, start, end))
-                await asyncio.sleep(0)
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            by_candidate: dict[int, list[tuple[LoadedModel, Sequence[Any], Predictions]]] = {}
+            for item in pending:  # the candidate may have been reloaded meanwhile
+                by_candidate.setdefault(id(item[0]), []).append(item)
+            for items in by_candidate.values():
+                await self._score_all(items[0][0], items)
+
+    async def _score_all(
+        self, candidate: LoadedModel, items: list[tuple[LoadedModel, Sequence[Any], Predictions]]
+    ) -> None:
+        all_rows = [row for _, rows, _ in items for row in rows]
+        defaults = _joined([default for _, _, default in items])
+        # Slices, with the loop yielded between them: checking, decoding and comparing rows is
+        # Python work on the event loop, and requests must not wait behind much of it (a worker
+        # thread holding the GIL for it would stall the loop for longer).
+        for start in range(0, len(all_rows), SHADOW_SLICE_ROWS):
+            if self.halt_reason is not None:
+                return
+            end = min(start + SHADOW_SLICE_ROWS, len(all_rows))
+            await self._score(candidate, all_rows[start:end], _slice(defaults, start, end))
+            await asyncio.sleep(0)
 
     async def _score(
         self, candidate: LoadedModel, rows: Sequence[Any], defaults: Predictions

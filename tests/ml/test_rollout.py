@@ -260,7 +260,7 @@ def test_shadow_never_changes_an_answer_and_counts_real_disagreements(store: Pat
 
 
 def test_a_full_shadow_queue_drops_and_counts(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ml.rollout.SHADOW_QUEUE_SIZE", 2)
+    monkeypatch.setattr("ml.rollout.SHADOW_QUEUE_ROWS", 6)
     toml(store, "[rollout]\ncandidate = 2\nshadow_percent = 100\n")
 
     async def scenario() -> None:
