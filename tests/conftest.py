@@ -1,5 +1,6 @@
-"""Suite-wide: process, deployment and fuzzing tests carry the `slow` marker, by folder, so that
-`pytest -m "not slow"` is the inner loop and a new test there is marked without anyone asking."""
+"""Suite-wide: process, deployment, fuzzing, browser and load-test tests carry the `slow` marker,
+by folder, so that `pytest -m "not slow"` is the inner loop and a new test there is marked
+without anyone asking. Elsewhere, a test that starts a real server is marked by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SLOW_FOLDERS = frozenset({"process", "deploy", "fuzz"})
+SLOW_FOLDERS = frozenset({"process", "deploy", "fuzz", "browser", "benchmarks"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

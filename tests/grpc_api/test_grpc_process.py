@@ -22,6 +22,8 @@ from onnx_factories import write_slow_model
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.slow  # real server processes
+
 IRIS_ROW = np.array([[6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 SLOW_ROWS = 10_000  # MAX_BATCH_ROWS: a run of seconds through write_slow_model's layers
 

@@ -39,6 +39,8 @@ from tritonclient.utils import InferenceServerException
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.slow  # real server processes
+
 IRIS_ROWS = np.array(
     [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 4.2, 1.3]], dtype=np.float32
 )
