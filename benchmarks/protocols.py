@@ -24,7 +24,8 @@ import numpy as np
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
-from benchmarks.servers import REPO, free_port, our_server
+from benchmarks.servers import REPO, our_server
+from loadtest.server import free_port
 
 STORE = REPO / "models_store"
 MODEL = "iris"
