@@ -49,6 +49,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MODEL_STORE=/models \
     HOST=0.0.0.0 \
     PORT=8000 \
+    GRPC_PORT=8081 \
     WORKERS=1 \
     POLL_INTERVAL_S=2 \
     DRAIN_TIMEOUT_S=30 \
@@ -68,7 +69,7 @@ VOLUME ["/models"]
 
 USER 10001:10001
 WORKDIR /home/app
-EXPOSE 8000
+EXPOSE 8000 8081
 
 # No curl in the slim image: the standard library asks /health/live on the configured PORT.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -224,7 +224,8 @@ def test_command_is_python_m_app_in_exec_form(final: list[Instruction]) -> None:
     assert json.loads(cmds[-1]) == ["python", "-m", "app"]
     assert not [i for i in final if i.keyword == "ENTRYPOINT"]
     ports = [i.args for i in final if i.keyword == "EXPOSE"]
-    assert ports == [env_vars(final)["PORT"]]
+    settings = env_vars(final)
+    assert ports == [f"{settings['PORT']} {settings['GRPC_PORT']}"]  # HTTP, then gRPC
 
 
 def test_dockerignore_lets_in_only_what_the_image_copies(instructions: list[Instruction]) -> None:
