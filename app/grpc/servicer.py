@@ -21,9 +21,16 @@ from app.grpc.calls import CallLog, Tags
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.grpc.status import grpc_status
-from app.routes.v2 import INLINE_BYTES, SERVER_NAME, _resolve, _version_number, metadata_of
+from app.routes.v2 import (
+    INLINE_BYTES,
+    SERVER_NAME,
+    _resolve,
+    _version_number,
+    infer_call,
+    metadata_of,
+)
 from app.runtime import Runtime
-from app.v2_codec import InferCall, bad_request, select_outputs
+from app.v2_codec import InferCall, bad_request
 from ml.errors import ModelNotReady
 
 Answer = TypeVar("Answer")
@@ -149,17 +156,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     f"output {output.name!r}: parameter 'classification' is not supported"
                 )
         call = InferCall(request.id, arrays, wanted, binary_default=False)
-        outputs = [name for name, _ in select_outputs(call, model.signature, model.name)]
         # A call naming no version follows the model's rollout (sticky key from the metadata).
-        answered, raw = await registry.infer(
-            request.model_name,
-            version,
-            arrays,
-            lambda key: self.calls.metadata_value(context, key),
+        model, raw, selected = await infer_call(
+            registry, model, version, call, lambda key: self.calls.metadata_value(context, key)
         )
-        if answered is not model:
-            model = answered
-            outputs = [name for name, _ in select_outputs(call, model.signature, model.name)]
+        outputs = [name for name, _ in selected]
         tags.model, tags.version = model.name, str(model.version)
         args = (model.name, model.version, request.id, raw, outputs)
         if sum(getattr(raw[name], "nbytes", 0) for name in outputs) > INLINE_BYTES:

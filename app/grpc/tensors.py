@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
-from app.v2_codec import _from_binary, _to_binary, bad_request
+from app.v2_codec import _from_binary, _to_binary, bad_request, dtype_of
 from app.v2_schemas import V2RequestInput
-from ml.signature import BY_DTYPE, BY_V2
+from ml.signature import BY_DTYPE
 
 # Which typed field of InferTensorContents carries each datatype, and the numpy type of that
 # field's values. FP16 has none: the protocol sends it as raw bytes only.
@@ -40,16 +40,6 @@ CONTENTS_FIELDS: dict[str, tuple[str, np.dtype[Any]]] = {
     "BYTES": ("bytes_contents", np.dtype(np.object_)),
 }
 UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
-
-
-def dtype_of(datatype: str, where: str) -> np.dtype[Any]:
-    """The numpy dtype of a protocol datatype name, from the one datatype table (ml.signature)."""
-    found = BY_V2.get(datatype)
-    if found is None:
-        raise bad_request(
-            f"{where} has datatype {datatype!r}; this server reads " + ", ".join(BY_V2)
-        )
-    return found.dtype
 
 
 def datatype_of(array: np.ndarray) -> str:

@@ -16,7 +16,8 @@ from ml.registry import ModelEntry
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-def _summary(entry: ModelEntry) -> dict[str, Any]:
+def model_summary(entry: ModelEntry) -> dict[str, Any]:
+    """A model as GET /models lists it (also the status page's view of it)."""
     return {
         "name": entry.name,
         "default_version": entry.default_version,
@@ -37,7 +38,7 @@ def _summary(entry: ModelEntry) -> dict[str, Any]:
 @router.get("", response_model=ModelList)
 async def list_models(registry: RegistryDep) -> Response:
     """Every model with its versions, their state, and the default version."""
-    return json_response({"models": [_summary(entry) for entry in registry]})
+    return json_response({"models": [model_summary(entry) for entry in registry]})
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=problem_docs(404, 503))
@@ -53,7 +54,7 @@ async def describe_model(
     signature = model.signature
     return json_response(
         {
-            **_summary(entry),
+            **model_summary(entry),
             "version": model.version,
             "task": signature.task,
             "description": model.metadata.get("description"),

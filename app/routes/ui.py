@@ -19,7 +19,7 @@ from app.deps import RuntimeDep
 from app.metrics import multiprocess_dir
 from app.recent import RecentTraffic
 from app.responses import json_response
-from app.routes.models import _summary as model_summary
+from app.routes.models import model_summary
 from app.runtime import Runtime
 from ml.registry import ModelEntry
 

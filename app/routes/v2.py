@@ -10,6 +10,7 @@ output (a sequence of maps) is not a tensor: it is left out unless asked for, wh
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -202,6 +203,24 @@ def _ready(registry: ModelRegistry, name: str, version: str | None) -> Response:
     return json_response({"name": model.name, "ready": True})
 
 
+async def infer_call(
+    registry: ModelRegistry,
+    model: LoadedModel,
+    number: int | None,
+    decoded: codec.InferCall,
+    header: Callable[[str], str | None],
+) -> tuple[LoadedModel, dict[str, Any], list[tuple[str, bool]]]:
+    """Run a decoded infer call (HTTP or gRPC) on `model`, the version the request resolved to:
+    the outputs asked for are checked first; a request naming no version follows the model's
+    rollout, so another version may answer, whose outputs are checked again. Returns the model
+    that answered, its raw outputs, and the outputs to send."""
+    outputs = codec.select_outputs(decoded, model.signature, model.name)
+    answered, raw = await registry.infer(model.name, number, decoded.arrays, header)
+    if answered is not model:
+        outputs = codec.select_outputs(decoded, answered.signature, answered.name)
+    return answered, raw, outputs
+
+
 async def _infer(
     request: Request,
     registry: ModelRegistry,
@@ -222,12 +241,7 @@ async def _infer(
         decoded = await asyncio.to_thread(codec.decode_request, body, header_length, max_rows)
     else:
         decoded = codec.decode_request(body, header_length, max_rows)
-    outputs = codec.select_outputs(decoded, model.signature, model.name)
-    # A request naming no version follows the model's rollout: another version may answer.
-    answered, raw = await registry.infer(name, number, decoded.arrays, request.headers.get)
-    if answered is not model:
-        model = answered
-        outputs = codec.select_outputs(decoded, model.signature, model.name)
+    model, raw, outputs = await infer_call(registry, model, number, decoded, request.headers.get)
     call.model = model.name
     call.version = str(model.version)
     args = (model.name, model.version, decoded.id, raw, outputs)
