@@ -36,6 +36,24 @@ def register_converters(steps: Iterable[Any]) -> None:
                 ) from exc
 
 
+def _positional(convert_xgboost: Any) -> Any:
+    """onnxmltools reads XGBoost's trees by feature *index* (`f0`, `f1`, ...) and refuses the
+    column names a model fitted on a DataFrame carries; the exported model takes its features
+    by position anyway, so the names are set aside while it converts."""
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        booster = operator.raw_operator.get_booster()
+        names, types = booster.feature_names, booster.feature_types
+        booster.feature_names = None
+        try:
+            convert_xgboost(scope, operator, container)
+        finally:
+            booster.feature_names = names
+            booster.feature_types = types
+
+    return convert
+
+
 @functools.cache
 def _register(library: str) -> None:
     from skl2onnx import update_registered_converter
@@ -50,7 +68,7 @@ def _register(library: str) -> None:
         from xgboost import XGBClassifier, XGBRegressor
 
         pairs = [(XGBClassifier, "XGBoostXGBClassifier"), (XGBRegressor, "XGBoostXGBRegressor")]
-        convert = convert_xgboost
+        convert = _positional(convert_xgboost)
     else:
         from lightgbm import LGBMClassifier, LGBMRegressor
         from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm

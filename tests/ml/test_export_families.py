@@ -144,6 +144,27 @@ def test_boosting_classifier_with_labels_names_classes_by_position(tmp_path, iri
         np.testing.assert_allclose(list(answer.values()), probabilities[row], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_xgboost_fitted_on_named_columns_exports(tmp_path, kind):
+    # Fitted on a DataFrame, XGBoost's trees name their features; onnxmltools wants f0, f1, ...
+    data = load_iris(as_frame=True)
+    frame = data.frame.drop(columns="target").rename(columns=lambda c: c.replace(" (cm)", ""))
+    if kind == "classifier":
+        model = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(frame, data.target)
+    else:
+        model = xgboost.XGBRegressor(n_estimators=8, max_depth=3).fit(frame, data.target * 1.5)
+    folder = export_model(model, tmp_path, "named", frame.iloc[::5])
+
+    assert read_json(folder, "metadata.json")["features"] == list(frame.columns)
+    assert list(model.get_booster().feature_names) == list(frame.columns)  # left as it was
+    rows = frame.iloc[::7]
+    label, *_ = run_onnx(folder, {"input": rows.to_numpy(np.float32)})
+    if kind == "classifier":
+        assert label.tolist() == model.predict(rows).tolist()
+    else:
+        np.testing.assert_allclose(label.ravel(), model.predict(rows), rtol=1e-5, atol=1e-5)
+
+
 def test_lightgbm_integer_classes_3_7_9_answer_as_numbers(tmp_path, iris32):
     x, y = iris32
     model = lightgbm.LGBMClassifier(n_estimators=5, num_leaves=5, verbose=-1)
