@@ -99,7 +99,7 @@ def test_wheel_holds_the_packages_and_nothing_else(install: Install) -> None:
     assert "model-server = app.__main__:main" in scripts
     assert "\nmodel-export = ml." in scripts
     assert "model-loadtest = loadtest.__main__:main" in scripts
-    assert "model-rollout = ml.rollout_cli:main" in scripts
+    assert "model-rollout = ml.cli.rollout:main" in scripts
 
 
 def test_the_install_is_its_own(install: Install) -> None:

@@ -17,8 +17,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ml import export
-from ml.export import ExportError, export_model, main
+from ml.cli.export import main
+from ml.export import ExportError, export_model, writer
+from ml.export import api as export
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SPECIES = ["setosa", "versicolor", "virginica"]
@@ -318,14 +319,14 @@ def test_label_mismatch_is_reported(tmp_path, monkeypatch, iris, classifier):
 def test_failed_write_leaves_no_staged_folder(tmp_path, monkeypatch, iris, classifier):
     x, _ = iris
     (tmp_path / "iris").mkdir()
-    write_synced = export._write_synced
+    write_synced = writer._write_synced
 
     def fail_on_metadata(path: Path, data: bytes) -> None:
         write_synced(path, data)  # the staged folder now really holds a file
         if path.name == "metadata.json":
             raise OSError("disk full")
 
-    monkeypatch.setattr(export, "_write_synced", fail_on_metadata)
+    monkeypatch.setattr(writer, "_write_synced", fail_on_metadata)
     with pytest.raises(ExportError, match="disk full"):
         export_model(classifier, tmp_path, "iris", x)
     assert store_entries(tmp_path) == ["iris"]
@@ -337,7 +338,7 @@ def test_failed_write_removes_the_model_folder_it_created(tmp_path, monkeypatch,
     def refuse(path: Path, data: bytes) -> None:
         raise OSError("read-only file system")
 
-    monkeypatch.setattr(export, "_write_synced", refuse)
+    monkeypatch.setattr(writer, "_write_synced", refuse)
     with pytest.raises(ExportError, match="read-only"):
         export_model(classifier, tmp_path, "iris", x)
     assert store_entries(tmp_path) == []

@@ -23,9 +23,11 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ml import export_boosting, export_hgb
-from ml.export import ExportError, export_model, main
-from ml.export_samples import MAX_SAMPLES
+from ml.cli.export import main
+from ml.export import ExportError, export_model
+from ml.export import boosting as export_boosting
+from ml.export import hgb as export_hgb
+from ml.export.samples import MAX_SAMPLES
 
 
 def read_json(folder: Path, name: str) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from onnx_factories import write_iris_classifier
 
+from ml.cli.rollout import main
 from ml.config import read_model_config
-from ml.rollout_cli import main
 
 ORIGINAL = """# iris: owned by the fraud team
 version_policy = "latest:2"  # keep two

@@ -1,21 +1,13 @@
-"""Turn a fitted scikit-learn model into a new version folder of the model store.
+"""`export_model`: a fitted estimator to a new version folder of the model store.
 
-The one place in `ml/` that imports scikit-learn, skl2onnx, pandas and joblib: the server runs on
-onnxruntime alone. The model is converted, run with onnxruntime on sample rows, compared with
-scikit-learn, and only then written, atomically, as `<store>/<name>/<version>/`.
-
-    model-export model.joblib --name iris --sample rows.csv
+The model is converted, run with onnxruntime on sample rows, compared with the library, and only
+then written, atomically, as `<store>/<name>/<version>/`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import pickle
 import platform
-import secrets
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +17,6 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -41,14 +32,15 @@ from sklearn.base import is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from ml.export_boosting import BOOSTING_LIBRARIES
-from ml.export_convert import InitialTypes, convert, final_estimator, graph_classes, step_paths
-from ml.export_errors import ExportError
-from ml.export_parity import ParityError, check_parity, class_key
-from ml.export_samples import build_samples
+from ml.export.boosting import BOOSTING_LIBRARIES
+from ml.export.convert import InitialTypes, convert, final_estimator, graph_classes, step_paths
+from ml.export.errors import ExportError
+from ml.export.parity import ParityError, check_parity, class_key
+from ml.export.samples import build_samples
+from ml.export.writer import pick_version, write_version
 from ml.store import MODEL_NAME, is_valid_model_name
 
-__all__ = ["ExportError", "export_model", "main"]
+__all__ = ["ExportError", "export_model"]
 
 TASKS = ("classification", "regression")
 FRAMEWORK_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
@@ -118,7 +110,7 @@ def export_model(
     if labels is not None and not classifier:
         raise ExportError("labels are only for classifiers")
     model_dir = Path(store) / name
-    version = _pick_version(model_dir, version)
+    version = pick_version(model_dir, version)
 
     inputs = _inputs(estimator, sample, feature_names, double=double)
     try:
@@ -166,13 +158,13 @@ def export_model(
             files["samples.json"] = (compact + "\n").encode()
     except ValueError as exc:
         raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
-    return _write_version(model_dir, version, files)
+    return write_version(model_dir, version, files)
 
 
 def _inputs(
     estimator: Any, sample: Any, feature_names: Sequence[str] | None, *, double: bool
 ) -> _Inputs:
-    if isinstance(sample, pd.DataFrame) and _has_column_transformer(estimator):
+    if isinstance(sample, pd.DataFrame) and has_column_transformer(estimator):
         features = [str(c) for c in sample.columns]
         if feature_names is not None and list(feature_names) != features:
             raise ExportError(
@@ -272,33 +264,14 @@ def _run(model: onnx.ModelProto, feed: Feed) -> list[Any]:
         raise ExportError(f"onnxruntime could not run the converted model: {first}") from exc
 
 
-def _pick_version(model_dir: Path, version: int | None) -> int:
-    """The version to write: the one asked for if free, else one above the highest present."""
-    if version is None:
-        existing = [int(p.name) for p in _version_dirs(model_dir)]
-        return max(existing, default=0) + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ExportError(f"version must be a positive integer, not {version!r}")
-    if (model_dir / str(version)).exists():
-        raise ExportError(f"{model_dir / str(version)} already exists; versions are immutable")
-    return version
-
-
-def _version_dirs(model_dir: Path) -> list[Path]:
-    """The integer-named version folders of one model (none if the model is new)."""
-    if not model_dir.is_dir():
-        return []
-    return [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
-
-
-def _has_column_transformer(estimator: Any) -> bool:
+def has_column_transformer(estimator: Any) -> bool:
     """True if a ColumnTransformer sits anywhere in the (nested) pipeline."""
     if isinstance(estimator, ColumnTransformer):
         return True
     if isinstance(estimator, Pipeline):
-        return any(_has_column_transformer(step) for _, step in estimator.steps)
+        return any(has_column_transformer(step) for _, step in estimator.steps)
     if isinstance(estimator, FeatureUnion):
-        return any(_has_column_transformer(part) for _, part in estimator.transformer_list)
+        return any(has_column_transformer(part) for _, part in estimator.transformer_list)
     return False
 
 
@@ -389,126 +362,3 @@ def _distribution_version(dist: str) -> str:
         return dist_version(dist)
     except PackageNotFoundError:
         return "unknown"
-
-
-def _write_version(model_dir: Path, version: int, files: dict[str, bytes]) -> Path:
-    """Stage the files in a dot-folder the server ignores, then rename it into place."""
-    target = model_dir / str(version)
-    created_model_dir = not model_dir.exists()
-    staged = model_dir / f".tmp-{version}-{secrets.token_hex(4)}"
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        staged.mkdir()
-        for file_name, data in files.items():
-            _write_synced(staged / file_name, data)
-        _fsync_dir(staged)
-        # Checked again: another export may have taken the version since we picked it, and
-        # os.rename would silently replace an empty folder.
-        if target.exists():
-            raise ExportError(f"{target} already exists; versions are immutable")
-        os.rename(staged, target)
-        _fsync_dir(model_dir)
-    except BaseException as exc:
-        shutil.rmtree(staged, ignore_errors=True)
-        if created_model_dir and model_dir.is_dir() and not any(model_dir.iterdir()):
-            model_dir.rmdir()
-        if isinstance(exc, OSError):
-            raise ExportError(f"could not write {target}: {exc}") from exc
-        raise
-    return target
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    """Write and fsync, so the folder never becomes visible with half-written files."""
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make new entries of a folder durable; Windows cannot open folders, so skip it there."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="model-export",
-        description="Export a fitted scikit-learn, XGBoost or LightGBM model (joblib) "
-        "to a new model store version.",
-    )
-    parser.add_argument("model", type=Path, help="the fitted estimator, saved with joblib.dump")
-    parser.add_argument("--name", required=True, help="model name in the store")
-    parser.add_argument(
-        "--sample", required=True, type=Path, help="CSV of rows to check parity on (with header)"
-    )
-    parser.add_argument("--store", type=Path, default=Path("models_store"), help="store folder")
-    parser.add_argument("--version", type=int, help="version to write (default: next free)")
-    parser.add_argument("--labels", help="comma-separated class names, in classes_ order")
-    parser.add_argument("--task", choices=TASKS, help="override the detected task")
-    parser.add_argument("--description", help="free text stored in metadata.json")
-    parser.add_argument(
-        "--double",
-        action="store_true",
-        help="feed numbers as float64 (for trees whose thresholds float32 cannot hold)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (`model-export`); prints the written folder, returns 1 on ExportError."""
-    args = _parse_args(argv)
-    try:
-        estimator = _load_estimator(args.model)
-        sample = _read_sample(args.sample)
-        feature_names: list[str] | None = None
-        rows: Any = sample
-        if not _has_column_transformer(estimator):
-            feature_names = [str(c) for c in sample.columns]
-            try:
-                rows = sample.to_numpy(dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ExportError(f"{args.sample}: every column must be numeric: {exc}") from exc
-        written = export_model(
-            estimator,
-            args.store,
-            args.name,
-            rows,
-            version=args.version,
-            feature_names=feature_names,
-            labels=args.labels.split(",") if args.labels else None,
-            task=args.task,
-            description=args.description,
-            double=args.double,
-        )
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(written)
-    return 0
-
-
-def _load_estimator(path: Path) -> Any:
-    """Unpickle the estimator; joblib files run code on load, so only load trusted files."""
-    try:
-        return joblib.load(path)
-    except (OSError, EOFError, ValueError, ImportError, pickle.UnpicklingError) as exc:
-        raise ExportError(f"cannot load {path}: {exc}") from exc
-
-
-def _read_sample(path: Path) -> pd.DataFrame:
-    """The sample rows; the header row names the features."""
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot read {path}: {exc}") from exc
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
-from ml.export_errors import ExportError
+from ml.export.errors import ExportError
 
 __all__ = ["BOOSTING_LIBRARIES", "register_converters"]
 

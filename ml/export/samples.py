@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.export_parity import probability_matrix
+from ml.export.parity import probability_matrix
 
 __all__ = ["MAX_SAMPLES", "build_samples"]
 

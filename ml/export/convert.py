@@ -17,9 +17,9 @@ from skl2onnx.common.data_types import DataType
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from ml import export_hgb
-from ml.export_boosting import BOOSTING_LIBRARIES, register_converters
-from ml.export_errors import ExportError
+from ml.export import hgb as export_hgb
+from ml.export.boosting import BOOSTING_LIBRARIES, register_converters
+from ml.export.errors import ExportError
 
 __all__ = ["convert", "final_estimator", "graph_classes", "step_paths"]
 

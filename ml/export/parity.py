@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.export_errors import ExportError
+from ml.export.errors import ExportError
 
 __all__ = ["ParityError", "check_parity", "class_key", "probability_matrix"]
 

@@ -1,0 +1,115 @@
+"""`model-export`: turn a fitted estimator saved with joblib into a new model store version.
+
+    model-export model.joblib --name iris --sample rows.csv
+
+A server-only install lacks the export extra; the command then says which extra to install
+instead of failing on an import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `model-export`."""
+    try:
+        from ml.export.api import TASKS
+    except ModuleNotFoundError as exc:
+        print(
+            f"model-export needs the export extra ({exc.name} is not installed): "
+            "pip install 'onnx-model-server[export]'",
+            file=sys.stderr,
+        )
+        return 2
+    return _main(_parse_args(argv, TASKS))
+
+
+def _parse_args(argv: Sequence[str] | None, tasks: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="model-export",
+        description="Export a fitted scikit-learn, XGBoost or LightGBM model (joblib) "
+        "to a new model store version.",
+    )
+    parser.add_argument("model", type=Path, help="the fitted estimator, saved with joblib.dump")
+    parser.add_argument("--name", required=True, help="model name in the store")
+    parser.add_argument(
+        "--sample", required=True, type=Path, help="CSV of rows to check parity on (with header)"
+    )
+    parser.add_argument("--store", type=Path, default=Path("models_store"), help="store folder")
+    parser.add_argument("--version", type=int, help="version to write (default: next free)")
+    parser.add_argument("--labels", help="comma-separated class names, in classes_ order")
+    parser.add_argument("--task", choices=tasks, help="override the detected task")
+    parser.add_argument("--description", help="free text stored in metadata.json")
+    parser.add_argument(
+        "--double",
+        action="store_true",
+        help="feed numbers as float64 (for trees whose thresholds float32 cannot hold)",
+    )
+    return parser.parse_args(argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Prints the written folder; returns 1 on ExportError."""
+    import numpy as np
+
+    from ml.export.api import export_model, has_column_transformer
+    from ml.export.errors import ExportError
+
+    try:
+        estimator = _load_estimator(args.model)
+        sample = _read_sample(args.sample)
+        feature_names: list[str] | None = None
+        rows: Any = sample
+        if not has_column_transformer(estimator):
+            feature_names = [str(c) for c in sample.columns]
+            try:
+                rows = sample.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ExportError(f"{args.sample}: every column must be numeric: {exc}") from exc
+        written = export_model(
+            estimator,
+            args.store,
+            args.name,
+            rows,
+            version=args.version,
+            feature_names=feature_names,
+            labels=args.labels.split(",") if args.labels else None,
+            task=args.task,
+            description=args.description,
+            double=args.double,
+        )
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(written)
+    return 0
+
+
+def _load_estimator(path: Path) -> Any:
+    """Unpickle the estimator; joblib files run code on load, so only load trusted files."""
+    import joblib
+
+    from ml.export.errors import ExportError
+
+    try:
+        return joblib.load(path)
+    except (OSError, EOFError, ValueError, ImportError, pickle.UnpicklingError) as exc:
+        raise ExportError(f"cannot load {path}: {exc}") from exc
+
+
+def _read_sample(path: Path) -> Any:
+    """The sample rows (a DataFrame); the header row names the features."""
+    import pandas as pd
+
+    from ml.export.errors import ExportError
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}") from exc
