@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from live_server import LiveServer, copy_demo_store, free_port, server_environ
 from onnx_factories import write_slow_model
 
