@@ -11,7 +11,7 @@ import pytest
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 ROLLOUT_KEYS = {
     "state", "candidate", "traffic_percent", "shadow_percent", "agreement", "agreement_ci95",
-    "halt_reason",
+    "halt_reason", "last_promotion", "rollback_restores",
 }  # fmt: skip
 
 
