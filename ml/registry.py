@@ -23,6 +23,7 @@ from ml.model import LoadedModel, ModelLoadError, load_model
 from ml.observer import ServingObserver
 from ml.outputs import Predictions
 from ml.rollout import Rollout, RolloutState, RolloutStates
+from ml.rollout_report import describe_rollout
 from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir, without_store_path
 
 log = logging.getLogger(__name__)
@@ -500,45 +501,6 @@ def _note_rollout_state(entry: ModelEntry) -> None:
     else:
         why = rollout.halt_reason or "halted"
     entry.states.moved(state, why)
-
-
-def describe_rollout(entry: ModelEntry) -> dict[str, Any]:
-    """GET /models/{name}/rollout: the rollout's own report (when there is one), the last
-    promotion, and the default a rollback would restore. Each part is added on its own, so a
-    new measure joins without touching the others."""
-    report: dict[str, Any] = {
-        "model": entry.name,
-        "state": RolloutState.NONE.value,
-        "default_version": entry.default_version,
-    }
-    rollout = entry.rollout
-    if rollout is not None:
-        report.update(rollout.report(entry.default_version, entry.available(rollout.candidate)))
-    report["last_promotion"] = _last_promotion(entry)
-    report["rollback_restores"] = _rollback_restores(entry)
-    return report
-
-
-def _last_promotion(entry: ModelEntry) -> dict[str, Any] | None:
-    promotion = entry.config.promotion if entry.config else None
-    if promotion is None:
-        return None
-    previous = entry.versions.get(promotion.previous)
-    return {
-        "version": promotion.version,
-        "previous": promotion.previous,
-        "at": promotion.at.isoformat() if promotion.at else None,
-        "previous_state": previous.state.value if previous else None,
-    }
-
-
-def _rollback_restores(entry: ModelEntry) -> int | None:
-    """The default that `model-rollout rollback` leaves serving everything: the current one
-    while a rollout runs (it only ends the rollout), else the one before the last promotion."""
-    if entry.rollout is not None:
-        return entry.default_version
-    promotion = entry.config.promotion if entry.config else None
-    return promotion.previous if promotion else None
 
 
 def _serving(entry: ModelEntry) -> bool:

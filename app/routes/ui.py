@@ -21,7 +21,8 @@ from app.recent import RecentTraffic
 from app.responses import json_response
 from app.routes.models import model_summary
 from app.runtime import Runtime
-from ml.registry import ModelEntry, describe_rollout
+from ml.registry import ModelEntry
+from ml.rollout_report import describe_rollout
 
 router = APIRouter(prefix="/ui", tags=["status page"], include_in_schema=False)
 
