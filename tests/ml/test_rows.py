@@ -177,7 +177,7 @@ def test_row_that_is_neither_list_nor_object(iris: RowCodec, row: Any) -> None:
         ("", "the string ''"),
         (True, "the boolean true"),
         (False, "the boolean false"),
-        (None, "null"),
+        (None, "null: model iris does not take missing values"),
         (math.nan, "nan"),
         (math.inf, "inf"),
         (-math.inf, "-inf"),
@@ -240,7 +240,8 @@ def test_string_column_refuses_numbers(columns: RowCodec) -> None:
     error = invalid(columns, [[3, 1.0, 2]], ("features",))
     assert error.errors == [FieldError(("features", "color"), "expected a string, got 3")]
     error = invalid(columns, [["red", 1.0, 2], [None, 1.0, 2]], ("instances",))
-    assert error.errors == [FieldError(("instances", 1, "color"), "expected a string, got null")]
+    message = "expected a string, got null: model shop does not take missing values"
+    assert error.errors == [FieldError(("instances", 1, "color"), message)]
 
 
 def test_float_column_refuses_strings(columns: RowCodec) -> None:

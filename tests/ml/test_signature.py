@@ -210,8 +210,8 @@ def test_metadata_feature_count_mismatch() -> None:
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(SignatureError, match="task 'clustering'"):
-        derive_signature([FLOAT_IN], [VALUE], {"task": "clustering"})
+    with pytest.raises(SignatureError, match="task 'ranking' is not one of classification"):
+        derive_signature([FLOAT_IN], [VALUE], {"task": "ranking"})
 
 
 def test_columns_metadata_must_name_the_inputs_in_order() -> None:
@@ -240,8 +240,8 @@ def test_unsupported_element_type() -> None:
         derive_signature([Arg("input", "tensor(uint8)", [None, 2])], [VALUE], {})
 
 
-def test_single_string_tensor_is_refused() -> None:
-    with pytest.raises(SignatureError, match="must be numeric"):
+def test_single_string_tensor_wider_than_one_column_is_refused() -> None:
+    with pytest.raises(SignatureError, match=r"a single string input must be one column \[N, 1\]"):
         derive_signature([Arg("text", "tensor(string)", [None, 3])], [VALUE], {})
 
 
