@@ -47,7 +47,7 @@ def strict_value(dtype: np.dtype[Any], finite: bool = True, missing: bool = Fals
     if missing and dtype.kind in "fO":
         value = strict_value(dtype, finite)
         annotation = Annotated[value.annotation | None, Strict()]  # type: ignore[operator]
-        return StrictValue(annotation, f"{value.expected} or null", value.in_range)
+        return StrictValue(annotation, value.expected, value.in_range)
     if dtype.kind == "O":
         return StrictValue(Annotated[str, Strict()], "a string", "")
     if dtype.kind == "b":
