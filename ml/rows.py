@@ -269,7 +269,7 @@ class RowCodec:
         where = (*loc, feature.name) if single else (*loc, row_index, feature.name)
         if value is None:
             why = (
-                f"a {feature.json_type} feature cannot be missing"
+                "only number and string features can be missing"
                 if self.missing_values
                 else f"model {self.model_name} does not take missing values"
             )
