@@ -131,13 +131,13 @@ def write_linnerud(folder: Path) -> tuple[Path, Any, np.ndarray, tuple[str, ...]
 
 
 @functools.cache
-def _wine() -> np.ndarray:
+def wine_rows() -> np.ndarray:
     """Wine, standardised: on its raw scale (proline near 1000) float32 distances lose digits
     that a float64 export keeps, which is not what these tests are about."""
     from sklearn.datasets import load_wine
     from sklearn.preprocessing import StandardScaler
 
-    return StandardScaler().fit_transform(load_wine().data).astype(np.float32)
+    return StandardScaler().fit_transform(loadwine_rows().data).astype(np.float32)
 
 
 @functools.cache
@@ -146,7 +146,7 @@ def _detector(kind: str) -> tuple[Any, bytes]:
     from sklearn.cluster import KMeans
     from sklearn.ensemble import IsolationForest
 
-    x = _wine()
+    x = wine_rows()
     model = (
         IsolationForest(n_estimators=50, random_state=0)
         if kind == "outliers"
@@ -160,7 +160,7 @@ def write_outliers(
 ) -> tuple[Path, Any, np.ndarray]:
     """IsolationForest as skl2onnx writes it; no metadata.json unless given."""
     model, onx = _detector("outliers")
-    return _write(folder, onx, metadata), model, _wine()
+    return _write(folder, onx, metadata), model, wine_rows()
 
 
 def write_clusters(
@@ -168,7 +168,7 @@ def write_clusters(
 ) -> tuple[Path, Any, np.ndarray]:
     """KMeans as skl2onnx writes it; no metadata.json unless given."""
     model, onx = _detector("clusters")
-    return _write(folder, onx, metadata), model, _wine()
+    return _write(folder, onx, metadata), model, wine_rows()
 
 
 @functools.cache
