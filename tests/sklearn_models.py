@@ -137,7 +137,7 @@ def wine_rows() -> np.ndarray:
     from sklearn.datasets import load_wine
     from sklearn.preprocessing import StandardScaler
 
-    return StandardScaler().fit_transform(loadwine_rows().data).astype(np.float32)
+    return StandardScaler().fit_transform(load_wine().data).astype(np.float32)
 
 
 @functools.cache

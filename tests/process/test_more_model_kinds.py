@@ -21,13 +21,13 @@ import tritonclient.http as triton_http
 from live_server import LiveServer, check_problem
 from sklearn_models import (
     cancer_with_gaps,
+    wine_rows,
     write_clusters,
     write_hgb,
     write_imputer,
     write_linnerud,
     write_outliers,
     write_reviews,
-    wine_rows,
 )
 from tritonclient.utils import InferenceServerException
 
