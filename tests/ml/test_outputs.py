@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.outputs import Predictions, decode
+from ml.outputs import ScoredPredictions, decode
 from ml.signature import OutputKind, Signature, derive_signature
 
 
@@ -34,7 +34,7 @@ def test_anomaly_detector_answers_label_outlier_and_score() -> None:
     )
     raw = [np.array([[1], [-1], [1]]), np.array([[0.25], [-0.5], [0.0]], dtype=np.float32)]
     answer = decode(detector, None, raw)
-    assert answer == Predictions(
+    assert answer == ScoredPredictions(
         predictions=[1, -1, 1], outliers=[False, True, False], scores=[0.25, -0.5, 0.0]
     )
     assert answer.decided and answer.probabilities is None
