@@ -461,3 +461,18 @@ def test_several_targets_agree_within_the_tolerance_target_by_target() -> None:
     candidate = Predictions(predictions=[{"b": 1.0, "a": 10.0}, {"a": 5.0, "b": 2.5}])
     results = compare_rows(default, candidate, 2)
     assert [r.agreed for r in results] == [True, False]
+
+
+def test_shadow_batches_split_and_join_every_kind_of_answer() -> None:
+    from ml.rollout import _joined, _slice
+
+    scored = ScoredPredictions(
+        predictions=[1, -1, 1], outliers=[False, True, False], scores=[0.2, -0.1, 0.05]
+    )
+    parts = [_slice(scored, 0, 1), _slice(scored, 1, 3)]
+    assert parts[1] == ScoredPredictions(
+        predictions=[-1, 1], outliers=[True, False], scores=[-0.1, 0.05]
+    )
+    assert _joined(parts) == scored
+    raw = Predictions(outputs={"y": [[1.0], [2.0], [3.0]]})
+    assert _joined([_slice(raw, 0, 2), _slice(raw, 2, 3)]) == raw
