@@ -24,7 +24,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,10 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
     """(what decides agreement, the numbers compared) of one row of an answer."""
     if answer.probabilities is not None and answer.predictions is not None:
         return answer.predictions[index], answer.probabilities[index]
+    if answer.scores is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.scores[index]
+    if answer.distances is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.distances[index]
     if answer.predictions is not None:
         return None, answer.predictions[index]
     outputs = answer.outputs or {}
@@ -128,8 +132,8 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
 
 
 def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> list[RowComparison]:
-    """Row by row: classes equal (classifiers), or every number within the samples.json
-    tolerances of the default's (regressors and other models)."""
+    """Row by row: decisions equal (classes, outlier labels, clusters), or every number within
+    the samples.json tolerances of the default's (regressors and other models)."""
     fast = _compare_classifier(default, candidate, rows) or _compare_regressor(
         default, candidate, rows
     )
@@ -151,7 +155,7 @@ def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> lis
             if ours and len(ours) == len(theirs)
             else None
         )
-        if default.probabilities is not None:
+        if default.decided:
             agreed = default_class == candidate_class
         else:
             agreed = len(ours) == len(theirs) and all(
@@ -190,8 +194,8 @@ def _compare_regressor(
     if (
         ours is None
         or theirs is None
-        or default.probabilities is not None
-        or candidate.probabilities is not None
+        or default.decided
+        or candidate.decided
         or not all(type(v) is float for v in itertools.chain(ours, theirs))
     ):
         return None
@@ -471,13 +475,16 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
 
 
 def _slice(answer: Predictions, start: int, end: int) -> Predictions:
-    return Predictions(
-        predictions=None if answer.predictions is None else answer.predictions[start:end],
-        probabilities=None if answer.probabilities is None else answer.probabilities[start:end],
-        outputs=None
-        if answer.outputs is None
-        else {name: values[start:end] for name, values in answer.outputs.items()},
+    """Rows start to end of `answer`, as an answer of the same kind."""
+    return type(answer)(
+        **{f.name: _cut(getattr(answer, f.name), start, end) for f in fields(answer)}
     )
+
+
+def _cut(values: Any, start: int, end: int) -> Any:
+    if isinstance(values, dict):  # outputs by name, one entry per row each
+        return {name: rows[start:end] for name, rows in values.items()}
+    return None if values is None else values[start:end]
 
 
 def _joined(answers: Sequence[Predictions]) -> Predictions:
@@ -485,16 +492,14 @@ def _joined(answers: Sequence[Predictions]) -> Predictions:
     if len(answers) == 1:
         return answers[0]
     first = answers[0]
-    return Predictions(
-        predictions=None
-        if first.predictions is None
-        else [p for a in answers for p in a.predictions or ()],
-        probabilities=None
-        if first.probabilities is None
-        else [p for a in answers for p in a.probabilities or ()],
-        outputs=None
-        if first.outputs is None
-        else {
-            name: [v for a in answers for v in (a.outputs or {})[name]] for name in first.outputs
-        },
+    return type(first)(
+        **{f.name: _join([getattr(a, f.name) for a in answers]) for f in fields(first)}
     )
+
+
+def _join(parts: list[Any]) -> Any:
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], dict):
+        return {name: [v for part in parts for v in part[name]] for name in parts[0]}
+    return [v for part in parts for v in part]
