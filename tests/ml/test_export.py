@@ -395,10 +395,8 @@ def test_cli_column_transformer_pipeline(tmp_path, capsys, mixed_frame, column_p
     # Whole numbers in the CSV do not make an integer input: the model was fitted on numbers.
     inputs = session(store / "mixed" / "1").get_inputs()
     assert [i.type for i in inputs] == ["tensor(string)", "tensor(float)", "tensor(float)"]
-    assert main(
-        [str(model_file), "--name", "mixed", "--sample", str(sample), "--store", str(store)]
-        + ["--int-columns", "count"]
-    ) == 0
+    args = [str(model_file), "--name", "mixed", "--sample", str(sample), "--store", str(store)]
+    assert main([*args, "--int-columns", "count"]) == 0
     inputs = session(store / "mixed" / "2").get_inputs()
     assert [i.type for i in inputs] == ["tensor(string)", "tensor(int64)", "tensor(float)"]
 
