@@ -21,6 +21,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
+    FunctionTransformer,
     MaxAbsScaler,
     MinMaxScaler,
     OneHotEncoder,
@@ -83,6 +84,8 @@ def takes_missing(estimator: Any, downstream: bool = False) -> bool:
         )
     if isinstance(estimator, NAN_KEEPING):
         return downstream
+    if isinstance(estimator, FunctionTransformer) and estimator.func is None:
+        return downstream  # how a fitted ColumnTransformer holds "passthrough"
     return type(estimator).__name__ in NAN_ESTIMATORS
 
 

@@ -2,11 +2,11 @@
 
 skl2onnx writes `locale="en_US.UTF-8"` into the `StringNormalizer` that lowercases documents,
 and onnxruntime fails to load the graph where that locale is not installed (slim images, `LANG=C`
-machines); without the attribute it falls back to the same locale. The tool writes a locale every
-C library has instead: "C", which lowercases ASCII letters only, when every term of the
-vocabulary is ASCII (a token holding another letter matches no term either way), else "C.UTF-8",
-which lowercases as Python does and is built into glibc 2.35 and later (Debian, Ubuntu and the
-project's image) but is absent from musl (Alpine).
+machines); without the attribute it falls back to the same locale. The locale only decides how
+letters outside ASCII are lowercased, and skl2onnx's tokenizer only keeps ASCII letters (it writes
+`\\w` as `[a-zA-Z0-9_]`), so the tool writes "C", which every C library has. A token pattern of
+the user's that names other letters gets "C.UTF-8", which lowercases them as Python does and is
+built into glibc 2.35 and later (Debian, Ubuntu, the project's image) but not into musl (Alpine).
 """
 
 from __future__ import annotations
@@ -31,10 +31,16 @@ def text_vectorizer(estimator: Any) -> CountVectorizer | None:
     return first if isinstance(first, CountVectorizer | TfidfVectorizer) else None
 
 
-def portable_locale(model: onnx.ModelProto, vectorizer: CountVectorizer) -> None:
+def portable_locale(model: onnx.ModelProto) -> None:
     """Set, in place, the locale of every StringNormalizer to one onnxruntime can always use."""
-    vocabulary = getattr(vectorizer, "vocabulary_", {})
-    locale = ASCII_LOCALE if all(term.isascii() for term in vocabulary) else UNICODE_LOCALE
+    patterns = [
+        text
+        for node in model.graph.node
+        if node.op_type == "Tokenizer"
+        for attribute in node.attribute
+        for text in [attribute.s, *attribute.strings]
+    ]
+    locale = ASCII_LOCALE if all(p.isascii() for p in patterns) else UNICODE_LOCALE
     for node in model.graph.node:
         if node.op_type != "StringNormalizer":
             continue
