@@ -38,7 +38,8 @@ from ml.export.text import portable_locale, text_vectorizer
 
 __all__ = ["Checked", "Request", "checked_conversion", "has_column_transformer"]
 
-UNREGISTERED_OP = re.compile(r"(\S+) is not a registered function/op")
+# "com.microsoft:Solve(-1) is not a registered function/op": the operator, and its opset.
+UNREGISTERED_OP = re.compile(r"([\w.]+:\w+)(?:\(-?\d+\))? is not a registered function/op")
 
 
 @dataclass(frozen=True, slots=True)
