@@ -187,8 +187,9 @@ def _flatten(data: list[Any], where: str) -> list[Any]:
 @functools.cache
 def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], StrictValue]:
     """What the JSON values of `datatype` must be: a strict check of a flat list, and how to
-    say what is wrong. NaN and Infinity pass here; the model's check refuses them by input."""
-    value = strict_value(BY_V2[datatype].dtype, finite=False)
+    say what is wrong. NaN, Infinity and null (a missing number or string) pass here; the
+    model's missing-value rule (ml.rows.unusable_value) decides by input."""
+    value = strict_value(BY_V2[datatype].dtype, finite=False, missing=True)
     return TypeAdapter(list[value.annotation]), value  # type: ignore[name-defined]
 
 

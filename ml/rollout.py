@@ -100,6 +100,10 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
     """(what decides agreement, the numbers compared) of one row of an answer."""
     if answer.probabilities is not None and answer.predictions is not None:
         return answer.predictions[index], answer.probabilities[index]
+    if answer.scores is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.scores[index]
+    if answer.distances is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.distances[index]
     if answer.predictions is not None:
         return None, answer.predictions[index]
     outputs = answer.outputs or {}
@@ -107,8 +111,8 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
 
 
 def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> list[RowComparison]:
-    """Row by row: classes equal (classifiers), or every number within the samples.json
-    tolerances of the default's (regressors and other models)."""
+    """Row by row: decisions equal (classes, outlier labels, clusters), or every number within
+    the samples.json tolerances of the default's (regressors and other models)."""
     fast = _compare_classifier(default, candidate, rows) or _compare_regressor(
         default, candidate, rows
     )
@@ -130,7 +134,7 @@ def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> lis
             if ours and len(ours) == len(theirs)
             else None
         )
-        if default.probabilities is not None:
+        if default.decided:
             agreed = default_class == candidate_class
         else:
             agreed = len(ours) == len(theirs) and all(
@@ -169,8 +173,8 @@ def _compare_regressor(
     if (
         ours is None
         or theirs is None
-        or default.probabilities is not None
-        or candidate.probabilities is not None
+        or default.decided
+        or candidate.decided
         or not all(type(v) is float for v in itertools.chain(ours, theirs))
     ):
         return None
@@ -446,10 +450,14 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
     return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
 
 
+# The per-row lists of an answer, sliced and joined alike.
+_ROW_FIELDS = ("predictions", "probabilities", "outliers", "scores", "distances")
+
+
 def _slice(answer: Predictions, start: int, end: int) -> Predictions:
+    lists = {key: getattr(answer, key) for key in _ROW_FIELDS}
     return Predictions(
-        predictions=None if answer.predictions is None else answer.predictions[start:end],
-        probabilities=None if answer.probabilities is None else answer.probabilities[start:end],
+        **{key: None if rows is None else rows[start:end] for key, rows in lists.items()},
         outputs=None
         if answer.outputs is None
         else {name: values[start:end] for name, values in answer.outputs.items()},
@@ -462,12 +470,12 @@ def _joined(answers: Sequence[Predictions]) -> Predictions:
         return answers[0]
     first = answers[0]
     return Predictions(
-        predictions=None
-        if first.predictions is None
-        else [p for a in answers for p in a.predictions or ()],
-        probabilities=None
-        if first.probabilities is None
-        else [p for a in answers for p in a.probabilities or ()],
+        **{
+            key: None
+            if getattr(first, key) is None
+            else [p for a in answers for p in getattr(a, key) or ()]
+            for key in _ROW_FIELDS
+        },
         outputs=None
         if first.outputs is None
         else {

@@ -433,3 +433,31 @@ def test_classifier_slices_compare_as_row_by_row() -> None:
         probabilities=[{"b": 0.1, "a": 0.9}, {"b": 0.3, "a": 0.7}, {"b": 0.5, "a": 0.5}],
     )
     assert compare_rows(default, other_order, 3) == results  # compared by key, not position
+
+
+def test_anomaly_and_clustering_answers_agree_on_decisions() -> None:
+    default = Predictions(
+        predictions=[1, -1, 1], outliers=[False, True, False], scores=[0.2, -0.1, 0.05]
+    )
+    candidate = Predictions(
+        predictions=[1, 1, 1], outliers=[False, False, False], scores=[0.25, 0.01, 0.05]
+    )
+    results = compare_rows(default, candidate, 3)
+    assert [r.agreed for r in results] == [True, False, True]
+    assert [r.abs_diff for r in results] == pytest.approx([0.05, 0.11, 0.0])
+    default = Predictions(
+        predictions=[0, 2], distances=[{"0": 1.0, "1": 2.0}, {"0": 3.0, "1": 1.0}]
+    )
+    candidate = Predictions(
+        predictions=[0, 1], distances=[{"0": 1.5, "1": 2.0}, {"0": 3.0, "1": 1.0}]
+    )
+    results = compare_rows(default, candidate, 2)
+    assert [r.agreed for r in results] == [True, False]
+    assert [r.abs_diff for r in results] == pytest.approx([0.25, 0.0])
+
+
+def test_several_targets_agree_within_the_tolerance_target_by_target() -> None:
+    default = Predictions(predictions=[{"a": 10.0, "b": 1.0}, {"a": 5.0, "b": 2.0}])
+    candidate = Predictions(predictions=[{"b": 1.0, "a": 10.0}, {"a": 5.0, "b": 2.5}])
+    results = compare_rows(default, candidate, 2)
+    assert [r.agreed for r in results] == [True, False]
