@@ -27,7 +27,6 @@ from ml.export.inputs import Inputs, build_inputs
 from ml.export.missing import MISSING_STRINGS, takes_missing, with_missing_rows
 from ml.export.parity import (
     Answers,
-    ParityError,
     check_parity,
     class_key,
     library_answers,
@@ -93,27 +92,20 @@ def checked_conversion(request: Request, *, double: bool) -> Checked:
 
     inputs = inputs_for(sample, MISSING_STRINGS[0])
     sample_rows = len(inputs.instances)
-    claims = vectorizer is None and takes_missing(estimator)
+    probed: Any = None
     expected: Answers | None = None
-    if claims:
+    if vectorizer is None and takes_missing(estimator):
         probed = with_missing_rows(sample, frozenset(request.int_columns))
         try:
-            inputs = inputs_for(probed, MISSING_STRINGS[0])
-            expected = _library(request, inputs)
+            probed_inputs = inputs_for(probed, MISSING_STRINGS[0])
+            expected = _library(request, probed_inputs)
+            inputs = probed_inputs
         except ExportError:
-            # The library itself refuses missing values: the version will too.
-            claims = False
-            inputs = inputs_for(sample, MISSING_STRINGS[0])
-    if not claims and inputs.missing.any():
-        row = int(np.flatnonzero(inputs.missing)[0])
-        raise ExportError(
-            f"sample row {row} has a missing value, which "
-            f"{type(final_estimator(estimator)).__name__} does not take in the exported model\n"
-            "  try: impute it in the pipeline (a SimpleImputer step), or leave such rows out "
-            "of the sample"
-        )
-    if expected is None:
+            probed = None  # the library itself refuses missing values: the version will too
+    if probed is None:
+        _refuse_missing(inputs, estimator)
         expected = _library(request, inputs)
+    assert expected is not None
     targets = None
     if request.task == REGRESSION:
         targets = target_names(expected.numbers.shape[1], request.targets)
@@ -137,38 +129,48 @@ def checked_conversion(request: Request, *, double: bool) -> Checked:
         _check_classes(estimator, graph_classes(model)) if request.task == CLASSIFICATION else None
     )
     session = _session(model, estimator)
-    candidates = MISSING_STRINGS if claims and inputs.string_columns else MISSING_STRINGS[:1]
     what = "sample rows"
-    if claims:
+    feeds = [(MISSING_STRINGS[0], inputs)]
+    if probed is not None:
         what = f"rows (the {sample_rows} of the sample, then its first row with values missing)"
+        if inputs.string_columns:
+            feeds += [(marker, inputs_for(probed, marker)) for marker in MISSING_STRINGS[1:]]
     first_failure: ExportError | None = None
-    for missing_string in candidates:
-        if missing_string != MISSING_STRINGS[0]:
-            inputs = inputs_for(probed, missing_string)
+    for missing_string, fed in feeds:
         try:
-            outputs = _run(session, inputs.feed, estimator)
-        except ExportError as exc:
-            # The graph may refuse a marker it does not know (an encoder that fails on unknown
-            # categories): the next marker may be the category it learnt.
-            if len(candidates) == 1:
-                raise
-            first_failure = first_failure or exc
-            continue
-        got = onnx_answers(
-            outputs,
-            request.task,
-            classes=classes,
-            targets=targets,
-            with_proba=expected.numbers is not None,
-        )
-        try:
+            outputs = _run(session, fed.feed, estimator)
+            got = onnx_answers(
+                outputs,
+                request.task,
+                classes=classes,
+                targets=targets,
+                with_proba=expected.numbers is not None,
+            )
             check_parity(expected, got, rtol=request.rtol, atol=request.atol, what=what)
-        except ParityError as exc:
+        except ExportError as exc:
+            # A marker may be one the graph refuses (an encoder that fails on unknown
+            # categories) or answers differently from the library: the next may be the category
+            # it learnt.
             first_failure = first_failure or exc
             continue
-        return Checked(model, inputs, sample_rows, got, classes, targets, claims, missing_string)
+        missing_values = probed is not None
+        return Checked(
+            model, fed, sample_rows, got, classes, targets, missing_values, missing_string
+        )
     assert first_failure is not None
     raise first_failure
+
+
+def _refuse_missing(inputs: Inputs, estimator: Any) -> None:
+    """A sample with missing values for a model that does not take them is an error."""
+    if inputs.missing.any():
+        row = int(np.flatnonzero(inputs.missing)[0])
+        raise ExportError(
+            f"sample row {row} has a missing value, which "
+            f"{type(final_estimator(estimator)).__name__} does not take in the exported model\n"
+            "  try: impute it in the pipeline (a SimpleImputer step), or leave such rows out "
+            "of the sample"
+        )
 
 
 def _library(request: Request, inputs: Inputs) -> Answers:
