@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
 from sklearn.datasets import load_iris, load_linnerud, load_wine
 from sklearn.ensemble import IsolationForest, RandomForestRegressor
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
@@ -62,7 +63,7 @@ def test_several_targets_answer_each_target(tmp_path, linnerud, model):
     assert meta["targets"] == ["Weight", "Waist", "Pulse"]
     samples = read_json(folder, "samples.json")
     assert len(samples["instances"]) == len(x)
-    rows = [row for row in samples["expected"]["predictions"]]
+    rows = samples["expected"]["predictions"]
     assert all(list(row) == ["Weight", "Waist", "Pulse"] for row in rows)
     got = np.array([list(row.values()) for row in rows])
     np.testing.assert_allclose(got, model.predict(x), rtol=1e-4, atol=1e-3)
@@ -154,8 +155,6 @@ def test_clusterers_answer_cluster_and_distances(tmp_path, wine, model):
 
 
 def test_clusterer_without_predict_is_refused(tmp_path, wine):
-    from sklearn.cluster import AgglomerativeClustering
-
     with pytest.raises(ExportError, match="cannot answer new rows"):
         export_model(AgglomerativeClustering(3).fit(wine), tmp_path, "agg", wine)
 
@@ -242,8 +241,6 @@ def test_estimator_onnxruntime_cannot_run_is_named(tmp_path):
 
 
 def test_cli_targets_and_text(tmp_path, linnerud, capsys):
-    import joblib
-
     x, y = linnerud
     model_file = tmp_path / "body.joblib"
     joblib.dump(Ridge().fit(x, y), model_file)
