@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import repeat
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,17 +66,19 @@ class Vocabulary:
 class Predictions:
     """The answer for a batch of rows, in request order.
 
-    `predictions` for recognised models: with `probabilities` for a classifier, `outliers` and
-    `scores` for an anomaly detector, `distances` for a clustering model, a dict by target per
-    row for a regressor of several targets; or `outputs` by output name for any other model.
+    `predictions` (with `probabilities` for a classifier, and a dict by target per row for a
+    regressor of several targets) for recognised models, or `outputs` by output name for any
+    other model. Anomaly detectors and clustering models answer ScoredPredictions.
     """
 
     predictions: list[Any] | None = None
     probabilities: list[dict[str, float]] | None = None
     outputs: dict[str, Any] | None = None
-    outliers: list[bool] | None = None
-    scores: list[float] | None = None
-    distances: list[dict[str, float]] | None = None
+    # Read on every answer but set only by ScoredPredictions: as class attributes here, they
+    # cost a classifier's or regressor's answer nothing to build.
+    outliers: ClassVar[list[bool] | None] = None
+    scores: ClassVar[list[float] | None] = None
+    distances: ClassVar[list[dict[str, float]] | None] = None
 
     @property
     def decided(self) -> bool:
@@ -87,6 +89,16 @@ class Predictions:
             or self.outliers is not None
             or self.distances is not None
         )
+
+
+@dataclass(slots=True)
+class ScoredPredictions(Predictions):
+    """An anomaly detector's answer (`predictions` -1/1 with `outliers` and `scores`) or a
+    clustering model's (`predictions` the clusters, with `distances` keyed by cluster index)."""
+
+    outliers: list[bool] | None = None  # type: ignore[misc]
+    scores: list[float] | None = None  # type: ignore[misc]
+    distances: list[dict[str, float]] | None = None  # type: ignore[misc]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -138,7 +150,7 @@ def decode(signature: Signature, vocabulary: Vocabulary | None, raw: Sequence[An
         return Predictions(predictions=list(map(dict, map(zip, repeat(signature.targets), rows))))
     if kind is OutputKind.ANOMALY:
         labels = _flat_list(raw[0])
-        return Predictions(
+        return ScoredPredictions(
             predictions=labels,
             outliers=[label == -1 for label in labels],
             scores=_flat_list(raw[1]),
@@ -146,7 +158,7 @@ def decode(signature: Signature, vocabulary: Vocabulary | None, raw: Sequence[An
     if kind is OutputKind.CLUSTERING:
         rows = np.asarray(raw[1]).tolist()
         keys = cluster_keys(len(rows[0]) if rows else 0)
-        return Predictions(
+        return ScoredPredictions(
             predictions=_flat_list(raw[0]), distances=list(map(dict, map(zip, repeat(keys), rows)))
         )
     return Predictions(

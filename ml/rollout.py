@@ -24,7 +24,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -450,18 +450,17 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
     return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
 
 
-# The per-row lists of an answer, sliced and joined alike.
-_ROW_FIELDS = ("predictions", "probabilities", "outliers", "scores", "distances")
-
-
 def _slice(answer: Predictions, start: int, end: int) -> Predictions:
-    lists = {key: getattr(answer, key) for key in _ROW_FIELDS}
-    return Predictions(
-        **{key: None if rows is None else rows[start:end] for key, rows in lists.items()},
-        outputs=None
-        if answer.outputs is None
-        else {name: values[start:end] for name, values in answer.outputs.items()},
+    """Rows start to end of `answer`, as an answer of the same kind."""
+    return type(answer)(
+        **{f.name: _cut(getattr(answer, f.name), start, end) for f in fields(answer)}
     )
+
+
+def _cut(values: Any, start: int, end: int) -> Any:
+    if isinstance(values, dict):  # outputs by name, one entry per row each
+        return {name: rows[start:end] for name, rows in values.items()}
+    return None if values is None else values[start:end]
 
 
 def _joined(answers: Sequence[Predictions]) -> Predictions:
@@ -469,16 +468,14 @@ def _joined(answers: Sequence[Predictions]) -> Predictions:
     if len(answers) == 1:
         return answers[0]
     first = answers[0]
-    return Predictions(
-        **{
-            key: None
-            if getattr(first, key) is None
-            else [p for a in answers for p in getattr(a, key) or ()]
-            for key in _ROW_FIELDS
-        },
-        outputs=None
-        if first.outputs is None
-        else {
-            name: [v for a in answers for v in (a.outputs or {})[name]] for name in first.outputs
-        },
+    return type(first)(
+        **{f.name: _join([getattr(a, f.name) for a in answers]) for f in fields(first)}
     )
+
+
+def _join(parts: list[Any]) -> Any:
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], dict):
+        return {name: [v for part in parts for v in part[name]] for name in parts[0]}
+    return [v for part in parts for v in part]

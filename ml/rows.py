@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from itertools import chain
 from typing import Annotated, Any
 
@@ -42,7 +43,7 @@ def strict_value(dtype: np.dtype[Any], finite: bool = True, missing: bool = Fals
     within the dtype's range, so that no value turns into infinity on its way into the array;
     without it, NaN and Infinity pass (the Open Inference Protocol's tensor check names them).
     With `missing`, a float or string value may be null: numpy reads it into a float array as
-    NaN, and `fill_missing_strings` gives a string its stand-in.
+    NaN, and RowCodec gives a null string the version's missing string.
     """
     if missing and dtype.kind in "fO":
         value = strict_value(dtype, finite)
@@ -66,12 +67,20 @@ def strict_value(dtype: np.dtype[Any], finite: bool = True, missing: bool = Fals
     return StrictValue(bounded, "a finite number", f"a number within ±{limit:.4g} ({dtype})")
 
 
+class Unusable(StrEnum):
+    """Why a value of a tensor cannot be fed to a version."""
+
+    MISSING = "missing"  # NaN, or None in a string tensor, for a version that refuses them
+    INFINITE = "infinite"
+    NOT_A_STRING = "not a string"
+
+
 def unusable_value(
     array: np.ndarray, takes_missing: bool, missing_string: str
-) -> tuple[int, str, bool] | None:
-    """The missing-value rule for a whole input tensor, the same on every protocol: the flat
-    index of the first value a version cannot take, that value as text, and whether it is a
-    missing value (else it is infinite); None when every value is usable.
+) -> tuple[int, Any, Unusable] | None:
+    """The value rule for a whole input tensor of the version's dtype, the same on every
+    protocol: the flat index of the first value the version cannot take, that value, and why;
+    None when every value is usable. One pass over the values when they are all usable.
 
     Infinity is refused always. NaN (a float) and None (in a string tensor) are missing values:
     refused unless the version takes them; then a None string is replaced, in place, by the
@@ -85,14 +94,15 @@ def unusable_value(
         if not bad.size:
             return None
         value = float(array.flat[int(bad[0])])
-        return int(bad[0]), repr(value), math.isnan(value)
-    if array.dtype.kind == "O":
-        gaps = [i for i, v in enumerate(array.flat) if v is None]
-        if not gaps:
-            return None
+        return int(bad[0]), value, Unusable.MISSING if math.isnan(value) else Unusable.INFINITE
+    if array.dtype.kind == "O" and not all(type(v) is str for v in array.flat):
+        odd = [i for i, v in enumerate(array.flat) if type(v) is not str]
+        wrong = next((i for i in odd if array.flat[i] is not None), None)
+        if wrong is not None:
+            return wrong, array.flat[wrong], Unusable.NOT_A_STRING
         if not takes_missing:
-            return gaps[0], "null", True
-        array.flat[gaps] = missing_string
+            return odd[0], None, Unusable.MISSING
+        array.flat[odd] = missing_string
     return None
 
 
@@ -325,19 +335,19 @@ class RowCodec:
         raise InvalidInput("; ".join(e.msg for e in errors), errors)
 
     def _unusable(self, name: str, array: np.ndarray) -> str | None:
-        """Where `array` breaks the missing-value rule, naming the row and the feature."""
+        """What breaks the value rule in `array`, naming the row and the feature."""
         found = unusable_value(array, self.missing_values, self.signature.missing_string)
         if found is None:
             return None
-        index, shown, missing = found
+        index, value, why = found
+        if why is Unusable.NOT_A_STRING:
+            return f"takes strings; element {index} is {_describe(value)}"
         width = max(1, array.size // array.shape[0])
         feature = self.features[index % width].name if self._uniform_dtype is not None else name
-        why = (
-            f"model {self.model_name} does not take missing values"
-            if missing
-            else "values must be finite numbers"
-        )
-        return f"holds {shown} in row {index // width} (feature {feature!r}): {why}"
+        where = f"holds {_describe(value)} in row {index // width} (feature {feature!r})"
+        if why is Unusable.MISSING:
+            return f"{where}: model {self.model_name} does not take missing values"
+        return f"{where}: values must be finite numbers"
 
     def _tensor_dtypes(self) -> dict[str, np.dtype[Any]]:
         if self._uniform_dtype is not None:
@@ -358,9 +368,6 @@ def _tensor_problem(
         return f"takes shape {wanted} (-1: any size); got {list(array.shape)}"
     if array.shape[0] < 1:
         return "has no rows: its first (batch) dimension must be at least 1"
-    if dtype.kind == "O" and not all(type(v) is str or v is None for v in array.flat):
-        index = next(i for i, v in enumerate(array.flat) if type(v) is not str and v is not None)
-        return f"takes strings; element {index} is {_describe(array.flat[index])}"
     return None
 
 

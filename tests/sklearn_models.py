@@ -9,6 +9,8 @@ kept to compute the library's own answers.
     write_outliers       IsolationForest on wine (standardised)
     write_clusters       KMeans (3 clusters) on wine (standardised)
     write_reviews        TfidfVectorizer + LogisticRegression on one text column "review"
+    write_shop           ColumnTransformer (OneHotEncoder on "color", SimpleImputer on "size")
+                         + LogisticRegression on generated rows with missing colors and sizes
 
 Each write_* returns (folder, estimator, rows as float32 or text); fitting and converting happen
 once per process.
@@ -197,3 +199,59 @@ def _reviews() -> tuple[Any, bytes]:
 def write_reviews(folder: Path) -> tuple[Path, Any, list[str]]:
     model, onx = _reviews()
     return _write(folder, onx, None), model, REVIEWS
+
+
+SHOP_COLUMNS = ("color", "size")
+
+
+@functools.cache
+def shop_rows() -> tuple[list[list[Any]], list[int]]:
+    """Generated rows [color, size] where a tenth of the colors are missing ("", as the training
+    data writes them) and a tenth of the sizes are NaN; the class follows color and size."""
+    rng = np.random.default_rng(7)
+    colors = rng.choice(["red", "green", "blue"], 300).astype(object)
+    colors[rng.random(300) < 0.1] = ""
+    sizes = rng.normal(size=300)
+    target = ((colors == "red") ^ (sizes > 0)).astype(int).tolist()
+    sizes[rng.random(300) < 0.1] = np.nan
+    return [[c, float(s)] for c, s in zip(colors, sizes, strict=True)], target
+
+
+@functools.cache
+def _shop() -> tuple[Any, bytes]:
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rows, target = shop_rows()
+    frame = pd.DataFrame(rows, columns=list(SHOP_COLUMNS))
+    model = make_pipeline(
+        ColumnTransformer(
+            [
+                ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+                ("size", SimpleImputer(), ["size"]),
+            ]
+        ),
+        LogisticRegression(),
+    ).fit(frame, target)
+    onx = convert_sklearn(
+        model,
+        initial_types=[
+            ("color", StringTensorType([None, 1])),
+            ("size", FloatTensorType([None, 1])),
+        ],
+        target_opset=TARGET_OPSET,
+        options={"zipmap": False},
+    )
+    return model, onx.SerializeToString()
+
+
+def write_shop(folder: Path) -> tuple[Path, Any]:
+    """The shop pipeline, taking missing values (a missing color is fed as "")."""
+    model, onx = _shop()
+    return _write(folder, onx, {"missing_values": True}), model

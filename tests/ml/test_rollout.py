@@ -21,7 +21,7 @@ from onnx_factories import fitted_classifier, iris_rows, write_classifier, write
 from registry_helpers import rescan
 
 from ml.observer import ServingObserver
-from ml.outputs import Predictions
+from ml.outputs import Predictions, ScoredPredictions
 from ml.registry import ModelRegistry, VersionState
 from ml.rollout import Rollout, bucket, compare_rows, wilson_interval
 from ml.store import StoreScanner
@@ -436,19 +436,19 @@ def test_classifier_slices_compare_as_row_by_row() -> None:
 
 
 def test_anomaly_and_clustering_answers_agree_on_decisions() -> None:
-    default = Predictions(
+    default = ScoredPredictions(
         predictions=[1, -1, 1], outliers=[False, True, False], scores=[0.2, -0.1, 0.05]
     )
-    candidate = Predictions(
+    candidate = ScoredPredictions(
         predictions=[1, 1, 1], outliers=[False, False, False], scores=[0.25, 0.01, 0.05]
     )
     results = compare_rows(default, candidate, 3)
     assert [r.agreed for r in results] == [True, False, True]
     assert [r.abs_diff for r in results] == pytest.approx([0.05, 0.11, 0.0])
-    default = Predictions(
+    default = ScoredPredictions(
         predictions=[0, 2], distances=[{"0": 1.0, "1": 2.0}, {"0": 3.0, "1": 1.0}]
     )
-    candidate = Predictions(
+    candidate = ScoredPredictions(
         predictions=[0, 1], distances=[{"0": 1.5, "1": 2.0}, {"0": 3.0, "1": 1.0}]
     )
     results = compare_rows(default, candidate, 2)
@@ -461,3 +461,18 @@ def test_several_targets_agree_within_the_tolerance_target_by_target() -> None:
     candidate = Predictions(predictions=[{"b": 1.0, "a": 10.0}, {"a": 5.0, "b": 2.5}])
     results = compare_rows(default, candidate, 2)
     assert [r.agreed for r in results] == [True, False]
+
+
+def test_shadow_batches_split_and_join_every_kind_of_answer() -> None:
+    from ml.rollout import _joined, _slice
+
+    scored = ScoredPredictions(
+        predictions=[1, -1, 1], outliers=[False, True, False], scores=[0.2, -0.1, 0.05]
+    )
+    parts = [_slice(scored, 0, 1), _slice(scored, 1, 3)]
+    assert parts[1] == ScoredPredictions(
+        predictions=[-1, 1], outliers=[True, False], scores=[-0.1, 0.05]
+    )
+    assert _joined(parts) == scored
+    raw = Predictions(outputs={"y": [[1.0], [2.0], [3.0]]})
+    assert _joined([_slice(raw, 0, 2), _slice(raw, 2, 3)]) == raw

@@ -478,3 +478,16 @@ def test_null_strings_in_tensors(gap_columns: RowCodec, columns: RowCodec) -> No
     loose["size"] = loose["size"].astype(np.float32)
     with pytest.raises(InvalidInput, match=r"holds null in row 1 \(feature 'color'\): model shop"):
         columns.check_arrays(loose)
+
+
+def test_a_string_tensor_holding_other_values_is_refused_either_way(
+    gap_columns: RowCodec, columns: RowCodec
+) -> None:
+    for codec in (gap_columns, columns):
+        arrays = {
+            "color": np.array([["red"], [None], [3]], dtype=object),
+            "size": np.ones((3, 1), dtype=codec.features[1].dtype),
+            "count": np.ones((3, 1), dtype=np.int64),
+        }
+        with pytest.raises(InvalidInput, match="input 'color' takes strings; element 2 is 3"):
+            codec.check_arrays(arrays)

@@ -21,6 +21,7 @@ import tritonclient.http as triton_http
 from live_server import LiveServer, check_problem
 from sklearn_models import (
     cancer_with_gaps,
+    shop_rows,
     wine_rows,
     write_clusters,
     write_hgb,
@@ -28,6 +29,7 @@ from sklearn_models import (
     write_linnerud,
     write_outliers,
     write_reviews,
+    write_shop,
 )
 from tritonclient.utils import InferenceServerException
 
@@ -57,6 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     _, MODELS["outliers"], _ = write_outliers(store / "outliers" / "1")
     _, MODELS["clusters"], _ = write_clusters(store / "clusters" / "1")
     _, MODELS["reviews"], _ = write_reviews(store / "reviews" / "1")
+    _, MODELS["shop"] = write_shop(store / "shop" / "1")
     with LiveServer.start(store, root, ready_path="/v2/health/ready") as live:
         yield live
 
@@ -182,6 +185,37 @@ def test_infinity_and_omitted_keys_stay_refused_where_missing_values_are_taken(
             grpc_client.infer("hgb", [tensor])
     finally:
         grpc_client.close()
+
+
+def test_a_null_string_is_fed_as_the_missing_string(server: LiveServer) -> None:
+    import pandas as pd
+
+    rows, _ = shop_rows()
+    estimator = MODELS["shop"]
+    # The client writes null for each missing value: "" (the training data's missing color) and
+    # NaN alike; the library is given the rows as it was trained on them.
+    sent = [
+        {"color": color or None, "size": None if math.isnan(size) else size} for color, size in rows
+    ]
+    assert any(row["color"] is None for row in sent) and any(row["size"] is None for row in sent)
+    frame = pd.DataFrame(rows, columns=["color", "size"])
+
+    answer = batch(server, "shop", sent)
+
+    assert answer["predictions"] == estimator.predict(frame).tolist()
+    got = np.array([[p["0"], p["1"]] for p in answer["probabilities"]])
+    np.testing.assert_allclose(got, estimator.predict_proba(frame), atol=ATOL)
+    body = {
+        "inputs": [
+            {"name": "color", "shape": [2, 1], "datatype": "BYTES", "data": [None, "red"]},
+            {"name": "size", "shape": [2, 1], "datatype": "FP32", "data": [0.5, None]},
+        ]
+    }
+    response = httpx.post(server.url + "/v2/models/shop/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    reference = pd.DataFrame([["", 0.5], ["red", math.nan]], columns=["color", "size"])
+    assert outputs["label"]["data"] == estimator.predict(reference).tolist()
 
 
 # -- several targets ---------------------------------------------------------------------------
