@@ -1,5 +1,6 @@
 """What exporting buys: per-call latency of each library's own predict_proba (predict for a
-regressor) against onnxruntime in process, on the model the export tool wrote, at 1 and 64 rows.
+regressor, decision_function for an anomaly detector, transform for clustering) against
+onnxruntime in process, on the model the export tool wrote, at 1 and 64 rows.
 
     python -m benchmarks.export_latency [--repeats 200]
 
@@ -22,15 +23,19 @@ import lightgbm
 import numpy as np
 import onnxruntime as ort
 import xgboost
+from sklearn.cluster import KMeans
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
+    IsolationForest,
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from benchmarks.failures import exits_non_zero_on_failure, require
 from ml.export import export_model
@@ -38,12 +43,16 @@ from ml.export import export_model
 ROW_COUNTS = (1, 64)
 
 
-def families() -> list[tuple[str, Any, np.ndarray, np.ndarray]]:
-    """(family, unfitted model, x, y): breast cancer for classifiers, diabetes for regressors."""
+def families() -> list[tuple[str, Any, np.ndarray, np.ndarray | None]]:
+    """(family, unfitted model, x, y): breast cancer for classifiers, the anomaly detector and
+    the clustering model (no y), diabetes for regressors."""
     x, y = load_breast_cancer(return_X_y=True)
     x = x.astype(np.float32).astype(np.float64)
     d, target = load_diabetes(return_X_y=True, scaled=False)
     d = d.astype(np.float32).astype(np.float64)
+    scaled_kmeans = Pipeline(
+        [("scale", StandardScaler()), ("kmeans", KMeans(3, n_init=3, random_state=0))]
+    )
     return [
         ("LogisticRegression", LogisticRegression(max_iter=5000), x, y),
         ("RandomForestClassifier (100 trees)", RandomForestClassifier(100, max_depth=8), x, y),
@@ -53,7 +62,19 @@ def families() -> list[tuple[str, Any, np.ndarray, np.ndarray]]:
         ("HistGradientBoostingRegressor", HistGradientBoostingRegressor(max_iter=100), d, target),
         ("XGBClassifier (100 trees)", xgboost.XGBClassifier(n_estimators=100, max_depth=4), x, y),
         ("LGBMClassifier (100 trees)", lightgbm.LGBMClassifier(n_estimators=100, verbose=-1), x, y),
+        ("IsolationForest (100 trees)", IsolationForest(random_state=0), x, None),
+        # Scaled: float32 distances between raw rows of values in the thousands lose digits.
+        ("StandardScaler → KMeans (3 clusters)", scaled_kmeans, x, None),
     ]
+
+
+def own_answer(model: Any) -> Callable[[np.ndarray], object]:
+    """The library call whose answer the server gives: probabilities, score, distances or
+    the prediction."""
+    for method in ("predict_proba", "decision_function", "transform"):
+        if hasattr(model, method):
+            return getattr(model, method)
+    return model.predict
 
 
 def median_us(call: Callable[[], object], repeats: int) -> float:
@@ -82,7 +103,7 @@ def measure(repeats: int) -> list[tuple[str, int, float, float]]:
             model.fit(x, y)
             name = f"m{len(results)}"
             sess = session(export_model(model, Path(store), name, x, atol=1e-3))
-            own = model.predict_proba if hasattr(model, "predict_proba") else model.predict
+            own = own_answer(model)
             for rows in ROW_COUNTS:
                 batch = x[:rows]
                 feed = {"input": batch.astype(np.float32)}

@@ -44,6 +44,16 @@ def _parse_args(argv: Sequence[str] | None, tasks: Sequence[str]) -> argparse.Na
     parser.add_argument("--store", type=Path, default=Path("models_store"), help="store folder")
     parser.add_argument("--version", type=int, help="version to write (default: next free)")
     parser.add_argument("--labels", help="comma-separated class names, in classes_ order")
+    parser.add_argument(
+        "--targets",
+        help="comma-separated names of a regressor's several targets, in output order "
+        "(default y0,y1,...)",
+    )
+    parser.add_argument(
+        "--int-columns",
+        help="comma-separated columns to serve as int64 inputs (default: every numeric "
+        "column is a float input, however the CSV writes it)",
+    )
     parser.add_argument("--task", choices=tasks, help="override the detected task")
     parser.add_argument("--description", help="free text stored in metadata.json")
     parser.add_argument(
@@ -97,31 +107,22 @@ def _rollout_settings(args: argparse.Namespace) -> Any:
 
 def _main(args: argparse.Namespace) -> int:
     """Prints the written folder; returns 1 on ExportError."""
-    import numpy as np
-
-    from ml.export.api import export_model, has_column_transformer
+    from ml.export.api import export_model
     from ml.export.errors import ExportError
 
     try:
         rollout = _rollout_settings(args)
         estimator = _load_estimator(args.model)
         sample = _read_sample(args.sample)
-        feature_names: list[str] | None = None
-        rows: Any = sample
-        if not has_column_transformer(estimator):
-            feature_names = [str(c) for c in sample.columns]
-            try:
-                rows = sample.to_numpy(dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ExportError(f"{args.sample}: every column must be numeric: {exc}") from exc
         written = export_model(
             estimator,
             args.store,
             args.name,
-            rows,
+            sample,
             version=args.version,
-            feature_names=feature_names,
-            labels=args.labels.split(",") if args.labels else None,
+            labels=_names(args.labels),
+            targets=_names(args.targets),
+            int_columns=_names(args.int_columns) or (),
             task=args.task,
             description=args.description,
             double=args.double,
@@ -132,6 +133,10 @@ def _main(args: argparse.Namespace) -> int:
         return 1
     print(written)
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",")] if text else None
 
 
 def _load_estimator(path: Path) -> Any:

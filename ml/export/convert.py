@@ -13,13 +13,14 @@ from typing import Any
 
 import onnx
 from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import DataType
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from ml.export import hgb as export_hgb
 from ml.export.boosting import BOOSTING_LIBRARIES, register_converters
 from ml.export.errors import ExportError
+from ml.export.inputs import InitialTypes
+from ml.export.missing import imputer_converters
 
 __all__ = ["convert", "final_estimator", "graph_classes", "step_paths"]
 
@@ -27,7 +28,6 @@ __all__ = ["convert", "final_estimator", "graph_classes", "step_paths"]
 # newest one installed where the model was exported.
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 CAUSE_CHARS = 300
-InitialTypes = list[tuple[str, DataType]]
 
 HINTS = (
     (
@@ -87,7 +87,7 @@ def convert(
     classifier: bool,
 ) -> onnx.ModelProto:
     """The ONNX model; a classifier outputs labels and a plain [N, C] probability tensor unless
-    `zipmap` is set."""
+    `zipmap` is set. A SimpleImputer on strings converts (its marker, see `missing`)."""
     steps = [step for step, _ in step_paths(estimator)]
     register_converters(steps)
     options = {id(final_estimator(estimator)): {"zipmap": zipmap}} if classifier else None
@@ -99,7 +99,10 @@ def convert(
             target_opset=TARGET_OPSET,
             options=options,
             doc_string=description or "",
-            custom_conversion_functions=export_hgb.custom_converters(),
+            custom_conversion_functions={
+                **export_hgb.custom_converters(),
+                **imputer_converters(),
+            },
         )
     except Exception as exc:  # converters raise many unrelated types
         raise ExportError(conversion_failure(estimator, exc)) from exc

@@ -1,7 +1,9 @@
 """The parity check of the export tool: onnxruntime's answers against the library's own.
 
-A failure says how many rows disagree, the worst row and field with both values, and, when the
-model was fed float32, that a double-precision input may be the way out.
+Both sides are put in one form, `Answers`: a discrete answer per row compared exactly (class,
+outlier decision, cluster) and numbers compared within tolerance (probabilities, predictions,
+scores, distances). A failure says how many rows disagree, and the worst row and field with both
+values.
 """
 
 from __future__ import annotations
@@ -13,12 +15,37 @@ from typing import Any
 import numpy as np
 
 from ml.export.errors import ExportError
+from ml.export.tasks import ANOMALY, CLASSIFICATION, CLUSTERING, REGRESSION
 
-__all__ = ["ParityError", "check_parity", "class_key", "probability_matrix"]
+__all__ = [
+    "Answers",
+    "ParityError",
+    "check_parity",
+    "class_key",
+    "library_answers",
+    "onnx_answers",
+    "probability_matrix",
+]
 
 
 class ParityError(ExportError):
     """onnxruntime and the library disagree on the sample rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """One model's answers on the sample rows, in a form both sides share."""
+
+    labels: np.ndarray | None  # [N] compared exactly, as text
+    label_field: str
+    numbers: np.ndarray | None  # [N, K] compared within tolerance
+    number_fields: list[str]  # the name of each of the K columns
+
+    def take(self, rows: np.ndarray) -> Answers:
+        """The answers of some rows only."""
+        labels = None if self.labels is None else self.labels[rows]
+        numbers = None if self.numbers is None else self.numbers[rows]
+        return Answers(labels, self.label_field, numbers, self.number_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,53 +71,104 @@ def probability_matrix(output: Any, classes: Sequence[Any]) -> np.ndarray:
     return np.asarray(output, dtype=np.float64)
 
 
-def check_parity(
+def _fields(
+    task: str, classes: Sequence[Any] | None, targets: Sequence[str] | None, k: int
+) -> tuple[str, list[str]]:
+    """The name of the discrete answer and of each number column, for messages."""
+    if task == CLASSIFICATION:
+        return "prediction", [f"probabilities[{c}]" for c in classes or []]
+    if task == ANOMALY:
+        return "prediction", ["score"]
+    if task == CLUSTERING:
+        return "prediction", [f"distances[{i}]" for i in range(k)]
+    return "prediction", [f"prediction[{t}]" for t in targets] if targets else ["prediction"]
+
+
+def library_answers(
     estimator: Any,
-    sk_input: Any,
-    outputs: Sequence[Any],
+    rows: Any,
+    task: str,
     *,
     classes: Sequence[Any] | None,
-    rtol: float,
-    atol: float,
-) -> None:
-    """Raise ParityError unless onnxruntime's `outputs` match `estimator` on `sk_input`."""
+    targets: Sequence[str] | None,
+) -> Answers:
+    """What the library answers on `rows`; raises ExportError if it cannot."""
     try:
-        expected = np.asarray(estimator.predict(sk_input))
-        # Classifiers without predict_proba (LinearSVC) are checked on their labels alone.
-        has_proba = classes is not None and hasattr(estimator, "predict_proba")
-        expected_proba = estimator.predict_proba(sk_input) if has_proba else None
+        predicted = np.asarray(estimator.predict(rows))
+        if task == CLASSIFICATION:
+            # Classifiers without predict_proba (LinearSVC) are checked on their labels alone.
+            has_proba = hasattr(estimator, "predict_proba")
+            numbers = np.asarray(estimator.predict_proba(rows)) if has_proba else None
+        elif task == ANOMALY:
+            numbers = np.asarray(estimator.decision_function(rows)).reshape(-1, 1)
+        elif task == CLUSTERING:
+            numbers = np.asarray(estimator.transform(rows))
+        else:
+            numbers, predicted = predicted.reshape(len(predicted), -1), None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ExportError(f"the model could not predict on the sample: {exc}") from exc
+    k = 0 if numbers is None else numbers.shape[1]
+    label_field, fields = _fields(task, classes, targets, k)
+    if task == CLASSIFICATION and numbers is None:
+        fields = []
+    labels = None if predicted is None else predicted.reshape(-1)
+    return Answers(labels, label_field, _floats(numbers), fields)
 
-    n_rows = len(expected)
+
+def onnx_answers(
+    outputs: Sequence[Any],
+    task: str,
+    *,
+    classes: Sequence[Any] | None,
+    targets: Sequence[str] | None,
+    with_proba: bool = True,
+) -> Answers:
+    """onnxruntime's outputs in the same form: a label and a number output per task (skl2onnx
+    writes label then probabilities / scores / distances; a regressor has one output)."""
+    if task == REGRESSION:
+        numbers = np.asarray(outputs[0], dtype=np.float64)
+        numbers = numbers.reshape(numbers.shape[0], -1)
+        _, fields = _fields(task, None, targets, numbers.shape[1])
+        return Answers(None, "prediction", numbers, fields)
+    labels = np.asarray(outputs[0]).reshape(-1)
+    if task == CLASSIFICATION:
+        numbers = probability_matrix(outputs[1], classes or []) if with_proba else None
+    else:
+        numbers = np.asarray(outputs[1], dtype=np.float64)
+        numbers = numbers.reshape(numbers.shape[0], -1)
+    k = 0 if numbers is None else numbers.shape[1]
+    label_field, fields = _fields(task, classes, targets, k)
+    return Answers(labels, label_field, numbers, fields if numbers is not None else [])
+
+
+def _floats(values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float64)
+
+
+def check_parity(expected: Answers, got: Answers, *, rtol: float, atol: float, what: str) -> None:
+    """Raise ParityError unless `got` (onnxruntime) matches `expected` (the library); `what`
+    names the rows, e.g. "sample rows"."""
+    n_rows = len(expected.labels if expected.labels is not None else expected.numbers)
     bad = np.zeros(n_rows, dtype=bool)
     worst: _Worst | None = None
-    if classes is not None:
-        got_labels = np.asarray(outputs[0]).reshape(-1)
-        # Compared as text: int classes come back as int64, string classes as str.
-        label_bad = np.array(
-            [
-                class_key(w) != class_key(g)
-                for w, g in zip(expected.reshape(-1), got_labels, strict=True)
-            ]
-        )
+    if expected.labels is not None and got.labels is not None:
+        want = [class_key(v) for v in expected.labels]
+        have = [class_key(v) for v in got.labels]
+        label_bad = np.array([w != h for w, h in zip(want, have, strict=True)], dtype=bool)
         bad |= label_bad
         if label_bad.any():
             row = int(np.flatnonzero(label_bad)[0])
-            worst = _Worst(row, "prediction", class_key(expected[row]), class_key(got_labels[row]))
-        if expected_proba is not None:
-            names = [f"probabilities[{c}]" for c in classes]
-            numbers_bad, numbers_worst = _compare(
-                expected_proba, probability_matrix(outputs[1], classes), names, rtol, atol
-            )
-            bad |= numbers_bad
-            worst = worst or numbers_worst
-    else:
-        bad, worst = _compare(expected, outputs[0], ["prediction"], rtol, atol)
+            worst = _Worst(row, expected.label_field, want[row], have[row])
+    if expected.numbers is not None and got.numbers is not None:
+        numbers_bad, numbers_worst = _compare(
+            expected.numbers, got.numbers, expected.number_fields, rtol, atol
+        )
+        bad |= numbers_bad
+        worst = worst or numbers_worst
     if worst is None:
         return
     raise ParityError(
-        f"parity check failed: {int(bad.sum())} of {n_rows} sample rows disagree between the "
+        f"parity check failed: {int(bad.sum())} of {n_rows} {what} disagree between the "
         f"model and its ONNX conversion (rtol={rtol}, atol={atol})\n"
         f"  worst: row {worst.row}, {worst.field}: {worst.expected!r} expected, "
         f"{worst.got!r} from ONNX"
@@ -98,13 +176,9 @@ def check_parity(
 
 
 def _compare(
-    expected: Any, got: Any, names: Sequence[str], rtol: float, atol: float
+    want: np.ndarray, have: np.ndarray, names: Sequence[str], rtol: float, atol: float
 ) -> tuple[np.ndarray, _Worst | None]:
     """Rows out of tolerance, and the value furthest beyond it."""
-    want = np.asarray(expected, dtype=np.float64)
-    have = np.asarray(got, dtype=np.float64)
-    want = want.reshape(want.shape[0], -1)
-    have = have.reshape(have.shape[0], -1)
     if want.shape != have.shape:
         raise ParityError(f"the model answers shape {want.shape}, its ONNX conversion {have.shape}")
     excess = np.abs(have - want) - (atol + rtol * np.abs(want))

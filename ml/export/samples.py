@@ -1,69 +1,103 @@
 """`samples.json`: rows the export compared, and what `/predict/batch` must answer for them.
 
-The server runs them after warm-up and refuses the version if its answers differ. Expected values
-are onnxruntime's own outputs at export, written exactly (float32 values as the doubles they are),
-so only a different runtime or a different file can fail them.
+The server runs them after warm-up and refuses the version if its answers differ. Instances are
+the rows as the user wrote them (`null` where a value is missing, for a version that takes missing
+values); expected values are onnxruntime's own outputs at export, written exactly (float32 values
+as the doubles they are), so only a different runtime or a different file can fail them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ml.export.parity import probability_matrix
+from ml.export.parity import Answers
+from ml.export.tasks import ANOMALY, CLASSIFICATION, CLUSTERING
 
-__all__ = ["MAX_SAMPLES", "build_samples"]
+__all__ = ["MAX_SAMPLES", "build_samples", "pick_rows"]
 
 MAX_SAMPLES = 32
 
 
+def pick_rows(usable: np.ndarray) -> list[int]:
+    """Up to MAX_SAMPLES of the usable rows, spread evenly over the sample."""
+    candidates = np.flatnonzero(usable)
+    if len(candidates) <= MAX_SAMPLES:
+        return [int(i) for i in candidates]
+    spread = np.linspace(0, len(candidates) - 1, MAX_SAMPLES).round().astype(int)
+    return [int(candidates[i]) for i in spread]
+
+
 def build_samples(
-    feed: Mapping[str, np.ndarray],
-    features: Sequence[str],
-    outputs: Sequence[Any],
+    instances: Sequence[Any],
+    answers: Answers,
+    rows: Sequence[int],
+    task: str,
     *,
-    per_column: bool,
     classes: Sequence[str | int] | None,
     labels: Sequence[str] | None,
+    targets: Sequence[str] | None,
     rtol: float,
     atol: float,
 ) -> dict[str, Any] | None:
-    """The content of samples.json, for up to MAX_SAMPLES rows spread over the sample; None if
-    every row holds a NaN or an infinity (JSON cannot carry them, and the server refuses an
-    empty samples.json).
+    """The content of samples.json for `rows` of the sample; None without rows (the server
+    refuses an empty samples.json).
 
-    `classes` are the graph's classes in probability-column order (None for a regressor);
-    `labels` the names metadata.json gives them, if any.
+    `answers` are onnxruntime's; `classes` the graph's classes in probability-column order (for
+    a classifier), `labels` the names metadata.json gives them, `targets` the names of several
+    regression targets.
     """
-    rows = _pick_rows(feed)
     if not rows:
         return None
-    if per_column:
-        instances: list[Any] = [
-            {name: _plain(feed[name][row, 0]) for name in features} for row in rows
-        ]
-    else:
-        (array,) = feed.values()
-        instances = [[_plain(v) for v in array[row]] for row in rows]
-    expected: dict[str, Any]
-    if classes is None:
-        values = np.asarray(outputs[0]).reshape(len(next(iter(feed.values()))), -1)
-        expected = {"predictions": [float(values[row, 0]) for row in rows]}
-    else:
-        names = _class_names(classes, labels)
-        position = {str(c): i for i, c in enumerate(classes)}
-        predicted = np.asarray(outputs[0]).reshape(-1)
-        probabilities = probability_matrix(outputs[1], classes)
-        expected = {
-            "predictions": [names[position[str(predicted[row])]] for row in rows],
-            "probabilities": [
-                {str(n): float(p) for n, p in zip(names, probabilities[row], strict=True)}
-                for row in rows
-            ],
+    expected = _expected(answers.take(np.asarray(rows)), task, classes, labels, targets)
+    return {
+        "instances": [instances[row] for row in rows],
+        "expected": expected,
+        "rtol": rtol,
+        "atol": atol,
+    }
+
+
+def _expected(
+    answers: Answers,
+    task: str,
+    classes: Sequence[str | int] | None,
+    labels: Sequence[str] | None,
+    targets: Sequence[str] | None,
+) -> dict[str, Any]:
+    numbers = answers.numbers
+    if task == CLASSIFICATION:
+        names = _class_names(classes or [], labels)
+        position = {str(c): i for i, c in enumerate(classes or [])}
+        expected: dict[str, Any] = {
+            "predictions": [names[position[str(p)]] for p in answers.labels]
         }
-    return {"instances": instances, "expected": expected, "rtol": rtol, "atol": atol}
+        if numbers is not None:
+            expected["probabilities"] = [
+                {str(n): float(p) for n, p in zip(names, row, strict=True)} for row in numbers
+            ]
+        return expected
+    if task == ANOMALY:
+        decisions = [int(v) for v in answers.labels]
+        return {
+            "predictions": decisions,
+            "outliers": [d == -1 for d in decisions],
+            "scores": [float(v) for v in numbers[:, 0]],
+        }
+    if task == CLUSTERING:
+        return {
+            "predictions": [int(v) for v in answers.labels],
+            "distances": [{str(i): float(d) for i, d in enumerate(row)} for row in numbers],
+        }
+    if targets:
+        return {
+            "predictions": [
+                {t: float(v) for t, v in zip(targets, row, strict=True)} for row in numbers
+            ]
+        }
+    return {"predictions": [float(v) for v in numbers[:, 0]]}
 
 
 def _class_names(classes: Sequence[str | int], labels: Sequence[str] | None) -> list[Any]:
@@ -72,26 +106,3 @@ def _class_names(classes: Sequence[str | int], labels: Sequence[str] | None) -> 
     if labels is not None:
         return list(labels)
     return [c if isinstance(c, str) else int(c) for c in classes]
-
-
-def _pick_rows(feed: Mapping[str, np.ndarray]) -> list[int]:
-    """Rows without NaN or infinity (JSON cannot carry them), spread evenly over the sample."""
-    n_rows = len(next(iter(feed.values())))
-    usable = np.ones(n_rows, dtype=bool)
-    for array in feed.values():
-        if array.dtype.kind == "f":
-            usable &= np.isfinite(array).reshape(n_rows, -1).all(axis=1)
-    candidates = np.flatnonzero(usable)
-    if len(candidates) <= MAX_SAMPLES:
-        return [int(i) for i in candidates]
-    spread = np.linspace(0, len(candidates) - 1, MAX_SAMPLES).round().astype(int)
-    return [int(candidates[i]) for i in spread]
-
-
-def _plain(value: Any) -> Any:
-    """A numpy value as the JSON value a request carries (float32 exactly, as a double)."""
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return str(value)

@@ -19,7 +19,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml.cli.export import main
 from ml.export import ExportError, export_model, writer
-from ml.export import api as export
+from ml.export import check as export_check
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SPECIES = ["setosa", "versicolor", "virginica"]
@@ -219,6 +219,9 @@ def test_task_override_and_bad_task(tmp_path, iris, classifier):
     folder = export_model(classifier, tmp_path, "iris", x, task="regression")
     assert metadata(folder)["task"] == "regression"
     with pytest.raises(ExportError, match="task must be one of"):
+        export_model(classifier, tmp_path, "iris", x, task="ranking")
+    # clustering is a task, but not one a classifier's answers can be read as
+    with pytest.raises(ExportError, match="'clustering' does not fit LogisticRegression"):
         export_model(classifier, tmp_path, "iris", x, task="clustering")
 
 
@@ -244,7 +247,7 @@ def test_feature_names_must_match_fitted_names(tmp_path, iris):
 def test_column_transformer_gets_one_input_per_column(tmp_path, mixed_frame, column_pipeline):
     frame, _ = mixed_frame
 
-    folder = export_model(column_pipeline, tmp_path, "mixed", frame)
+    folder = export_model(column_pipeline, tmp_path, "mixed", frame, int_columns=["count"])
 
     sess = session(folder)
     assert [(i.name, i.type, i.shape) for i in sess.get_inputs()] == [
@@ -281,7 +284,7 @@ class _TamperedSession:
 
 def test_parity_failure_names_the_row_and_writes_nothing(tmp_path, monkeypatch, iris, classifier):
     x, _ = iris
-    monkeypatch.setattr(export.ort, "InferenceSession", _TamperedSession)
+    monkeypatch.setattr(export_check.ort, "InferenceSession", _TamperedSession)
 
     with pytest.raises(ExportError) as caught:
         export_model(classifier, tmp_path, "iris", x)
@@ -308,7 +311,7 @@ def test_label_mismatch_is_reported(tmp_path, monkeypatch, iris, classifier):
             labels[4] = "virginica"
             return [labels, probabilities]
 
-    monkeypatch.setattr(export.ort, "InferenceSession", WrongLabels)
+    monkeypatch.setattr(export_check.ort, "InferenceSession", WrongLabels)
     with pytest.raises(
         ExportError, match="worst: row 4, prediction: 'setosa' expected, 'virginica' from ONNX"
     ):
@@ -389,7 +392,12 @@ def test_cli_column_transformer_pipeline(tmp_path, capsys, mixed_frame, column_p
         == 0
     )
 
+    # Whole numbers in the CSV do not make an integer input: the model was fitted on numbers.
     inputs = session(store / "mixed" / "1").get_inputs()
+    assert [i.type for i in inputs] == ["tensor(string)", "tensor(float)", "tensor(float)"]
+    args = [str(model_file), "--name", "mixed", "--sample", str(sample), "--store", str(store)]
+    assert main([*args, "--int-columns", "count"]) == 0
+    inputs = session(store / "mixed" / "2").get_inputs()
     assert [i.type for i in inputs] == ["tensor(string)", "tensor(int64)", "tensor(float)"]
 
 

@@ -210,20 +210,24 @@ def test_boosting_regressor_after_one_hot_columns(tmp_path, final):
     assert len(samples["instances"]) == MAX_SAMPLES
     first = samples["instances"][0]
     assert list(first) == ["city", "rooms", "area"]
-    assert isinstance(first["city"], str) and isinstance(first["rooms"], int)
+    # rooms is a float input (no int_columns), so its whole numbers travel as floats
+    assert isinstance(first["city"], str) and isinstance(first["rooms"], float)
     rows = pd.DataFrame(samples["instances"])
     np.testing.assert_allclose(
         samples["expected"]["predictions"], model.predict(rows), rtol=1e-4, atol=1e-2
     )
 
 
-def test_no_samples_file_when_every_row_has_a_missing_value(tmp_path, categorical_table):
+def test_rows_with_missing_values_travel_as_null(tmp_path, categorical_table):
     x, classes, _, _ = categorical_table
     model = HistGradientBoostingClassifier(max_iter=3).fit(x, classes)
     sample = x[:20].copy()
     sample[:, 1] = np.nan
     folder = export_model(model, tmp_path, "gaps", sample)
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.onnx"]
+    assert read_json(folder, "metadata.json")["missing_values"] is True
+    samples = read_json(folder, "samples.json")
+    assert [row[1] for row in samples["instances"]] == [None] * 20
+    assert samples["expected"]["predictions"] == model.predict(sample).tolist()
 
 
 def test_samples_hold_onnx_outputs_exactly(tmp_path, iris32):
@@ -269,12 +273,7 @@ def test_unknown_step_is_named_with_cause_and_hint(tmp_path, iris32):
 
 
 def test_float32_cancellation_suggests_double_input(tmp_path):
-    # Two large, nearly equal features whose difference is the answer: float32 arithmetic
-    # loses it, float64 keeps it.
-    rng = np.random.default_rng(5)
-    base = rng.uniform(1e4, 2e4, 80)
-    x = np.c_[base, base + rng.normal(0, 1, 80)].astype(np.float32).astype(np.float64)
-    y = 1000.0 * (x[:, 1] - x[:, 0])
+    x, y = cancellation()
     model = LinearRegression().fit(x, y)
 
     with pytest.raises(ExportError) as caught:
@@ -290,22 +289,26 @@ def test_float32_cancellation_suggests_double_input(tmp_path):
     assert isinstance(read_json(folder, "samples.json")["instances"][0][0], float)
 
 
-def test_hist_gradient_boosting_on_float64_data_exports_with_double_input(tmp_path):
-    # Raw float64 data: thresholds halfway between two values are not float32 numbers.
+def test_hist_gradient_boosting_on_float64_data_exports_in_float32(tmp_path):
+    # Raw float64 data, thresholds halfway between two values: the float32 model still answers
+    # the rows as written (cast to float32, as the server casts them) as the library does.
     x, y = load_diabetes(return_X_y=True)
     model = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
-    with pytest.raises(ExportError, match="float32 is the cause"):
-        export_model(model, tmp_path, "diabetes", x)
+    folder = export_model(model, tmp_path, "diabetes", x)
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.type for i in session.get_inputs()] == ["tensor(float)"]
+    (prediction,) = session.run(None, {"input": x.astype(np.float32)})
+    np.testing.assert_allclose(prediction.ravel(), model.predict(x), rtol=1e-4, atol=1e-5)
+    samples = read_json(folder, "samples.json")
+    assert samples["instances"][0] == x[0].tolist()  # the rows as written, not float32-rounded
 
     folder = export_model(model, tmp_path, "diabetes", x, double=True)
-
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.type for i in session.get_inputs()] == ["tensor(double)"]
     assert [o.type for o in session.get_outputs()] == ["tensor(double)"]
     (prediction,) = session.run(None, {"input": x})
     np.testing.assert_allclose(prediction.ravel(), model.predict(x), rtol=1e-4, atol=1e-4)
-    samples = read_json(folder, "samples.json")
-    assert samples["instances"][0] == x[0].tolist()  # float64 rows travel as they are
 
 
 def test_boolean_classes_answer_as_0_and_1(tmp_path, iris32):
@@ -341,13 +344,22 @@ def test_stock_converter_under_protobuf_7_fails_readably(tmp_path, iris32, monke
     assert not tmp_path.joinpath("hgb").exists()
 
 
+def cancellation() -> tuple[np.ndarray, np.ndarray]:
+    """Two large, nearly equal features whose difference is the answer: float32 arithmetic
+    loses it, float64 keeps it."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(1e4, 2e4, 80)
+    x = np.c_[base, base + rng.normal(0, 1, 80)]
+    return x, 1000.0 * (x[:, 1] - x[:, 0])
+
+
 def test_cli_double_writes_a_float64_input(tmp_path, capsys):
-    x, y = load_diabetes(return_X_y=True)
-    model = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
+    x, y = cancellation()
+    model = LinearRegression().fit(x, y)
     model_file = tmp_path / "model.joblib"
     joblib.dump(model, model_file)
     sample = tmp_path / "rows.csv"
-    pd.DataFrame(x[:60], columns=load_diabetes().feature_names).to_csv(sample, index=False)
+    pd.DataFrame(x, columns=["before", "after"]).to_csv(sample, index=False)
     store = tmp_path / "store"
     args = [str(model_file), "--name", "d", "--sample", str(sample), "--store", str(store)]
 

@@ -115,7 +115,7 @@ def test_a_refused_rollout_converts_and_writes_nothing(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("converted before the rollout was checked")
 
-    monkeypatch.setattr(export, "_convert_and_check", never)
+    monkeypatch.setattr(export, "checked_conversion", never)
     name = "fresh" if new_model else "wine"
     with pytest.raises(ExportError, match=message):
         export_model(model, store, name, rows, rollout=settings)

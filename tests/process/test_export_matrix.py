@@ -1,6 +1,7 @@
 """The export tool's support matrix, end to end: each family is exported, dropped into a store,
 served by a real server process, checked by the server against its samples.json, and answers
-/predict/batch as the library's own predict / predict_proba does.
+/predict/batch as the library's own predict / predict_proba / decision_function / transform does,
+on rows as the user wrote them (nulls included where the model takes missing values).
 
 The table it builds is the one in the README ("Shipping a new model version"); the test fails,
 printing the new table, when the two differ.
@@ -8,6 +9,7 @@ printing the new table, when the two differ.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +18,38 @@ from typing import Any
 import httpx
 import lightgbm
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import xgboost
 from live_server import REPO, start_server
+from sklearn.base import is_classifier, is_clusterer, is_outlier_detector
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
+from sklearn.datasets import (
+    load_breast_cancer,
+    load_diabetes,
+    load_iris,
+    load_linnerud,
+    load_wine,
+)
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
+    IsolationForest,
     RandomForestClassifier,
+    RandomForestRegressor,
 )
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.multioutput import MultiOutputRegressor
+from sklearn.neighbors import KNeighborsClassifier, LocalOutlierFactor
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import OneClassSVM
+from threadpoolctl import threadpool_limits
 
 from ml.export import export_model
 
@@ -57,26 +75,37 @@ class Case:
     model: Any
     sample: Any  # the rows exported with, and sent to the server
     labels: list[str] | None = None
+    targets: list[str] | None = None
+    int_columns: tuple[str, ...] = ()
     atol: float = 1e-5
     double: bool = False
-
-    @property
-    def input(self) -> str:
-        if isinstance(self.sample, pd.DataFrame):
-            return "one per column"
-        return "float64" if self.double else "float32"
+    missing: bool = False  # the sample holds missing values, which the version must take
+    takes_missing: bool = False  # metadata.json says the version takes missing values
+    input: str = ""  # the inputs of the exported graph, in words
 
     @property
     def task(self) -> str:
-        return "classifier" if hasattr(self.model, "classes_") else "regressor"
+        if is_classifier(self.model):
+            return "classification"
+        if is_outlier_detector(self.model):
+            return "anomaly_detection"
+        if is_clusterer(self.model):
+            return "clustering"
+        return "regression"
 
-    def classes_kind(self) -> str:
-        if self.task == "regressor":
-            return "-"
-        classes = [c if isinstance(c, str) else int(c) for c in self.model.classes_]
-        kind = "strings" if isinstance(classes[0], str) else "integers"
-        text = f"{kind} {', '.join(map(str, classes))}"
-        return text + (f"; labels {', '.join(self.labels)}" if self.labels else "")
+    def answers(self) -> str:
+        if self.task == "classification":
+            classes = [c if isinstance(c, str) else int(c) for c in self.model.classes_]
+            kind = "strings" if isinstance(classes[0], str) else "integers"
+            text = f"{kind} {', '.join(map(str, classes))}"
+            return text + (f"; labels {', '.join(self.labels)}" if self.labels else "")
+        if self.task == "anomaly_detection":
+            return "-1 / 1, outlier, score"
+        if self.task == "clustering":
+            return f"clusters 0-{self.model.n_clusters - 1}, distances"
+        if self.targets:
+            return f"targets {', '.join(self.targets)}"
+        return "a number"
 
 
 def iris_xy() -> tuple[np.ndarray, np.ndarray]:
@@ -282,28 +311,267 @@ def build_cases() -> list[Case]:
             table.iloc[spread(len(table))],
         ),
     ]
-    return cases
+    return cases + missing_value_cases() + answer_cases()
+
+
+def cancer_with_gaps() -> tuple[np.ndarray, np.ndarray]:
+    """Breast cancer data as measured (float64), a tenth of the values missing."""
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x.copy()
+    x[np.random.default_rng(0).random(x.shape) < 0.1] = np.nan
+    return x, y
+
+
+def customers() -> tuple[pd.DataFrame, np.ndarray]:
+    """A plan (string), a tenure (float) and a seats (integer) column; plan and tenure missing
+    in some rows."""
+    rng = np.random.default_rng(4)
+    n = 200
+    plan = rng.choice(["basic", "plus", "pro"], n).astype(object)
+    tenure = rng.uniform(0, 60, n)
+    seats = rng.integers(1, 20, n)
+    churned = ((plan == "basic") & (tenure < 30)) | (seats > 15)
+    plan[rng.random(n) < 0.15] = None
+    tenure[rng.random(n) < 0.15] = np.nan
+    frame = pd.DataFrame({"plan": plan, "tenure": tenure, "seats": seats})
+    return frame, churned.astype(int)
+
+
+def missing_value_cases() -> list[Case]:
+    x, y = cancer_with_gaps()
+    rows = x[spread(len(x))]
+    frame, churned = customers()
+    frame_rows = frame.iloc[spread(len(frame))]
+
+    def numbers() -> Pipeline:
+        return Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())])
+
+    def churn(plan: Any) -> Pipeline:
+        columns = ColumnTransformer(
+            [("plan", plan, ["plan"]), ("numbers", numbers(), ["tenure", "seats"])]
+        )
+        return Pipeline([("columns", columns), ("model", LogisticRegression())]).fit(frame, churned)
+
+    imputed_plan = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value="unknown")),
+            ("encode", OneHotEncoder(handle_unknown="ignore")),
+        ]
+    )
+    return [
+        Case(
+            "hgb-nan",
+            "missing values",
+            "export",
+            HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, y),
+            rows,
+            missing=True,
+        ),
+        Case(
+            "xgb-nan",
+            "missing values",
+            "boosting",
+            xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(x, y),
+            rows,
+            missing=True,
+        ),
+        Case(
+            "lgbm-nan",
+            "missing values",
+            "boosting",
+            lightgbm.LGBMClassifier(n_estimators=8, num_leaves=7, verbose=-1).fit(x, y),
+            rows,
+            missing=True,
+        ),
+        Case(
+            "imputer-nan",
+            "missing values",
+            "export",
+            Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy="median")),
+                    ("scale", StandardScaler()),
+                    ("model", LogisticRegression(max_iter=1000)),
+                ]
+            ).fit(x, y),
+            rows,
+            missing=True,
+        ),
+        Case(
+            "churn-imputed",
+            "missing values, strings",
+            "export",
+            churn(imputed_plan),
+            frame_rows,
+            int_columns=("seats",),
+            missing=True,
+        ),
+        Case(
+            "churn-encoded",
+            "missing values, strings",
+            "export",
+            churn(OneHotEncoder(handle_unknown="ignore")),
+            frame_rows,
+            missing=True,
+        ),
+    ]
+
+
+def answer_cases() -> list[Case]:
+    linnerud = load_linnerud(as_frame=True)
+    body, targets = linnerud.data, linnerud.target
+    names = list(targets.columns)
+    wine = load_wine().data
+    wine_rows = wine[spread(len(wine))]
+    reviews = pd.Series(
+        [
+            "The cat sat on the mat",
+            "a DOG barked loudly all night",
+            "cats and dogs, together at last",
+            "The Dog sat; the cat left",
+            "loud cat, quiet dog",
+            "Nothing about pets here",
+        ]
+        * 4,
+        name="review",
+    )
+    liked = np.array([1, 0, 1, 0, 0, 1] * 4)
+
+    def scaled(model: Any) -> Pipeline:
+        return Pipeline([("scale", StandardScaler()), ("model", model)]).fit(wine)
+
+    def text(vectorizer: Any) -> Pipeline:
+        return Pipeline([("words", vectorizer), ("model", LogisticRegression())]).fit(
+            reviews, liked
+        )
+
+    return [
+        Case(
+            "linnerud-ridge",
+            "several targets",
+            "export",
+            Ridge().fit(body, targets),
+            body,
+            targets=names,
+            atol=1e-3,
+        ),
+        Case(
+            "linnerud-forest",
+            "several targets",
+            "export",
+            RandomForestRegressor(8, random_state=0).fit(body, targets),
+            body,
+            targets=names,
+            atol=1e-3,
+        ),
+        Case(
+            "linnerud-multi",
+            "several targets",
+            "export",
+            MultiOutputRegressor(Ridge()).fit(body, targets),
+            body,
+            targets=names,
+            atol=1e-3,
+        ),
+        Case("tfidf", "text", "export", text(TfidfVectorizer()), reviews),
+        Case("count", "text", "export", text(CountVectorizer(ngram_range=(1, 2))), reviews),
+        Case(
+            "isolation-forest",
+            "anomaly detection",
+            "export",
+            IsolationForest(n_estimators=20, random_state=0).fit(wine),
+            wine_rows,
+            atol=1e-4,
+        ),
+        Case(
+            "one-class-svm",
+            "anomaly detection",
+            "export",
+            scaled(OneClassSVM(nu=0.1)),
+            wine_rows,
+            atol=1e-4,
+        ),
+        Case(
+            "local-outlier-factor",
+            "anomaly detection",
+            "export",
+            scaled(LocalOutlierFactor(novelty=True)),
+            wine_rows,
+            atol=1e-4,
+        ),
+        Case(
+            "kmeans",
+            "clustering",
+            "export",
+            KMeans(3, n_init=3, random_state=0).fit(wine),
+            wine_rows,
+            atol=1e-2,
+        ),
+        Case(
+            "minibatch-kmeans",
+            "clustering",
+            "export",
+            MiniBatchKMeans(3, n_init=3, random_state=0).fit(wine),
+            wine_rows,
+            atol=1e-2,
+        ),
+    ]
+
+
+def json_value(value: Any) -> Any:
+    """A value as a JSON request carries it: NaN and None as null."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def instances(sample: Any) -> list[Any]:
+    if isinstance(sample, pd.Series):
+        return [[text] for text in sample]
     if isinstance(sample, pd.DataFrame):
         return [
-            {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in sample.to_dict(orient="records")
+            {k: json_value(v) for k, v in row.items()} for row in sample.to_dict(orient="records")
         ]
-    return np.asarray(sample).tolist()
+    return [[json_value(v) for v in row] for row in np.asarray(sample, dtype=np.float64)]
 
 
-def expected_answer(case: Case) -> tuple[list[Any], np.ndarray | None, list[str] | None]:
-    """What the library itself answers, in the server's vocabulary (CONTRACT.md section 5)."""
-    predicted = np.asarray(case.model.predict(case.sample))
-    if case.task == "regressor":
-        return predicted.astype(float).tolist(), None, None
-    classes = list(case.model.classes_)
-    names: list[Any] = case.labels or [c if isinstance(c, str) else int(c) for c in classes]
-    by_class = {str(c): n for c, n in zip(classes, names, strict=True)}
-    keys = [str(n) for n in names]
-    return [by_class[str(p)] for p in predicted], case.model.predict_proba(case.sample), keys
+def close(got: Any, want: Any, case: Case) -> None:
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64),
+        np.asarray(want, dtype=np.float64),
+        rtol=1e-4,
+        atol=case.atol,
+        err_msg=case.name,
+    )
+
+
+def check_answer(case: Case, answer: dict[str, Any]) -> None:
+    """The server's answer against the library's own, in the server's vocabulary."""
+    model, rows = case.model, case.sample
+    predicted = np.asarray(model.predict(rows))
+    if case.task == "classification":
+        classes = list(model.classes_)
+        names: list[Any] = case.labels or [c if isinstance(c, str) else int(c) for c in classes]
+        by_class = {str(c): n for c, n in zip(classes, names, strict=True)}
+        assert answer["predictions"] == [by_class[str(p)] for p in predicted], case.name
+        keys = [str(n) for n in names]
+        assert all(list(row) == keys for row in answer["probabilities"]), case.name
+        got = [list(row.values()) for row in answer["probabilities"]]
+        close(got, model.predict_proba(rows), case)
+    elif case.task == "anomaly_detection":
+        assert answer["predictions"] == predicted.tolist(), case.name
+        assert answer["outliers"] == (predicted == -1).tolist(), case.name
+        close(answer["scores"], model.decision_function(rows), case)
+    elif case.task == "clustering":
+        assert answer["predictions"] == predicted.tolist(), case.name
+        keys = [str(i) for i in range(model.n_clusters)]
+        assert all(list(row) == keys for row in answer["distances"]), case.name
+        close([list(row.values()) for row in answer["distances"]], model.transform(rows), case)
+    elif case.targets:
+        assert all(list(row) == case.targets for row in answer["predictions"]), case.name
+        close([list(row.values()) for row in answer["predictions"]], predicted, case)
+    else:
+        close(answer["predictions"], predicted, case)
 
 
 def check(case: Case, server_url: str) -> int:
@@ -314,42 +582,42 @@ def check(case: Case, server_url: str) -> int:
     checked = entry.get("samples_checked")
     assert isinstance(checked, int) and checked > 0, (case.name, entry)
 
+    sent = instances(case.sample)
+    assert case.missing == any(
+        v is None for row in sent for v in (row.values() if isinstance(row, dict) else row)
+    ), case.name
     response = httpx.post(
         f"{server_url}/predict/batch",
-        json={"model": case.name, "instances": instances(case.sample)},
+        json={"model": case.name, "instances": sent},
         timeout=30,
     )
     assert response.status_code == 200, (case.name, response.text)
-    answer = response.json()
-    predictions, probabilities, keys = expected_answer(case)
-    if probabilities is None:
-        got = np.array(answer["predictions"], dtype=np.float64)
-        np.testing.assert_allclose(got, predictions, rtol=1e-4, atol=case.atol, err_msg=case.name)
-        return checked
-    assert answer["predictions"] == predictions, case.name
-    assert all(list(row) == keys for row in answer["probabilities"]), case.name
-    got = np.array([list(row.values()) for row in answer["probabilities"]])
-    np.testing.assert_allclose(got, probabilities, rtol=1e-4, atol=case.atol, err_msg=case.name)
+    check_answer(case, response.json())
     return checked
+
+
+def estimator_name(model: Any) -> str:
+    steps = model.named_steps.values() if isinstance(model, Pipeline) else [model]
+    return " → ".join(type(step).__name__ for step in steps)
+
+
+def missing_column(case: Case) -> str:
+    if not case.takes_missing:
+        return "refused"
+    return "taken, in the sample" if case.missing else "taken"
 
 
 def matrix(cases: list[Case], results: list[int]) -> str:
     lines = [
-        "| family | estimator | task | classes | input | extra | samples checked | equal within |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| family | estimator | task | answers | input | missing values | extra | samples checked "
+        "| equal within |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for case, checked in zip(cases, results, strict=True):
-        estimator = " → ".join(
-            type(step).__name__
-            for step in (
-                case.model.named_steps.values()
-                if isinstance(case.model, Pipeline)
-                else [case.model]
-            )
-        )
         lines.append(
-            f"| {case.family} | {estimator} | {case.task} | {case.classes_kind()} | {case.input} | "
-            f"`{case.extra}` | {checked} | rtol 1e-4, atol {case.atol:g} |"
+            f"| {case.family} | {estimator_name(case.model)} | {case.task} | {case.answers()} | "
+            f"{case.input} | {missing_column(case)} | `{case.extra}` | {checked} | "
+            f"rtol 1e-4, atol {case.atol:g} |"
         )
     return "\n".join(lines)
 
@@ -361,21 +629,48 @@ def readme_matrix() -> str:
 
 
 def test_support_matrix(tmp_path: Path) -> None:
-    cases = build_cases()
-    store = tmp_path / "store"
+    # One thread per library: the boosting libraries' thread pools, fighting over a loaded
+    # machine's cores, made fitting the cases several times slower.
+    with threadpool_limits(1):
+        cases = build_cases()
+        store = tmp_path / "store"
+        export_all(cases, store)
+        with start_server(store, tmp_path) as server:
+            results = [check(case, server.url) for case in cases]
+    table = matrix(cases, results)
+    assert table == readme_matrix(), (
+        f"the README's support matrix is out of date; it is now:\n{table}"
+    )
+
+
+def describe_inputs(folder: Path) -> str:
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    if len(inputs) > 1:
+        ints = [i.name for i in inputs if i.type == "tensor(int64)"]
+        return "one per column" + (f" (int64 {', '.join(ints)})" if ints else "")
+    return {
+        "tensor(float)": "float32",
+        "tensor(double)": "float64",
+        "tensor(string)": "one string column",
+    }[inputs[0].type]
+
+
+def export_all(cases: list[Case], store: Path) -> None:
     for case in cases:
-        export_model(
+        folder = export_model(
             case.model,
             store,
             case.name,
             case.sample,
             labels=case.labels,
+            targets=case.targets,
+            int_columns=case.int_columns,
             atol=case.atol,
             double=case.double,
         )
-    with start_server(store, tmp_path) as server:
-        results = [check(case, server.url) for case in cases]
-    table = matrix(cases, results)
-    assert table == readme_matrix(), (
-        f"the README's support matrix is out of date; it is now:\n{table}"
-    )
+        metadata = json.loads((folder / "metadata.json").read_text())
+        assert metadata["task"] == case.task, case.name
+        case.takes_missing = metadata.get("missing_values", False)
+        case.input = describe_inputs(folder)
+        assert case.takes_missing or not case.missing, case.name
