@@ -97,6 +97,7 @@ class GuardedHttp(HttpToolsProtocol):
         served: Refusing | None = self.app if hasattr(self.app, "refuse") else None
         self.served = served
         self.limits = served.http_limits if served else HttpLimits.from_settings(get_settings())
+        self.max_header_count = self.limits.max_header_count
         self.head_bytes = 0  # bytes received of the header section under way
         self.in_head = True  # between requests, or receiving a request's headers
         self.timer: asyncio.TimerHandle | None = None  # the header or the body deadline
@@ -122,12 +123,14 @@ class GuardedHttp(HttpToolsProtocol):
             self.head_bytes += len(data)
         super().data_received(data)
         if self.in_head:
+            if not self.head_bytes:
+                return  # the usual case: whole requests, nothing under way
             if self.head_bytes > self.limits.max_header_bytes:
                 limit = self.limits.max_header_bytes
                 detail = f"the request's headers passed {limit} bytes (MAX_HEADER_BYTES)"
                 problem = HTTPProblem(431, "Request headers too large", detail)
                 self._refuse_raw(problem, "header_bytes")
-            elif self.head_bytes and self.timer is None:
+            elif self.timer is None:
                 # The first bytes of a request on a kept-alive connection (not the whole head:
                 # the usual request arrives whole, and arms nothing).
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
@@ -137,8 +140,11 @@ class GuardedHttp(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_bytes = 0
-        self._disarm()
-        refusal = self._refusal()
+        if self.timer is not None:
+            self._disarm()
+        refusal = None
+        if self.over_cap or len(self.headers) > self.max_header_count:
+            refusal = self._refusal()
         if refusal is None or self.served is None:
             super().on_headers_complete()
         else:
@@ -156,7 +162,8 @@ class GuardedHttp(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.in_head = True
-        self._disarm()
+        if self.timer is not None:
+            self._disarm()
 
     def shutdown(self) -> None:
         """SIGTERM: answer what is under way with `Connection: close`; an idle connection stays
