@@ -42,6 +42,15 @@ def message_limit(runtime: Runtime) -> int:
     return limit
 
 
+# Calls that may wait for the event loop, per call GRPC_MAX_CONCURRENT_CALLS lets in.
+PENDING_PER_CALL = 16
+
+
+def pending_limit(runtime: Runtime) -> int:
+    """How many arrived calls grpc may hold before the event loop takes them up."""
+    return max(10_000, PENDING_PER_CALL * runtime.settings.grpc_max_concurrent_calls)
+
+
 def _reflection_pool() -> descriptor_pool.DescriptorPool:
     """The files that reflection describes. The inference service's descriptors live in a pool
     of their own (app/grpc/proto/regenerate.py), so reflection gets one with all three."""
@@ -170,6 +179,11 @@ async def serving_grpc(
             ("grpc.max_receive_message_length", message_limit(runtime)),
             ("grpc.max_send_message_length", -1),  # answers are bounded by MAX_BATCH_ROWS
             ("grpc.so_reuseport", 1),
+            # Calls that have arrived but wait for the event loop to take them up: past grpc's
+            # own bound (1,000) it cancels them, unseen by the service and its metrics. Ours is
+            # far above GRPC_MAX_CONCURRENT_CALLS, so that the gate answers the excess.
+            ("grpc.server.max_pending_requests", pending_limit(runtime)),
+            ("grpc.server.max_pending_requests_hard_limit", pending_limit(runtime)),
         ]
     )
     calls = CallLog(runtime.metrics, settings.access_log)
