@@ -232,6 +232,10 @@ class GuardedHttp(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self.transport.is_closing():
             return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()  # an answer is being written: nothing can go between
+            return
         self.transport.write(_raw_answer(problem))
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the answer, then closes
