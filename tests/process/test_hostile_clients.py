@@ -34,7 +34,7 @@ LIMITS = {
     "MAX_HEADER_COUNT": "50",
     "HEADER_TIMEOUT_S": "1",
     "BODY_TIMEOUT_S": "1",
-    "KEEP_ALIVE_TIMEOUT_S": "5",
+    "KEEP_ALIVE_TIMEOUT_S": "1.5",
     "MAX_CONNECTIONS": "40",
     "DRAIN_IDLE_S": "2",
     "GRPC_MAX_CONCURRENT_CALLS": "4",
@@ -172,6 +172,15 @@ def test_idle_sockets_close_and_connections_past_the_cap_get_503(server):
             for sock in idle:
                 sock.close()
         serves_within_a_second(server, rss)
+
+
+def test_a_kept_alive_connection_closes_after_keep_alive_timeout_s(server):
+    with connect(server) as sock:
+        sock.sendall(post_head(len(PREDICT)) + b"\r\n" + PREDICT)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert read_all(sock) == b""  # closed by the server, with nothing more said
+    assert 1.0 < time.monotonic() - started < 3.5
 
 
 def test_trickled_headers_and_a_slow_body_are_408(server):
