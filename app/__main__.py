@@ -3,7 +3,9 @@ worker), configured from the settings."""
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -12,12 +14,34 @@ from types import FrameType
 import uvicorn
 
 from app.config import get_settings
+from app.connections import GuardedHttp
 from app.logs import configure_logging
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     # uvicorn re-raises the signal it drained on; ending here makes a drained stop exit 0.
     sys.exit(0)
+
+
+# Files a worker keeps open besides its HTTP connections: gRPC, models, the store's scan, logs.
+SPARE_FILES = 256
+
+
+def _allow_open_files(max_connections: int) -> None:
+    """Raise the soft limit on open files, up to the hard one, so that MAX_CONNECTIONS can be
+    reached before the process runs out of file descriptors; say so when it cannot."""
+    wanted = max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            logging.getLogger(__name__).warning(
+                "open files are limited to %d: lower MAX_CONNECTIONS (%d) below %d",
+                raised,
+                max_connections,
+                raised - SPARE_FILES,
+            )
 
 
 def main() -> None:
@@ -27,6 +51,7 @@ def main() -> None:
         # Every worker writes its metrics here and /metrics adds them up (app.metrics).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-server-metrics-")
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    _allow_open_files(settings.max_connections)
     uvicorn.run(
         "app.main:create_app",
         factory=True,  # each worker builds its own app from the settings
@@ -39,6 +64,8 @@ def main() -> None:
         proxy_headers=False,
         server_header=False,  # names the software to whoever asks, on every answer
         timeout_graceful_shutdown=settings.drain_timeout_s,
+        http=GuardedHttp,  # header, time and connection limits (app.connections)
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
 
 

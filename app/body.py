@@ -4,6 +4,7 @@ refuses); validated by a schema's own validator. Every route that reads a body r
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, TypeVar
 
 import orjson
@@ -12,11 +13,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope
 
 from app.errors import HTTPProblem, validation_problem
-from ml.errors import FieldError, InvalidInput
+from ml.errors import MAX_FIELD_ERRORS, FieldError, InvalidInput
 
 Model = TypeVar("Model", bound=BaseModel)
 
 JSON_MEDIA_TYPE = b"application/json"
+# pydantic's words for a key the schema does not have.
+EXTRA_KEY = "Extra inputs are not permitted"
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -32,6 +35,13 @@ def body_too_large(max_bytes: int, declared: int | None = None) -> HTTPProblem:
             413, "Body too large", f"the body has {declared} bytes; the limit is {max_bytes}"
         )
     return HTTPProblem(413, "Body too large", f"the body passed the limit of {max_bytes} bytes")
+
+
+def body_cut_short() -> HTTPProblem:
+    """The body stopped before its end: the client left, or took longer than BODY_TIMEOUT_S
+    (app.connections answers it then, and this is what the access log records)."""
+    detail = "the body did not arrive in full within BODY_TIMEOUT_S"
+    return HTTPProblem(408, "Request timeout", detail, headers={"Connection": "close"})
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int, json_only: bool) -> bytes:
@@ -54,6 +64,8 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, json_only: b
     if declared is not None and declared > max_bytes:
         raise body_too_large(max_bytes, declared)
     message: Message = await receive()
+    if message["type"] == "http.disconnect":
+        raise body_cut_short()
     body: bytes = message.get("body", b"")
     if len(body) > max_bytes:  # a chunked body may arrive whole in one message
         raise body_too_large(max_bytes)
@@ -63,7 +75,7 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, json_only: b
     while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise body_cut_short()
         parts += message.get("body", b"")
         if len(parts) > max_bytes:
             raise body_too_large(max_bytes)
@@ -87,10 +99,22 @@ def parse_json(body: bytes | memoryview) -> Any:
 
 def validate(schema: type[Model], payload: Any) -> Model:
     """`payload` checked against `schema`, or a 422 naming each field at fault."""
+    fields = schema.model_fields
+    if type(payload) is dict and len(payload) > len(fields):
+        # Unknown keys, named here: pydantic would build an error for every one of them, and a
+        # body can hold millions.
+        unknown = (key for key in payload if key not in fields)
+        extra = [{"loc": (key,), "msg": EXTRA_KEY} for key in islice(unknown, MAX_FIELD_ERRORS)]
+        count = len(payload) - sum(name in payload for name in fields)
+        raise validation_problem(extra, count)
     try:
         # The validator itself: model_validate wraps the same call in a layer of Python.
         return schema.__pydantic_validator__.validate_python(payload)  # type: ignore[no-any-return]
     except ValidationError as exc:
+        count = exc.error_count()
+        if count > MAX_FIELD_ERRORS:  # listing them all would cost more than the request
+            detail = f"{count} fields of the body do not fit its schema, too many to list"
+            raise HTTPProblem(422, "Invalid input", detail, count=count) from None
         raise validation_problem(exc.errors(include_url=False)) from None
 
 

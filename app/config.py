@@ -42,6 +42,28 @@ class Settings(BaseSettings):
     """A request still running after this is answered 504."""
     drain_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight requests may take to finish before the process exits."""
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    """Largest header section of an HTTP request (request line included); larger is 431."""
+    max_header_count: int = Field(100, ge=1)
+    """Most header lines in one HTTP request; more is 431."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """Time for a request's headers to arrive in full, from the connection's first byte (or the
+    request's, on a kept-alive connection); later is 408, and a connection that sent nothing
+    is closed."""
+    body_timeout_s: float = Field(20.0, gt=0)
+    """Time for a request's body to arrive in full once its headers have; later is 408."""
+    keep_alive_timeout_s: float = Field(65.0, gt=0)
+    """How long an idle HTTP connection is kept open between requests."""
+    max_connections: int = Field(1000, ge=1)
+    """Open HTTP connections per worker; a request on a connection beyond them is answered 503
+    and the connection closed."""
+    drain_idle_s: float = Field(2.0, ge=0)
+    """On SIGTERM, how long an idle kept-alive connection stays open, so that a request its
+    client wrote before it saw the close is still answered (with `Connection: close`)."""
+    grpc_max_concurrent_calls: int = Field(512, ge=1)
+    """gRPC calls in progress per worker; a call beyond them is RESOURCE_EXHAUSTED."""
+    max_errors_listed: int = Field(20, ge=1, le=100)
+    """Most field errors one error answer lists (`error_count` gives them all)."""
     docs_enabled: bool = True
     """Serve /docs, /redoc and /openapi.json."""
     ui_enabled: bool = True

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.body import parse_json, read_body, too_many_rows, validate
+from app.connections import HttpLimits
 from app.deadlines import Deadlines, RequestIds
 from app.errors import HTTPProblem, error_response
 from app.logs import ACCESS_LOGGER
@@ -156,6 +157,8 @@ class Edge:
         self.timeout_s = settings.request_timeout_s
         self.deadlines = Deadlines(settings.request_timeout_s)
         self.access_log_on = settings.access_log
+        self.max_errors = settings.max_errors_listed
+        self.http_limits = HttpLimits.from_settings(settings)  # for app.connections
         self.ids = RequestIds()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -180,7 +183,13 @@ class Edge:
         try:
             if hot is None:
                 scope[CALL_KEY] = call
-                await self.api(scope, receive, call.tagging(send))
+                try:
+                    await self.api(scope, receive, call.tagging(send))
+                except Exception as exc:
+                    # Starlette re-raises what its error handler has answered (and logged);
+                    # the answer stands, and the connection stays open for the next request.
+                    if not call.status:
+                        await self._fail(call, path, exc, scope, receive, send)
             elif scope["method"] != "POST":
                 await self._fail(call, path, _NOT_POST, scope, receive, send)
             else:
@@ -190,15 +199,18 @@ class Edge:
                     body = await read_body(scope, receive, self.max_body_bytes, json_only=True)
                     headers = _HeaderReader(scope).get
                     answer = await hot.answer(self.runtime, parse_json(body), headers)
+                    call.model = answer["model"]
+                    call.version = str(answer["version"])
+                    # Encoded before the answer starts: a value that cannot be encoded is a
+                    # 500 problem, not a 200 cut short.
+                    content = orjson.dumps(answer)
                 except Exception as exc:  # a bug too must answer problem+json, not a traceback
                     await self._fail(call, path, exc, scope, receive, send)
                 else:
-                    call.model = answer["model"]
-                    call.version = str(answer["version"])
                     call.status = 200
                     headers = [JSON_CONTENT_TYPE, (REQUEST_ID, request_id)]
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+                    await send({"type": "http.response.body", "body": content})
         except asyncio.CancelledError:
             if not self.deadlines.expired(task):
                 raise  # cancelled by the server (shutdown), not by the timeout
@@ -212,10 +224,30 @@ class Edge:
             route = path if hot is not None else _route(scope)
             self._record(scope, route, call, time.perf_counter() - started)
 
+    def refuse(self, problem: HTTPProblem) -> ASGIApp:
+        """An app that answers every request with `problem`, as the edge answers errors (request
+        id, metrics, access log): app.connections' answer to a request beyond a limit."""
+
+        async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
+            started = time.perf_counter()
+            call = Call(self.ids.next())
+            path: str = scope["path"]
+            try:
+                await self._fail(call, path, problem, scope, receive, send)
+            finally:
+                route = path if path in HOT_ROUTES else "unmatched"
+                self._record(scope, route, call, time.perf_counter() - started)
+
+        return refusing
+
+    def refused(self, reason: str) -> None:
+        """A connection or request refused by an HTTP limit (app.connections), counted."""
+        self.metrics.refused("http", reason)
+
     async def _fail(
         self, call: Call, path: str, exc: Exception, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        response = error_response(path, exc)
+        response = error_response(path, exc, self.max_errors)
         call.status = response.status_code
         response.raw_headers.append((REQUEST_ID, call.request_id))
         await response(scope, receive, send)

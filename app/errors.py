@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -33,6 +34,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ml.errors import (
+    MAX_FIELD_ERRORS,
+    FieldError,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
@@ -40,6 +43,7 @@ from ml.errors import (
     Overloaded,
     ServingError,
     StoreUnavailable,
+    summary,
 )
 
 log = logging.getLogger(__name__)
@@ -110,19 +114,24 @@ class HTTPProblem(Exception):
         detail: str,
         errors: Iterable[Mapping[str, Any]] = (),
         headers: Mapping[str, str] | None = None,
+        count: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
-        self.errors = [{"loc": list(e["loc"]), "msg": str(e["msg"])} for e in errors]
+        self.errors = [
+            {"loc": list(e["loc"]), "msg": str(e["msg"])} for e in islice(errors, MAX_FIELD_ERRORS)
+        ]
+        self.count = len(self.errors) if count is None else max(count, len(self.errors))
         self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
     """One error, before any protocol writes it: the HTTP status and title, the gRPC code, what
-    went wrong, each field at fault (`{"loc", "msg"}`) and headers (Retry-After)."""
+    went wrong, the fields at fault (`{"loc", "msg"}`, the first MAX_FIELD_ERRORS), how many
+    there are in all, and headers (Retry-After)."""
 
     status: int
     title: str
@@ -130,6 +139,7 @@ class Failure:
     grpc: GrpcCode
     errors: Sequence[Mapping[str, Any]] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    count: int = 0
 
 
 def failure(exc: BaseException, where: str = "") -> Failure:
@@ -140,10 +150,11 @@ def failure(exc: BaseException, where: str = "") -> Failure:
             type(exc), (500, "Serving error", GrpcCode.INTERNAL)
         )
         errors = [{"loc": list(e.loc), "msg": e.msg} for e in getattr(exc, "errors", ())]
-        return Failure(status, title, exc.detail, code, errors, _retry_after(exc))
+        count = getattr(exc, "count", len(errors))
+        return Failure(status, title, exc.detail, code, errors, _retry_after(exc), count)
     if isinstance(exc, HTTPProblem):
         code = GRPC_BY_STATUS.get(exc.status, GrpcCode.UNKNOWN)
-        return Failure(exc.status, exc.title, exc.detail, code, exc.errors, exc.headers)
+        return Failure(exc.status, exc.title, exc.detail, code, exc.errors, exc.headers, exc.count)
     log.error("unhandled error%s", f" on {where}" if where else "", exc_info=exc)
     return Failure(500, "Internal error", INTERNAL_DETAIL, GrpcCode.INTERNAL)
 
@@ -160,17 +171,24 @@ def is_v2(path: str) -> bool:
     return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
-def problem_response(failed: Failure) -> Response:
-    """problem+json; `type` is a stable slug of the title clients can branch on."""
+def problem_body(failed: Failure, max_errors: int = MAX_FIELD_ERRORS) -> bytes:
+    """problem+json; `type` is a stable slug of the title clients can branch on. `errors` lists
+    the first `max_errors` fields at fault (MAX_ERRORS_LISTED), `error_count` counts them all."""
     body = {
         "type": "/problems/" + failed.title.lower().replace(" ", "-"),
         "title": failed.title,
         "status": failed.status,
         "detail": failed.detail,
-        "errors": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in failed.errors],
+        "errors": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in failed.errors[:max_errors]],
+        "error_count": max(failed.count, len(failed.errors)),
     }
+    return orjson.dumps(body)
+
+
+def problem_response(failed: Failure, max_errors: int = MAX_FIELD_ERRORS) -> Response:
+    """The problem+json answer of `failed` (problem_body)."""
     return Response(
-        orjson.dumps(body),
+        problem_body(failed, max_errors),
         status_code=failed.status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=failed.headers,
@@ -187,32 +205,35 @@ def v2_response(failed: Failure) -> Response:
     )
 
 
-def error_response(path: str, exc: BaseException) -> Response:
-    """The answer to `exc` on an HTTP route: problem+json, or `{"error"}` under /v2."""
+def error_response(path: str, exc: BaseException, max_errors: int = MAX_FIELD_ERRORS) -> Response:
+    """The answer to `exc` on an HTTP route: problem+json listing at most `max_errors` fields,
+    or `{"error"}` under /v2."""
     failed = failure(exc, path)
-    return v2_response(failed) if is_v2(path) else problem_response(failed)
+    return v2_response(failed) if is_v2(path) else problem_response(failed, max_errors)
 
 
-def validation_problem(raw: Sequence[Mapping[str, Any]]) -> HTTPProblem:
-    """pydantic's errors as a 422 naming each field, FastAPI's "body"/"path" prefix dropped."""
+def validation_problem(raw: Sequence[Mapping[str, Any]], count: int | None = None) -> HTTPProblem:
+    """pydantic's errors as a 422 naming each field, FastAPI's "body"/"path" prefix dropped;
+    `count` when `raw` holds only the first of them."""
     errors = []
-    for err in raw:
+    for err in raw[:MAX_FIELD_ERRORS]:
         loc = list(err.get("loc", ()))
         if loc and loc[0] in ("body", "path", "query"):
             loc = loc[1:]
         errors.append({"loc": loc, "msg": str(err.get("msg", ""))})
-    return HTTPProblem(422, "Invalid input", summarize(errors), errors)
+    total = len(raw) if count is None else count
+    return HTTPProblem(422, "Invalid input", summarize(errors, total), errors, count=total)
 
 
-def summarize(errors: Sequence[Mapping[str, Any]]) -> str:
+def summarize(errors: Sequence[Mapping[str, Any]], count: int | None = None) -> str:
     """The first few errors as one line: `loc: msg; loc: msg (and N more)`."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]]
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
+    found = [FieldError(tuple(e["loc"]), str(e["msg"])) for e in errors[:5]]
+    return summary(found, len(errors) if count is None else count)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error raised in a FastAPI route is answered through the table."""
+def install_error_handlers(app: FastAPI, max_errors: int = MAX_FIELD_ERRORS) -> None:
+    """Every error raised in a FastAPI route is answered through the table, listing at most
+    `max_errors` fields at fault."""
 
     async def on_error(request: Request, exc: Exception) -> Response:
         path = request.url.path
@@ -227,7 +248,7 @@ def install_error_handlers(app: FastAPI) -> None:
         elif not isinstance(exc, ServingError | HTTPProblem):
             log.error("unhandled error on %s %s", request.method, path, exc_info=exc)
             exc = HTTPProblem(500, "Internal error", INTERNAL_DETAIL)
-        return error_response(path, exc)
+        return error_response(path, exc, max_errors)
 
     for kind in (
         ServingError,

@@ -10,6 +10,33 @@ from typing import Any
 import orjson
 
 ACCESS_LOGGER = "model_server.access"
+# Control characters (C0, DEL, C1) and the Unicode line breaks, written as escapes in text
+# lines: a request path with a CR or LF in it must not start a line of its own, nor a terminal
+# escape reach whoever reads the log.
+_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`)."""
+    return text.translate(_ESCAPES)
+
+
+def _printable(value: Any) -> Any:
+    """`value` with lone surrogates (from file names that are not UTF-8) written as escapes,
+    which JSON cannot carry as they are."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
 # Attributes every LogRecord has; anything else was passed in `extra` and belongs in the line.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -28,12 +55,21 @@ class JsonFormatter(logging.Formatter):
         line.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate: the line is kept, escaped
+            return orjson.dumps(_printable(line), default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
+    """`time level logger: message`, with control characters escaped: one record, one line
+    (a traceback follows on lines of its own)."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
+        return escape_controls(super().formatMessage(record))
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -58,7 +58,7 @@ def create_api(runtime: Runtime) -> FastAPI:
     else:
         api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
     api.state.runtime = runtime  # for app.deps, the one place that reads it
-    install_error_handlers(api)
+    install_error_handlers(api, runtime.settings.max_errors_listed)
     for router in ROUTERS:
         api.include_router(router)
     ui.install(api, runtime)

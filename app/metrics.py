@@ -167,6 +167,14 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.refusals = Counter(
+            "model_server_refused",
+            "Connections, requests and calls refused by a limit, by protocol (http, grpc) and "
+            "limit (header_bytes, header_count, header_timeout, body_timeout, idle, "
+            "connections, concurrency, draining).",
+            ["protocol", "reason"],
+            registry=r,
+        )
         self.shadow_comparisons = Counter(
             "model_server_shadow_comparisons",
             "Rows a rollout's candidate scored in the shadow of the default, by outcome "
@@ -181,6 +189,10 @@ class Metrics:
             ["model", "state"],
             registry=r,
         )
+
+    def refused(self, protocol: str, reason: str) -> None:
+        """A connection, request or call refused by a limit (app.connections, app.grpc)."""
+        self.refusals.labels(protocol, reason).inc()
 
     def answered(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
         """One request answered: counted, and its duration observed."""

@@ -146,7 +146,10 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[ProblemError] = []
+    errors: list[ProblemError] = Field(
+        [], description="The fields at fault, the first MAX_ERRORS_LISTED of them."
+    )
+    error_count: int = Field(0, description="How many fields are at fault in all.")
 
 
 class VersionInfo(BaseModel):

@@ -17,6 +17,8 @@ Parameters = dict[str, str | int | float | bool]
 Dimension = Annotated[int, Field(ge=0)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+# More input tensors than any model takes: a request past it is refused before any is decoded.
+MAX_INPUTS = 2048
 
 
 class V2RequestInput(BaseModel):
@@ -68,7 +70,7 @@ class V2InferRequest(BaseModel):
 
     id: str | None = None
     parameters: Parameters | None = None
-    inputs: list[V2RequestInput] = Field(min_length=1)
+    inputs: list[V2RequestInput] = Field(min_length=1, max_length=MAX_INPUTS)
     outputs: list[V2RequestOutput] | None = None
 
 

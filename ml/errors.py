@@ -13,7 +13,9 @@ The HTTP layer maps each class to a status code in one table; nothing here knows
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +46,29 @@ class ModelNotReady(ServingError):
         self.retry_after = retry_after
 
 
-class InvalidInput(ServingError):
-    """The request does not fit the model; `errors` lists each field at fault."""
+# The most field errors one InvalidInput keeps: a request can hold millions of faults, and
+# listing (or even finding) them all would cost more than the request is worth.
+MAX_FIELD_ERRORS = 100
 
-    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+
+class InvalidInput(ServingError):
+    """The request does not fit the model; `errors` lists the fields at fault, the first
+    MAX_FIELD_ERRORS of them, and `count` says how many there are in all."""
+
+    def __init__(
+        self, detail: str, errors: Iterable[FieldError] = (), count: int | None = None
+    ) -> None:
         super().__init__(detail)
-        self.errors = errors or []
+        self.errors = list(islice(errors, MAX_FIELD_ERRORS))
+        self.count = len(self.errors) if count is None else max(count, len(self.errors))
+
+
+def summary(errors: Sequence[FieldError], count: int, shown: int = 5) -> str:
+    """The first `shown` errors as one line, `loc: msg; loc: msg (and N more)`: a detail whose
+    length does not grow with the request."""
+    parts = [f"{'.'.join(map(str, e.loc)) or 'body'}: {e.msg}" for e in errors[:shown]]
+    more = count - min(len(errors), shown)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 class Overloaded(ServingError):

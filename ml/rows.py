@@ -9,17 +9,17 @@ a version that does not take missing values pays nothing for the rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import chain
+from itertools import chain, islice
 from typing import Annotated, Any
 
 import numpy as np
 from annotated_types import Ge, Le
 from pydantic import AllowInfNan, Strict, TypeAdapter, ValidationError
 
-from ml.errors import FieldError, InvalidInput
+from ml.errors import MAX_FIELD_ERRORS, FieldError, InvalidInput, summary
 from ml.signature import Feature, InputLayout, Signature
 
 Loc = tuple[str | int, ...]
@@ -109,10 +109,6 @@ def unusable_value(
 # From this many rows on, reading validated rows flat beats numpy's nested-sequence reader.
 _FLAT_READ_MIN_ROWS = 4
 RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal"})
-# Errors about one value; any other error (a row that is not a list, or too short) is a row's.
-_VALUE_ERRORS = frozenset(
-    {"float_type", "int_type", "string_type", "bool_type", "finite_number", *RANGE_ERRORS}
-)
 
 
 class RowCodec:
@@ -183,28 +179,32 @@ class RowCodec:
             return row
         if type(row) is dict:
             if row.keys() != self._name_set:
-                raise InvalidInput(self._name_problem(row, loc), self._name_errors(row, loc))
+                raise self._name_mismatch(row, loc)
             return [row[name] for name in self.names]
         message = f"a row must be a list of {self._width} values or an object keyed by feature name"
         raise InvalidInput(f"{message}; {self._expects}", [FieldError(loc, message)])
 
-    def _name_problem(self, row: dict[str, Any], loc: Loc) -> str:
+    def _name_mismatch(self, row: dict[str, Any], loc: Loc) -> InvalidInput:
+        """Each missing and unknown name, found only as far as an answer lists them: a row
+        can carry any number of unknown names."""
         missing = [name for name in self.names if name not in row]
-        unknown = [str(name) for name in row if name not in self._name_set]
+        n_unknown = len(row) - (self._width - len(missing))
+        unknown = [str(name) for name in islice(self._unknown(row), MAX_FIELD_ERRORS)]
         parts = []
         if missing:
             parts.append(f"missing feature{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+        if n_unknown:
+            more = f" (and {n_unknown - 5} more)" if n_unknown > 5 else ""
+            listed = ", ".join(unknown[:5]) + more
+            parts.append(f"unknown feature{'s' if n_unknown > 1 else ''} {listed}")
         where = ".".join(map(str, loc))
-        return f"{where}: {'; '.join(parts)}; {self._expects}"
-
-    def _name_errors(self, row: dict[str, Any], loc: Loc) -> list[FieldError]:
-        missing = [name for name in self.names if name not in row]
-        unknown = [str(name) for name in row if name not in self._name_set]
         errors = [FieldError((*loc, name), "missing feature") for name in missing]
         errors += [FieldError((*loc, name), "unknown feature") for name in unknown]
-        return errors
+        detail = f"{where}: {'; '.join(parts)}; {self._expects}"
+        return InvalidInput(detail, errors, len(missing) + n_unknown)
+
+    def _unknown(self, row: dict[str, Any]) -> Iterator[Any]:
+        return (name for name in row if name not in self._name_set)
 
     def encode(self, rows: Sequence[Any], loc: Loc) -> dict[str, np.ndarray]:
         """Check `rows` and return the input arrays; `loc` prefixes error locations.
@@ -220,10 +220,11 @@ class RowCodec:
             try:
                 values = self._validate_rows(rows)
             except ValidationError as exc:
-                if any(err["type"] not in _VALUE_ERRORS for err in exc.errors()):
+                width = self._width
+                if any(type(row) is not list or len(row) != width for row in rows):
                     values = self._check(self._order_all(rows, loc, single), loc, single)
                 else:
-                    raise self._invalid(exc, loc, single) from None
+                    raise self._invalid(exc, rows, loc, single) from None
         else:
             values = self._check(self._order_all(rows, loc, single), loc, single)
         if self._string_gaps is not None:
@@ -261,12 +262,31 @@ class RowCodec:
         try:
             return self._validate_rows(ordered)
         except ValidationError as exc:
-            raise self._invalid(exc, loc, single) from None
+            raise self._invalid(exc, ordered, loc, single) from None
 
-    def _invalid(self, exc: ValidationError, loc: Loc, single: bool) -> InvalidInput:
-        errors = [self._value_error(err, loc, single) for err in exc.errors()]
-        summary = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
-        return InvalidInput(summary, errors)
+    def _invalid(
+        self, exc: ValidationError, rows: Sequence[Any], loc: Loc, single: bool
+    ) -> InvalidInput:
+        count = exc.error_count()
+        raw = exc.errors() if count <= MAX_FIELD_ERRORS else self._first_errors(rows)
+        errors = [self._value_error(err, loc, single) for err in raw[:MAX_FIELD_ERRORS]]
+        return InvalidInput(summary(errors, count), errors, count)
+
+    def _first_errors(self, rows: Sequence[Any]) -> list[Any]:
+        """pydantic's errors of the first rows at fault, MAX_FIELD_ERRORS at most: the rows are
+        checked again a few at a time, since pydantic lists every error or none, and listing
+        them all costs far more than checking."""
+        step = max(1, MAX_FIELD_ERRORS // self._width)
+        found: list[Any] = []
+        for start in range(0, len(rows), step):
+            try:
+                self._validate_rows(rows[start : start + step])
+            except ValidationError as exc:
+                for err in exc.errors():
+                    found.append({**err, "loc": (start + err["loc"][0], *err["loc"][1:])})
+                if len(found) >= MAX_FIELD_ERRORS:
+                    break
+        return found
 
     def _value_error(self, err: Any, loc: Loc, single: bool) -> FieldError:
         row_index, column = err["loc"][0], err["loc"][1]
@@ -307,10 +327,11 @@ class RowCodec:
         """
         shapes = self.tensor_shapes()
         takes = f"{self.model_name} takes the inputs {', '.join(shapes)}"
+        n_unknown = sum(name not in shapes for name in arrays)
+        unknown = (name for name in arrays if name not in shapes)
         errors = [
             FieldError(("inputs", name), f"unknown input {name!r}; {takes}")
-            for name in arrays
-            if name not in shapes
+            for name in islice(unknown, MAX_FIELD_ERRORS)
         ]
         errors += [
             FieldError(("inputs", name), f"missing input {name!r}; {takes}")
@@ -332,7 +353,10 @@ class RowCodec:
             counts = ", ".join(f"{name!r} has {count}" for name, count in rows.items())
             message = f"the inputs disagree on the number of rows: {counts}"
             errors.append(FieldError(("inputs",), message))
-        raise InvalidInput("; ".join(e.msg for e in errors), errors)
+        count = len(errors) + max(0, n_unknown - MAX_FIELD_ERRORS)
+        more = count - min(len(errors), 5)
+        detail = "; ".join(e.msg for e in errors[:5]) + (f" (and {more} more)" if more > 0 else "")
+        raise InvalidInput(detail, errors, count)
 
     def _unusable(self, name: str, array: np.ndarray) -> str | None:
         """What breaks the value rule in `array`, naming the row and the feature."""

@@ -41,7 +41,7 @@ POLL_S = 0.05
 SETTINGS_VARS = frozenset(name.upper() for name in Settings.model_fields)
 SERVER_VARS = SETTINGS_VARS | {"PROMETHEUS_MULTIPROC_DIR"}
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "errors"}
+PROBLEM_KEYS = {"type", "title", "status", "detail", "errors", "error_count"}
 
 
 def free_port() -> int:
@@ -245,6 +245,7 @@ def check_problem(
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str) and body["detail"]
     assert isinstance(body["errors"], list)
+    assert isinstance(body["error_count"], int) and body["error_count"] >= len(body["errors"])
     for error in body["errors"]:
         assert set(error) == {"loc", "msg"}, error
         assert isinstance(error["loc"], list)

@@ -3,8 +3,9 @@
 Besides the inference service it serves the standard `grpc.health.v1.Health` (for Kubernetes
 `grpc` probes: SERVING while /health/ready is 200, NOT_SERVING before and while draining) and
 server reflection (so `grpcurl list` works). Every worker process binds the same port
-(SO_REUSEPORT), and the kernel spreads connections over them. On shutdown the server stops
-taking calls and lets those in flight finish, for up to DRAIN_TIMEOUT_S.
+(SO_REUSEPORT), and the kernel spreads connections over them. At most
+GRPC_MAX_CONCURRENT_CALLS inference calls run at a time (CallGate). From SIGTERM on, new inference
+calls are UNAVAILABLE, and those in flight finish, for up to DRAIN_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -21,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from app.grpc.calls import CallLog
+from app.grpc.calls import CallLog, Tags
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.servicer import SERVICE, InferenceServicer
 from app.runtime import Runtime
@@ -38,6 +40,15 @@ def message_limit(runtime: Runtime) -> int:
     settings = runtime.settings
     limit: int = settings.grpc_max_message_bytes or settings.max_body_bytes
     return limit
+
+
+# Calls that may wait for the event loop, per call GRPC_MAX_CONCURRENT_CALLS lets in.
+PENDING_PER_CALL = 16
+
+
+def pending_limit(runtime: Runtime) -> int:
+    """How many arrived calls grpc may hold before the event loop takes them up."""
+    return max(10_000, PENDING_PER_CALL * runtime.settings.grpc_max_concurrent_calls)
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -65,12 +76,57 @@ def _lenient(message_type: type[Message]) -> Callable[[bytes], Message | None]:
     return parse
 
 
-def _inference_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    """The service's methods, as the generated registration has them, with lenient parsing."""
+Behaviour = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
+
+
+class CallGate:
+    """Lets in at most GRPC_MAX_CONCURRENT_CALLS inference calls at a time, and none once
+    SIGTERM has come: a call turned away is RESOURCE_EXHAUSTED (or UNAVAILABLE), counted in
+    `model_server_refused_total` and the requests' metrics, and logged, as every call is.
+    Without a limit of its own, grpc queues calls without bound, and callers see theirs end
+    CANCELLED or past their deadline, unseen by the service."""
+
+    def __init__(self, runtime: Runtime, calls: CallLog) -> None:
+        self.runtime = runtime
+        self.calls = calls
+        self.limit = runtime.settings.grpc_max_concurrent_calls
+        self.in_flight = 0
+
+    def guard(self, name: str, behaviour: Behaviour) -> Behaviour:
+        route = f"/{SERVICE}/{name}"
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if self.runtime.draining or self.in_flight >= self.limit:
+                await self._refuse(route, context)
+            self.in_flight += 1
+            try:
+                return await behaviour(request, context)
+            finally:
+                self.in_flight -= 1
+
+        return guarded
+
+    async def _refuse(self, route: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        started = time.perf_counter()
+        if self.runtime.draining:
+            code, reason = grpc.StatusCode.UNAVAILABLE, "draining"
+            message = "the server is shutting down; call another replica"
+        else:
+            code, reason = grpc.StatusCode.RESOURCE_EXHAUSTED, "concurrency"
+            message = f"{self.limit} calls in progress (GRPC_MAX_CONCURRENT_CALLS); try again"
+        tags = Tags(self.calls.request_id(context))
+        self.runtime.metrics.refused("grpc", reason)
+        self.calls.record(context, route, tags, code, started)
+        await context.abort(code, message, tags.metadata())
+
+
+def _inference_handlers(servicer: InferenceServicer, gate: CallGate) -> grpc.GenericRpcHandler:
+    """The service's methods, as the generated registration has them, with lenient parsing,
+    behind the gate."""
     service = pb.DESCRIPTOR.services_by_name[SERVICE.rsplit(".", 1)[1]]
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
+            gate.guard(method.name, getattr(servicer, method.name)),
             request_deserializer=_lenient(getattr(pb, method.input_type.name)),
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
         )
@@ -123,11 +179,20 @@ async def serving_grpc(
             ("grpc.max_receive_message_length", message_limit(runtime)),
             ("grpc.max_send_message_length", -1),  # answers are bounded by MAX_BATCH_ROWS
             ("grpc.so_reuseport", 1),
+            # Calls that have arrived but wait for the event loop to take them up: past grpc's
+            # own bound (1,000) it cancels them, unseen by the service and its metrics. Ours is
+            # far above GRPC_MAX_CONCURRENT_CALLS, so that the gate answers the excess.
+            ("grpc.server.max_pending_requests", pending_limit(runtime)),
+            ("grpc.server.max_pending_requests_hard_limit", pending_limit(runtime)),
         ]
     )
     calls = CallLog(runtime.metrics, settings.access_log)
     server.add_generic_rpc_handlers(
-        (_inference_handlers(InferenceServicer(runtime, server_version, calls)),)
+        (
+            _inference_handlers(
+                InferenceServicer(runtime, server_version, calls), CallGate(runtime, calls)
+            ),
+        )
     )
     health_servicer = ReadinessHealth(runtime)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -20,7 +20,7 @@ import numpy as np
 
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.v2_codec import _from_binary, _to_binary, bad_request, dtype_of
-from app.v2_schemas import V2RequestInput
+from app.v2_schemas import MAX_INPUTS, V2RequestInput
 from ml.signature import BY_DTYPE
 
 # Which typed field of InferTensorContents carries each datatype, and the numpy type of that
@@ -50,6 +50,8 @@ def datatype_of(array: np.ndarray) -> str:
 def decode_inputs(request: pb.ModelInferRequest, max_rows: int) -> dict[str, np.ndarray]:
     """The request's input tensors as arrays by name; raises a 400 problem naming the input."""
     raw = request.raw_input_contents
+    if len(request.inputs) > MAX_INPUTS:
+        raise bad_request(f"the request has {len(request.inputs)} inputs; at most {MAX_INPUTS}")
     if raw and len(raw) != len(request.inputs):
         raise bad_request(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "

@@ -15,10 +15,12 @@ from app.errors import (
     HTTPProblem,
     error_response,
     failure,
+    problem_body,
     problem_response,
     v2_response,
 )
 from ml.errors import (
+    MAX_FIELD_ERRORS,
     FieldError,
     InferenceFailed,
     InvalidInput,
@@ -131,3 +133,14 @@ def test_the_path_picks_the_family(path, media_type):
     response = error_response(path, ModelNotFound("no model"))
 
     assert (response.status_code, response.media_type) == (404, media_type)
+
+
+def test_a_problem_lists_at_most_max_errors_and_counts_them_all():
+    errors = [FieldError(("f", i), "unknown feature") for i in range(300)]
+    failed = failure(InvalidInput("many", errors, count=300_000))
+
+    body = orjson.loads(problem_body(failed, max_errors=7))
+
+    assert [e["loc"] for e in body["errors"]] == [["f", i] for i in range(7)]
+    assert body["error_count"] == 300_000
+    assert len(failed.errors) == MAX_FIELD_ERRORS  # what ml keeps, whatever it is given

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx_factories import IRIS_FEATURES
 
-from ml.errors import FieldError, InvalidInput
+from ml.errors import MAX_FIELD_ERRORS, FieldError, InvalidInput
 from ml.rows import RowCodec
 from ml.signature import derive_signature
 
@@ -491,3 +491,29 @@ def test_a_string_tensor_holding_other_values_is_refused_either_way(
         }
         with pytest.raises(InvalidInput, match="input 'color' takes strings; element 2 is 3"):
             codec.check_arrays(arrays)
+
+
+# -- errors without end: found only as far as an answer lists them --------------------------
+
+
+def test_unknown_names_are_counted_and_the_first_listed(iris):
+    row = NAMED | {f"extra_{i}": 1.0 for i in range(50_000)}
+    error = invalid(iris, [row], ("features",))
+    assert error.count == 50_000
+    assert len(error.errors) == MAX_FIELD_ERRORS
+    assert error.errors[0] == FieldError(("features", "extra_0"), "unknown feature")
+    assert "(and 49995 more)" in error.detail
+    assert len(error.detail) < 1_000
+
+
+def test_bad_values_past_the_cap_are_counted_and_the_first_listed_in_order(iris):
+    rows = [ROW] * 3 + [["a", 1.0, 2.0, "b"]] * 10_000
+    error = invalid(iris, rows, ("instances",))
+    assert error.count == 20_000  # two bad values in each bad row
+    assert len(error.errors) == MAX_FIELD_ERRORS
+    assert [e.loc for e in error.errors[:3]] == [
+        ("instances", 3, "sepal_length"),
+        ("instances", 3, "petal_width"),
+        ("instances", 4, "sepal_length"),
+    ]
+    assert error.detail.endswith("(and 19995 more)")
