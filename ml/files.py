@@ -10,6 +10,7 @@ that every reader's existing "cannot read" handling words them.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -63,7 +64,15 @@ def confined(path: Path, within: Path | None) -> str:
 
 def _open(path: Path, within: Path | None, limit: int) -> int:
     """An open descriptor of the regular file at `path`; never blocks."""
-    fd = os.open(confined(path, within), _OPEN_FLAGS)
+    real = confined(path, within)
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        # A socket cannot be opened at all: say what it is rather than "no such device".
+        kind = kind_of(os.stat(real).st_mode)
+        raise RefusedFile(f"{path.name} is {kind}, not a regular file") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
