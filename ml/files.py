@@ -19,7 +19,7 @@ from pathlib import Path
 # bound the memory a file can take and the time its parsing holds the interpreter.
 CONFIG_MAX_BYTES = 64 * 1024
 METADATA_MAX_BYTES = 4 * 1024 * 1024
-SAMPLES_MAX_BYTES = 4 * 1024 * 1024
+SAMPLES_MAX_BYTES = 1024 * 1024
 # A single ONNX file cannot be larger: protobuf messages end at 2 GiB (bigger models keep their
 # weights in external data files).
 MODEL_MAX_BYTES = 2 * 1024 * 1024 * 1024

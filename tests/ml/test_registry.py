@@ -839,7 +839,7 @@ def test_special_and_oversized_files_fail_their_version(store: Path) -> None:
             3: "cannot read the version: samples.json is a link to outside the model store",
             4: "cannot read the version: metadata.json is a link to outside the model store",
             5: f"samples.json: cannot read: samples.json is {SAMPLES_MAX_BYTES + 1:,} bytes, "
-            "over the 4 MiB limit for samples.json",
+            "over the 1 MiB limit for samples.json",
         }
         assert served(registry) == 1
 
