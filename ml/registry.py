@@ -269,6 +269,7 @@ class ModelRegistry:
                 for version in list(entry.versions):
                     await self._unload(entry, version, report)
                 del self._models[name]
+                self._sync_failures.pop(name, None)
                 log.info("model %s removed from the store", name)
             self.scanned = True
             if self.observer is not None:
@@ -315,7 +316,8 @@ class ModelRegistry:
         entry = self._models.get(name)
         config_changed = False
         if model_dir.error is not None:
-            await self._folder_failed(model_dir, report)
+            if (name, None) not in unsettled:  # a link just replaced gets a second look first
+                await self._folder_failed(model_dir, report)
             return
         if entry is None or (
             entry.config_fingerprint != model_dir.config_fingerprint
