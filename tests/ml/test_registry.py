@@ -24,8 +24,8 @@ import ml.registry
 from ml.errors import InvalidInput, ModelNotFound, ModelNotReady
 from ml.files import SAMPLES_MAX_BYTES
 from ml.model import LoadedModel
-from ml.registry import ModelRegistry, VersionState
-from ml.store import StoreScanner
+from ml.registry import ModelRegistry, ReloadReport, VersionState
+from ml.store import ModelDir, StoreScanner
 
 
 @pytest.fixture
@@ -854,7 +854,7 @@ def test_any_failure_of_one_model_is_contained_and_logged_once(
     registry = new_registry(store)
     real = registry._apply_model
 
-    async def apply_model(model_dir, unsettled, report) -> None:
+    async def apply_model(model_dir: ModelDir, unsettled: Any, report: ReloadReport) -> None:
         if model_dir.name == "diabetes":
             raise RecursionError("maximum recursion depth exceeded")
         await real(model_dir, unsettled, report)

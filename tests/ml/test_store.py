@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ml.errors import StoreUnavailable
-from ml.store import StoreScanner, is_valid_model_name
+from ml.store import ModelDir, StoreScanner, is_valid_model_name
 
 
 def touch(path: Path, content: bytes = b"onnx") -> Path:
@@ -260,7 +260,7 @@ def test_a_model_whose_scan_raises_fails_alone(
     scanner = StoreScanner(store)
     real = scanner._scan_model
 
-    def scan_model(name: str, path: Path):
+    def scan_model(name: str, path: Path) -> ModelDir:
         if name == "iris":
             raise RecursionError("maximum recursion depth exceeded")
         return real(name, path)
