@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from ml.files import CONFIG_MAX_BYTES, read_text
+
 CONFIG_FILE = "model.toml"
 
 
@@ -157,11 +159,12 @@ class ModelConfig(BaseModel):
         return VersionPolicy.parse(value)
 
 
-def read_model_config(model_dir: Path) -> ModelConfig:
-    """Read `model_dir/model.toml`; a missing file means every default."""
+def read_model_config(model_dir: Path, within: Path | None = None) -> ModelConfig:
+    """Read `model_dir/model.toml`; a missing file means every default. `within`: the store,
+    which a link may not leave."""
     path = model_dir / CONFIG_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, within=within, limit=CONFIG_MAX_BYTES)
     except FileNotFoundError:
         return ModelConfig()
     except (OSError, UnicodeDecodeError) as exc:
@@ -170,6 +173,8 @@ def read_model_config(model_dir: Path) -> ModelConfig:
         return ModelConfig.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{CONFIG_FILE}: bad TOML syntax: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{CONFIG_FILE}: nested too deeply to read") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"

@@ -17,6 +17,8 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from ml.files import MODEL_MAX_BYTES, read_bytes
+
 __all__ = ["Classes", "read_classes"]
 
 Classes = tuple[int, ...] | tuple[str, ...]
@@ -184,7 +186,9 @@ def _only_classifier(graph: Any, width: int | None) -> Classes | None:
 
 
 def _read_model(path: Path) -> Any:
-    return _model_class().FromString(path.read_bytes())
+    # Checked when the version loaded; read as untrusted again all the same, as it may have
+    # been replaced since.
+    return _model_class().FromString(read_bytes(path, within=None, limit=MODEL_MAX_BYTES))
 
 
 def read_classes(path: Path, label_output: str, width: int | None) -> Classes | None:

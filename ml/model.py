@@ -18,6 +18,7 @@ import onnxruntime as ort
 from ml.batching import MicroBatcher
 from ml.config import ModelConfig
 from ml.errors import InferenceFailed, InvalidInput
+from ml.files import METADATA_MAX_BYTES, MODEL_MAX_BYTES, check_file, check_folder, read_text
 from ml.graph import Classes, read_classes
 from ml.observer import ServingObserver
 from ml.outputs import Predictions, Vocabulary, VocabularyError, decode
@@ -221,14 +222,16 @@ class LoadedModel:
             await self._batcher.close()
 
 
-def _read_metadata(version_dir: Path) -> dict[str, Any]:
+def _read_metadata(version_dir: Path, within: Path | None) -> dict[str, Any]:
     path = version_dir / METADATA_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, within=within, limit=METADATA_MAX_BYTES))
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{METADATA_FILE}: cannot read: {exc}") from exc
+    except RecursionError:
+        raise ModelLoadError(f"{METADATA_FILE}: nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{METADATA_FILE}: must hold a JSON object")
     for key in ("features", "labels"):
@@ -290,14 +293,22 @@ def load_model(
     version_dir: Path,
     config: ModelConfig,
     observer: ServingObserver | None = None,
+    within: Path | None = None,
 ) -> LoadedModel:
-    """Load a version, derive its signature, warm it up and time it. Blocking."""
+    """Load a version, derive its signature, warm it up and time it. Blocking.
+
+    `within` is the store: no file of the version is read through a link that leaves it."""
     model_file = version_dir / MODEL_FILE
-    if not model_file.is_file():
-        raise ModelLoadError(f"{MODEL_FILE} is missing")
-    metadata = _read_metadata(version_dir)
     try:
-        samples = read_samples(version_dir)
+        check_folder(version_dir, within=within)
+        check_file(model_file, within=within, limit=MODEL_MAX_BYTES)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{MODEL_FILE} is missing") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the version: {exc}") from exc
+    metadata = _read_metadata(version_dir, within)
+    try:
+        samples = read_samples(version_dir, within)
     except SamplesError as exc:
         raise ModelLoadError(str(exc)) from exc
     session = _session(model_file, config)

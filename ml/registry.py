@@ -11,13 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ml.config import ConfigError, ModelConfig, read_model_config
+from ml.config import CONFIG_FILE, ConfigError, ModelConfig, read_model_config
 from ml.errors import FieldError, InferenceFailed, InvalidInput, ModelNotFound, ModelNotReady
 from ml.model import LoadedModel, ModelLoadError, load_model
 from ml.observer import ServingObserver
@@ -29,6 +30,8 @@ from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir, without_st
 log = logging.getLogger(__name__)
 
 LOADING_RETRY_AFTER_S = 1.0
+# A fingerprint no look gives: the model's settings are read again at the next look.
+_UNREAD: Fingerprint = (("", -1, -1),)
 T = TypeVar("T")
 
 
@@ -124,6 +127,8 @@ class ModelRegistry:
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self.scanned = False
+        # The last unexpected failure of each model's sync, logged once rather than every poll.
+        self._sync_failures: dict[str, str] = {}
 
     # -- reading, on the request path -------------------------------------------------------
 
@@ -249,13 +254,19 @@ class ModelRegistry:
         report = ReloadReport()
         async with self._lock:
             for model_dir in found.values():
-                await self._sync_model(model_dir, unsettled, report)
+                try:
+                    await self._sync_model(model_dir, unsettled, report)
+                except Exception as exc:  # one model's failure must not stop the others
+                    self._sync_failed(model_dir.name, exc, report)
+                else:
+                    self._sync_failures.pop(model_dir.name, None)
             removed = [n for n in self._models if n not in found]
             for name in removed:
                 entry = self._models[name]
                 for version in list(entry.versions):
                     await self._unload(entry, version, report)
                 del self._models[name]
+                self._sync_failures.pop(name, None)
                 log.info("model %s removed from the store", name)
             self.scanned = True
             if self.observer is not None:
@@ -267,6 +278,13 @@ class ModelRegistry:
                 for name in removed:
                     self.observer.versions_serving(name, 0)
         return report
+
+    def _sync_failed(self, name: str, exc: Exception, report: ReloadReport) -> None:
+        error = without_store_path(f"unexpected error: {exc!r}"[:500], self.scanner.root)
+        report.failed.append({"model": name, "version": None, "error": error})
+        if self._sync_failures.get(name) != error:
+            self._sync_failures[name] = error
+            log.error("model %s: %s", name, error)
 
     async def _sync_model(
         self,
@@ -295,11 +313,15 @@ class ModelRegistry:
         name = model_dir.name
         entry = self._models.get(name)
         config_changed = False
+        if model_dir.error is not None:
+            if (name, None) not in unsettled:  # a link just replaced gets a second look first
+                await self._folder_failed(model_dir, report)
+            return
         if entry is None or (
             entry.config_fingerprint != model_dir.config_fingerprint
             and (name, None) not in unsettled
         ):
-            config, error = await asyncio.to_thread(_read_config, model_dir)
+            config, error = await asyncio.to_thread(_read_config, model_dir, self.scanner.root)
             if error is not None:
                 error = without_store_path(error, self.scanner.root)
             if entry is None:
@@ -327,6 +349,12 @@ class ModelRegistry:
             for v, d in model_dir.versions.items()
             if (name, v) not in unsettled and not (settings_unsettled and v not in entry.versions)
         }
+        for version, version_dir in model_dir.versions.items():
+            status = entry.versions.get(version)
+            if version not in on_disk and status is not None and status.model is not None:
+                # Files still changing under a serving version: it keeps its place (and its
+                # load) until they settle, so no older version is loaded in its stead.
+                on_disk[version] = replace(version_dir, fingerprint=status.fingerprint)
         # Load first, unload after: a removed version serves until its successor does.
         keep = await self._load_wanted(entry, on_disk, config_changed, report)
         for version in [v for v in entry.versions if v not in model_dir.versions]:
@@ -394,8 +422,16 @@ class ModelRegistry:
                 version, VersionState.LOADING, version_dir.fingerprint
             )
         try:
+            if version_dir.error is not None:
+                raise ModelLoadError(version_dir.error)
             model = await asyncio.to_thread(
-                load_model, entry.name, version, version_dir.path, entry.config, self.observer
+                load_model,
+                entry.name,
+                version,
+                version_dir.path,
+                entry.config,
+                self.observer,
+                self.scanner.root,
             )
         except Exception as exc:  # any failure of one version must leave the others serving
             error = str(exc) if isinstance(exc, ModelLoadError) else f"unexpected error: {exc!r}"
@@ -435,6 +471,21 @@ class ModelRegistry:
         entry.versions.pop(version, None)
         log.info("model %s version %s unloaded", entry.name, version)
         report.unloaded.append({"model": entry.name, "version": version})
+
+    async def _folder_failed(self, model_dir: ModelDir, report: ReloadReport) -> None:
+        """A model folder that cannot be looked into: its error shown, its versions unloaded
+        (as for a folder removed), its settings read afresh once it can be read again."""
+        error = without_store_path(model_dir.error or "", self.scanner.root)
+        entry = self._models.get(model_dir.name)
+        if entry is None:
+            entry = self._models[model_dir.name] = ModelEntry(model_dir.name, None, ())
+        if entry.config_error != error:
+            log.error("model %s: %s", model_dir.name, error)
+            report.failed.append({"model": model_dir.name, "version": None, "error": error})
+        entry.config_error = error
+        entry.config_fingerprint = _UNREAD
+        for version in list(entry.versions):
+            await self._unload(entry, version, report)
 
     async def _restart_rollout(self, entry: ModelEntry) -> None:
         """A (re)read model.toml starts its rollout afresh: counts reset and a halt lifted."""
@@ -507,8 +558,10 @@ def _serving(entry: ModelEntry) -> bool:
     return any(s.state is VersionState.AVAILABLE for s in entry.versions.values())
 
 
-def _read_config(model_dir: ModelDir) -> tuple[ModelConfig | None, str | None]:
+def _read_config(model_dir: ModelDir, store: Path) -> tuple[ModelConfig | None, str | None]:
     try:
-        return read_model_config(model_dir.path), None
+        return read_model_config(model_dir.path, store), None
     except ConfigError as exc:
         return None, str(exc)
+    except Exception as exc:  # every file of the store is untrusted: no failure may escape
+        return None, f"{CONFIG_FILE}: cannot read: {exc!r}"[:500]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ml.files import SAMPLES_MAX_BYTES, read_text
 from ml.outputs import Predictions
 from ml.store import SAMPLES_FILE
 
@@ -55,15 +56,18 @@ def _tolerance(data: dict[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
-def read_samples(version_dir: Path) -> Samples | None:
-    """The samples of a version folder, None without the file; SamplesError if unreadable."""
+def read_samples(version_dir: Path, within: Path | None = None) -> Samples | None:
+    """The samples of a version folder, None without the file; SamplesError if unreadable.
+    `within`: the store, which a link may not leave."""
     path = version_dir / SAMPLES_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, within=within, limit=SAMPLES_MAX_BYTES))
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SamplesError(f"{SAMPLES_FILE}: cannot read: {exc}") from exc
+    except RecursionError:
+        raise SamplesError(f"{SAMPLES_FILE}: nested too deeply to read") from None
     if not isinstance(data, dict):
         raise SamplesError(f"{SAMPLES_FILE}: must hold a JSON object")
     unknown = sorted(set(data) - {"instances", "expected", "rtol", "atol"})

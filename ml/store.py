@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ml.config import CONFIG_FILE
 from ml.errors import StoreUnavailable
+from ml.files import confined
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -36,6 +37,8 @@ class VersionDir:
     version: int
     path: Path
     fingerprint: Fingerprint
+    # Why the folder cannot be looked into (a link loop, a link out of the store), if it cannot.
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class ModelDir:
     path: Path
     config_fingerprint: Fingerprint
     versions: dict[int, VersionDir] = field(default_factory=dict)
+    # Why the folder cannot be looked into, if it cannot: the model then has no versions.
+    error: str | None = None
 
 
 def _fingerprint_files(folder: Path, names: list[str]) -> Fingerprint:
@@ -57,6 +62,29 @@ def _fingerprint_files(folder: Path, names: list[str]) -> Fingerprint:
             continue
         prints.append((name, stat.st_size, stat.st_mtime_ns))
     return tuple(prints)
+
+
+def _link_fingerprint(entry: os.DirEntry[str]) -> Fingerprint:
+    """The entry itself, not what it points at: a folder that cannot be entered changes only
+    when its link is replaced."""
+    try:
+        stat = entry.stat(follow_symlinks=False)
+    except OSError:
+        return ()
+    return ((entry.name, stat.st_size, stat.st_mtime_ns),)
+
+
+def _is_folder(entry: os.DirEntry[str], root: Path) -> bool:
+    """Whether `entry` is a folder; OSError when it is a link out of the store or a loop."""
+    if entry.is_symlink():
+        confined(Path(entry.path), root)
+    return entry.is_dir(follow_symlinks=True)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def without_store_path(text: str, root: Path) -> str:
@@ -105,14 +133,29 @@ class StoreScanner:
             if entry.name.startswith((".", "_")):
                 self._skip(path, "hidden or staged (names starting with '.' or '_')")
                 continue
-            if not entry.is_dir(follow_symlinks=True):
+            try:
+                is_folder = _is_folder(entry, self.root)
+            except OSError as exc:
+                if is_valid_model_name(entry.name):
+                    error = f"the model folder cannot be read: {_reason(exc)}"
+                    models[entry.name] = ModelDir(
+                        entry.name, path, _link_fingerprint(entry), error=error
+                    )
+                else:
+                    self._skip(path, _reason(exc))
+                continue
+            if not is_folder:
                 if entry.name != "README.md":
                     self._skip(path, "not a model folder")
                 continue
             if not is_valid_model_name(entry.name):
                 self._skip(path, f"model names must match {MODEL_NAME.pattern}")
                 continue
-            models[entry.name] = self._scan_model(entry.name, path)
+            try:
+                models[entry.name] = self._scan_model(entry.name, path)
+            except Exception as exc:  # every entry is untrusted: none may end the scan
+                error = f"the model folder cannot be read: {_reason(exc)}"
+                models[entry.name] = ModelDir(entry.name, path, (), error=error)
         return models
 
     def _scan_model(self, name: str, path: Path) -> ModelDir:
@@ -128,23 +171,43 @@ class StoreScanner:
             if entry.name.startswith((".", "_")):
                 self._skip(Path(entry.path), "hidden or staged (names starting with '.' or '_')")
                 continue
-            if not (entry.is_dir(follow_symlinks=True) and VERSION_NAME.fullmatch(entry.name)):
-                self._skip(Path(entry.path), "versions are folders named by a positive integer")
-                continue
             version_path = Path(entry.path)
-            try:
-                names = [
-                    e.name
-                    for e in os.scandir(version_path)
-                    if not e.name.startswith((".", "_")) and e.is_file(follow_symlinks=True)
-                ]
-            except OSError:
-                names = []  # unreadable: loading it will say why
+            if not VERSION_NAME.fullmatch(entry.name):
+                self._skip(version_path, "versions are folders named by a positive integer")
+                continue
             version = int(entry.name)
+            try:
+                if not _is_folder(entry, self.root):
+                    self._skip(version_path, "versions are folders named by a positive integer")
+                    continue
+            except OSError as exc:
+                error = f"the version folder cannot be read: {_reason(exc)}"
+                versions[version] = VersionDir(
+                    version, version_path, _link_fingerprint(entry), error=error
+                )
+                continue
             versions[version] = VersionDir(
-                version, version_path, _fingerprint_files(version_path, names)
+                version, version_path, _fingerprint_files(version_path, _file_names(version_path))
             )
         # model.toml is looked at after the version folders: a tool that writes model.toml
         # before renaming a new version into place (model-export --rollout) is then always
         # seen with the settings it wrote, in the same look as the version or an earlier one.
         return ModelDir(name, path, _fingerprint_files(path, [CONFIG_FILE]), versions)
+
+
+def _file_names(folder: Path) -> list[str]:
+    """The names of the files in a version folder that make up its fingerprint."""
+    names = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith((".", "_")):
+                    continue
+                try:
+                    if entry.is_file(follow_symlinks=True):
+                        names.append(entry.name)
+                except OSError:  # a link loop: loading the version will say why
+                    continue
+    except OSError:
+        pass  # unreadable: loading it will say why
+    return names

@@ -30,6 +30,12 @@ def _fingerprints(found: dict[str, ModelDir]) -> dict[LookKey, Fingerprint]:
     return prints
 
 
+def _failure(exc: Exception) -> str:
+    """One short line for an unexpected failure (a RecursionError's traceback runs to a
+    thousand frames)."""
+    return f"{exc!r}"[:500]
+
+
 class StoreWatcher:
     """Loads the store once, then follows it every `interval_s` seconds (0: never)."""
 
@@ -65,8 +71,9 @@ class StoreWatcher:
             log.error(
                 "%s: %s; serving nothing until it appears", self.registry.scanner.root, outage
             )
-        except Exception:  # the server must come up even if the first scan fails
-            log.exception("the first scan of the model store failed")
+        except Exception as exc:  # the server must come up even if the first scan fails
+            outage = _failure(exc)
+            log.error("the first scan of the model store failed: %s", outage)
         self.registry.scanned = True
         while self.interval_s > 0:
             await asyncio.sleep(self.interval_s)
@@ -81,8 +88,10 @@ class StoreWatcher:
                     )
                 outage = exc.detail
                 continue
-            except Exception:  # one bad look must not stop the watching
-                log.exception("scanning the model store failed")
+            except Exception as exc:  # one bad look must not stop the watching
+                if outage != _failure(exc):  # once per change: a traceback each poll floods
+                    log.error("scanning the model store failed: %s", _failure(exc))
+                outage = _failure(exc)
                 continue
             if outage is not None:
                 log.info("the model store is back: %s", root)

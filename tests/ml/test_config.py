@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from ml.config import (
     VersionPolicy,
     read_model_config,
 )
+from ml.files import CONFIG_MAX_BYTES
 
 
 def write_toml(folder: Path, text: str) -> Path:
@@ -216,3 +218,27 @@ def test_config_is_frozen() -> None:
     config = ModelConfig()
     with pytest.raises(ValueError, match="frozen"):
         config.default_version = 2  # type: ignore[misc]
+
+
+def test_nested_arrays_fail_with_a_reason_not_a_recursion_error(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert message == "model.toml: nested too deeply to read"
+
+
+def test_fifo_oversized_file_and_link_out_of_the_store(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = store / "iris"
+    model.mkdir(parents=True)
+    os.mkfifo(model / "model.toml")  # would block a plain open() for good
+    with pytest.raises(ConfigError, match=r"^model\.toml: cannot read: model\.toml is a FIFO"):
+        read_model_config(model, store)
+    (model / "model.toml").unlink()
+    write_toml(model, "# " + "x" * CONFIG_MAX_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"over the 64 KiB limit for model\.toml$"):
+        read_model_config(model, store)
+    (model / "model.toml").unlink()
+    write_toml(tmp_path, 'version_policy = "all"\n')
+    (model / "model.toml").symlink_to(tmp_path / "model.toml")
+    with pytest.raises(ConfigError, match="link to outside the model store"):
+        read_model_config(model, store)
+    assert str(read_model_config(model).version_policy) == "all"  # no store: not confined

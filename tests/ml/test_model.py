@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -456,3 +457,47 @@ def test_runs_in_a_thread_are_reported_on_the_loop_even_when_the_request_gave_up
     loop_thread = asyncio.run(scenario())
     assert recorder.runs == [("m", 1, 3)]
     assert recorder.threads == {loop_thread}
+
+
+NESTED_JSON = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("name", ["metadata.json", "samples.json"])
+def test_nested_json_fails_with_a_reason(tmp_path: Path, name: str) -> None:
+    folder = write_iris_classifier(tmp_path / "1")
+    (folder / name).write_text(NESTED_JSON)
+    with pytest.raises(ModelLoadError, match=rf"^{name}: nested too deeply to read$"):
+        load(folder)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_model_file_that_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "1"
+    folder.mkdir()
+    if kind == "fifo":
+        os.mkfifo(folder / "model.onnx")  # onnxruntime would block opening it
+        expected = "a FIFO"
+    else:
+        (folder / "model.onnx").mkdir()
+        expected = "a folder"
+    with pytest.raises(
+        ModelLoadError, match=rf"^cannot read the version: model\.onnx is {expected}, not a"
+    ):
+        load(folder)
+
+
+def test_model_file_linked_within_its_store(tmp_path: Path) -> None:
+    """A link that stays inside the store is followed: the same model, loaded twice."""
+    store = tmp_path / "store"
+    first = write_iris_classifier(store / "iris" / "1")
+    second = store / "iris" / "2"
+    second.mkdir()
+    for name in ("model.onnx", "metadata.json"):
+        (second / name).symlink_to(f"../1/{name}")
+    model = load_model("iris", 2, second, ModelConfig(), within=store)
+    reference_model = load_model("iris", 1, first, ModelConfig(), within=store)
+    rows = iris_rows(4)
+    assert model.answer(rows, ("instances",)) == reference_model.answer(rows, ("instances",))
+    outside = r"^cannot read the version: \S+ is a link to outside the model store$"
+    with pytest.raises(ModelLoadError, match=outside):
+        load_model("iris", 2, second, ModelConfig(), within=second)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,9 +22,10 @@ from registry_helpers import rescan
 
 import ml.registry
 from ml.errors import InvalidInput, ModelNotFound, ModelNotReady
+from ml.files import SAMPLES_MAX_BYTES
 from ml.model import LoadedModel
-from ml.registry import ModelRegistry, VersionState
-from ml.store import StoreScanner
+from ml.registry import ModelRegistry, ReloadReport, VersionState
+from ml.store import ModelDir, StoreScanner
 
 
 @pytest.fixture
@@ -727,3 +729,152 @@ def test_close_releases_everything(store: Path) -> None:
         assert list(registry) == []
 
     run(scenario)
+
+
+# -- every store entry is untrusted: one bad entry fails only itself ---------------------------
+
+NESTED_TOML = "x = " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+def test_nested_model_toml_fails_its_model_alone(store: Path) -> None:
+    """tomllib recurses once per array: the RecursionError is that model's error."""
+    iris(store, 1)
+    write_regressor(store / "diabetes" / "1")
+    toml(store, NESTED_TOML, model="diabetes")
+
+    async def scenario() -> None:
+        registry = new_registry(store)
+        report = await rescan(registry)
+        assert report.loaded == [{"model": "iris", "version": 1}]
+        assert registry.get("diabetes").config_error == "model.toml: nested too deeply to read"
+        assert registry.ready and served(registry) == 1
+        # Later changes still apply, to the others and to the broken model once fixed.
+        iris(store, 2)
+        toml(store, "", model="diabetes")
+        report = await rescan(registry)
+        assert sorted((e["model"], e["version"]) for e in report.loaded) == [
+            ("diabetes", 1),
+            ("iris", 2),
+        ]
+        assert registry.get("diabetes").config_error is None
+
+    run(scenario)
+
+
+def test_version_linked_to_itself_fails_alone_and_serves_once_fixed(store: Path) -> None:
+    iris(store, 1)
+    (store / "iris" / "9").symlink_to("9")
+
+    async def scenario() -> None:
+        registry = new_registry(store)
+        toml(store, 'version_policy = "all"\n')
+        report = await rescan(registry)
+        assert report.loaded == [{"model": "iris", "version": 1}]
+        assert states(registry) == {1: VersionState.AVAILABLE, 9: VersionState.FAILED}
+        error = registry.get("iris").versions[9].error
+        assert error == "the version folder cannot be read: Too many levels of symbolic links"
+        assert served(registry) == 1
+        assert (await rescan(registry)).failed == []  # unchanged: not tried (or logged) again
+        (store / "iris" / "9").unlink()
+        iris(store, 9)
+        report = await rescan(registry)
+        assert report.loaded == [{"model": "iris", "version": 9}]
+        assert served(registry) == 9
+
+    run(scenario)
+
+
+def test_model_folder_that_becomes_a_loop_is_unloaded_then_served_again(
+    store: Path, tmp_path: Path
+) -> None:
+    iris(store, 1)
+    write_regressor(store / "diabetes" / "1")
+
+    async def scenario() -> None:
+        registry = new_registry(store)
+        await rescan(registry)
+        away = tmp_path / "diabetes-away"
+        (store / "diabetes").rename(away)
+        (store / "diabetes").symlink_to("diabetes")
+        report = await rescan(registry)
+        assert report.unloaded == [{"model": "diabetes", "version": 1}]
+        entry = registry.get("diabetes")
+        assert entry.config_error == (
+            "the model folder cannot be read: Too many levels of symbolic links"
+        )
+        assert entry.versions == {}
+        with pytest.raises(ModelNotReady):
+            registry.resolve("diabetes", None)
+        assert served(registry) == 1
+        assert (await rescan(registry)).failed == []  # reported once
+        (store / "diabetes").unlink()
+        away.rename(store / "diabetes")
+        report = await rescan(registry)
+        assert report.loaded == [{"model": "diabetes", "version": 1}]
+        assert registry.get("diabetes").config_error is None
+
+    run(scenario)
+
+
+def test_special_and_oversized_files_fail_their_version(store: Path) -> None:
+    """A FIFO, a link to /dev/zero, a link out of the store, a samples.json over its limit."""
+    iris(store, 1)
+    os.mkfifo(iris(store, 2) / "metadata.json.fifo")
+    (store / "iris" / "2" / "metadata.json").unlink()
+    (store / "iris" / "2" / "metadata.json.fifo").rename(store / "iris" / "2" / "metadata.json")
+    (iris(store, 3) / "samples.json").symlink_to("/dev/zero")
+    (iris(store, 4) / "metadata.json").unlink()
+    (store / "iris" / "4" / "metadata.json").symlink_to(store.parent / "secret.json")
+    (store.parent / "secret.json").write_text("{}")
+    (iris(store, 5) / "samples.json").write_bytes(b" " * (SAMPLES_MAX_BYTES + 1))
+    toml(store, 'version_policy = "all"\n')
+
+    async def scenario() -> None:
+        registry = new_registry(store)
+        report = await asyncio.wait_for(rescan(registry), 30)
+        assert report.loaded == [{"model": "iris", "version": 1}]
+        errors = {v: s.error for v, s in registry.get("iris").versions.items() if s.error}
+        assert errors == {
+            2: "cannot read the version: metadata.json is a FIFO, not a regular file",
+            3: "cannot read the version: samples.json is a link to outside the model store",
+            4: "cannot read the version: metadata.json is a link to outside the model store",
+            5: f"samples.json: cannot read: samples.json is {SAMPLES_MAX_BYTES + 1:,} bytes, "
+            "over the 1 MiB limit for samples.json",
+        }
+        assert served(registry) == 1
+
+    run(scenario)
+
+
+def test_any_failure_of_one_model_is_contained_and_logged_once(
+    store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    iris(store, 1)
+    write_regressor(store / "diabetes" / "1")
+    registry = new_registry(store)
+    real = registry._apply_model
+
+    async def apply_model(model_dir: ModelDir, unsettled: Any, report: ReloadReport) -> None:
+        if model_dir.name == "diabetes":
+            raise RecursionError("maximum recursion depth exceeded")
+        await real(model_dir, unsettled, report)
+
+    monkeypatch.setattr(registry, "_apply_model", apply_model)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            report = await rescan(registry)
+            assert report.failed == [
+                {
+                    "model": "diabetes",
+                    "version": None,
+                    "error": "unexpected error: RecursionError('maximum recursion depth exceeded')",
+                }
+            ]
+        assert served(registry) == 1 and registry.ready
+
+    with caplog.at_level("ERROR", logger="ml.registry"):
+        run(scenario)
+    assert [r.getMessage() for r in caplog.records] == [
+        "model diabetes: unexpected error: RecursionError('maximum recursion depth exceeded')"
+    ]

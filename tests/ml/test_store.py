@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ml.errors import StoreUnavailable
-from ml.store import StoreScanner, is_valid_model_name
+from ml.store import ModelDir, StoreScanner, is_valid_model_name
 
 
 def touch(path: Path, content: bytes = b"onnx") -> Path:
@@ -193,3 +193,81 @@ def test_errors_lose_the_store_location(tmp_path):
     assert without_store_path(outside, store) == (
         "External data path escapes model directory: <path outside the store> (see iris/1)"
     )
+
+
+# -- entries that cannot be looked into ------------------------------------------------------
+
+
+def test_a_version_that_links_to_itself_fails_alone(store: Path) -> None:
+    """`iris/9 -> 9`: version 9 carries the reason; the rest of the store is found as before."""
+    (store / "iris" / "9").symlink_to("9")
+    found = StoreScanner(store).scan()
+    assert sorted(found) == ["diabetes", "iris"]
+    assert sorted(found["iris"].versions) == [1, 2, 9]
+    looped = found["iris"].versions[9]
+    assert looped.error == "the version folder cannot be read: Too many levels of symbolic links"
+    assert found["iris"].versions[2].error is None
+    assert found["iris"].error is None
+
+
+def test_a_model_folder_that_links_to_itself_fails_alone(store: Path) -> None:
+    (store / "loop").symlink_to("loop")
+    (store / "Bad-Loop").symlink_to("Bad-Loop")  # not a model name: skipped
+    found = StoreScanner(store).scan()
+    assert sorted(found) == ["diabetes", "iris", "loop"]
+    assert found["loop"].error == (
+        "the model folder cannot be read: Too many levels of symbolic links"
+    )
+    assert found["loop"].versions == {}
+    assert found["iris"].error is None and sorted(found["iris"].versions) == [1, 2]
+
+
+def test_links_out_of_the_store_fail_their_model_or_version(tmp_path: Path, store: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    touch(outside / "1" / "model.onnx")
+    (store / "away").symlink_to(outside)
+    (store / "iris" / "7").symlink_to(outside / "1")
+    found = StoreScanner(store).scan()
+    assert found["away"].error == (
+        "the model folder cannot be read: away is a link to outside the model store"
+    )
+    assert found["iris"].versions[7].error == (
+        "the version folder cannot be read: 7 is a link to outside the model store"
+    )
+
+
+def test_links_inside_the_store_are_models_and_versions(store: Path) -> None:
+    (store / "iris-alias").symlink_to("iris")
+    (store / "iris" / "3").symlink_to("2")
+    found = StoreScanner(store).scan()
+    assert sorted(found["iris-alias"].versions) == [1, 2, 3]
+    assert found["iris"].versions[3].error is None
+    assert found["iris"].versions[3].fingerprint == found["iris"].versions[2].fingerprint
+
+
+def test_a_looping_file_in_a_version_is_left_for_the_loader(store: Path) -> None:
+    (store / "iris" / "2" / "weights.bin").symlink_to("weights.bin")
+    os.mkfifo(store / "iris" / "2" / "samples.json")
+    found = StoreScanner(store).scan()
+    names = [name for name, _, _ in found["iris"].versions[2].fingerprint]
+    assert names == ["metadata.json", "model.onnx"]
+    assert found["iris"].versions[2].error is None
+
+
+def test_a_model_whose_scan_raises_fails_alone(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scanner = StoreScanner(store)
+    real = scanner._scan_model
+
+    def scan_model(name: str, path: Path) -> ModelDir:
+        if name == "iris":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(name, path)
+
+    monkeypatch.setattr(scanner, "_scan_model", scan_model)
+    found = scanner.scan()
+    assert found["iris"].error == (
+        "the model folder cannot be read: maximum recursion depth exceeded"
+    )
+    assert sorted(found["diabetes"].versions) == [1]

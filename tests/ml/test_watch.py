@@ -292,3 +292,70 @@ def test_a_reload_never_sees_a_version_without_the_model_toml_written_before_it(
         assert watch.registry.rollout_report("iris")["state"] == "active"
 
     run(scenario)
+
+
+@pytest.mark.parametrize("policy", ["latest:1", "latest:2"])
+def test_touching_the_serving_version_does_not_load_an_older_one(store: Path, policy: str) -> None:
+    """Under latest:N, the serving versions keep their places while their files change: the
+    version below them is not loaded for a poll and unloaded again."""
+    for version in (1, 2, 3):
+        write_iris_classifier(store / "iris" / str(version), n_estimators=2 + version)
+    write_model_toml(store / "iris", f'version_policy = "{policy}"\n')
+    serving = [3] if policy == "latest:1" else [2, 3]
+
+    async def scenario() -> None:
+        watch = watcher(store)
+        await watch.reload_now()
+        assert list(versions(watch)) == serving
+        loaded = {v: watch.registry.resolve("iris", v) for v in serving}
+        metadata = store / "iris" / "3" / "metadata.json"
+        bump_mtime(metadata, 1_000_000)  # touched: unsettled for one look
+        report = await watch.poll_once()
+        assert report.loaded == report.unloaded == report.failed == []
+        assert list(versions(watch)) == serving
+        assert watch.registry.resolve("iris", None) is loaded[3]
+        report = await watch.poll_once()  # settled: reloaded in place, nothing else
+        assert report.loaded == [{"model": "iris", "version": 3}]
+        assert report.unloaded == []
+        assert list(versions(watch)) == serving
+        assert watch.registry.resolve("iris", 3) is not loaded[3]
+
+    run(scenario)
+
+
+def test_a_failing_look_is_logged_once_and_briefly(
+    store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_iris_classifier(store / "iris" / "1")
+    looks = 0
+
+    def deep_scan() -> dict:
+        nonlocal looks
+        looks += 1
+
+        def down(depth: int) -> None:
+            down(depth + 1)
+
+        down(0)  # a RecursionError: a thousand frames, were its traceback logged
+        return {}
+
+    async def scenario() -> None:
+        watch = watcher(store, interval_s=0.01)
+        async with watch.running():
+            await eventually(lambda: watch.registry.ready)
+            monkeypatch.setattr(watch.registry.scanner, "scan", deep_scan)
+            await eventually(lambda: looks >= 5)
+            assert watch.registry.ready  # what is loaded keeps serving
+
+    with caplog.at_level("ERROR", logger="ml.watch"):
+        run(scenario)
+    records = [r for r in caplog.records if r.name == "ml.watch"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].exc_info is None
+    assert (
+        records[0]
+        .getMessage()
+        .startswith(
+            "scanning the model store failed: RecursionError('maximum recursion depth exceeded"
+        )
+    )
