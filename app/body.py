@@ -12,7 +12,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope
 
 from app.errors import HTTPProblem, validation_problem
-from ml.errors import FieldError, InvalidInput
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -92,11 +91,3 @@ def validate(schema: type[Model], payload: Any) -> Model:
         return schema.__pydantic_validator__.validate_python(payload)  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise validation_problem(exc.errors(include_url=False)) from None
-
-
-def too_many_rows(count: int, limit: int, loc: tuple[str | int, ...]) -> None:
-    """Refuse a request of more than MAX_BATCH_ROWS rows: /predict/batch and /v2 alike."""
-    if count > limit:
-        where = ".".join(map(str, loc))
-        message = f"{where} has {count} rows; at most {limit} rows per request (MAX_BATCH_ROWS)"
-        raise InvalidInput(message, [FieldError(loc, message)])
