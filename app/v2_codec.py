@@ -38,6 +38,9 @@ from app.errors import HTTPProblem
 from app.v2_schemas import V2InferRequest, V2RequestInput
 from ml.rows import RANGE_ERRORS, StrictValue, strict_value
 
+# Tensors of up to this many JSON values are checked in Python rather than numpy.
+SMALL_TENSOR = 256
+
 # -- requests ----------------------------------------------------------------------------------
 
 
@@ -142,7 +145,7 @@ def _from_json(tensor: V2RequestInput) -> np.ndarray:
         )
     adapter, value = _value_adapter(tensor.datatype)
     try:
-        checked = adapter.validate_python(values)
+        checked = adapter.validator.validate_python(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         expected = value.in_range if first["type"] in RANGE_ERRORS else value.expected
@@ -150,8 +153,8 @@ def _from_json(tensor: V2RequestInput) -> np.ndarray:
             f"{where}: value {first['loc'][0]} must be {expected} ({tensor.datatype}); "
             f"got {repr(first['input'])[:40]}"
         ) from None
-    if dtype.kind == "f":
-        array = _narrow_floats(np.array(checked, dtype=np.float64), dtype, where)
+    if dtype.kind == "f" and dtype != np.float64:
+        array = _narrow_floats(checked, dtype, where)
     else:
         array = np.array(checked, dtype=dtype)
     return array.reshape(tensor.shape)
@@ -174,14 +177,19 @@ def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], StrictValue]:
     return TypeAdapter(list[value.annotation]), value  # type: ignore[name-defined]
 
 
-def _narrow_floats(values: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
-    """float64 values as `dtype`, refusing finite values that `dtype` cannot hold."""
-    if dtype != np.float64:
-        limit = float(np.finfo(dtype).max)
-        finite = values[np.isfinite(values)]
-        if finite.size and float(np.abs(finite).max()) > limit:
-            raise invalid(f"{where}: values must lie within ±{limit:.6g} ({dtype})")
-    return values.astype(dtype)
+def _narrow_floats(values: list[Any], dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """JSON numbers as `dtype` (FP32, FP16), refusing finite values that `dtype` cannot hold."""
+    limit = float(np.finfo(dtype).max)
+    if len(values) <= SMALL_TENSOR:
+        # A few values are checked quicker one by one than through numpy's calls.
+        too_large = any(limit < abs(v) < math.inf for v in values)
+    else:
+        wide = np.array(values, dtype=np.float64)
+        finite = wide[np.isfinite(wide)]
+        too_large = bool(finite.size) and float(np.abs(finite).max()) > limit
+    if too_large:
+        raise invalid(f"{where}: values must lie within ±{limit:.6g} ({dtype})")
+    return np.array(values, dtype=dtype)
 
 
 def _requested_outputs(
