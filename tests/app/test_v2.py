@@ -24,6 +24,7 @@ from onnx_factories import (
     write_raw_model,
     write_regressor,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from ml.batching import MicroBatcher
 
@@ -1024,3 +1025,47 @@ def test_kserve_binary_body_for_another_model_is_400(v2):
     )
 
     v2_error(response, 400, "model_name", "'iris'", "'diabetes'")
+
+
+# -- the edge answers inference ------------------------------------------------------------------
+
+
+def requests_by_route(client: Any) -> dict[tuple[str, str, str], float]:
+    text = client.app.runtime.metrics.exposition()[0].decode()
+    return {
+        (s.labels["route"], s.labels["model"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "model_server_requests_total"
+    }
+
+
+def test_infer_is_answered_by_the_edge_and_counted_by_its_route(serve, store, monkeypatch):
+    # FastAPI's app never sees an infer request: the edge answers it.
+    with serve(store) as client:
+        api = client.app.api
+
+        async def refuse(scope: Any, receive: Any, send: Any) -> None:
+            raise AssertionError(f"FastAPI was asked for {scope['path']}")
+
+        monkeypatch.setattr(client.app, "api", refuse)
+        body = {"inputs": [iris_input(IRIS_ROWS)]}
+        default = client.post("/v2/models/iris/infer", json=body, headers={"x-request-id": "v2-1"})
+        named = client.post("/v2/models/iris/versions/1/infer", json=body)
+        unknown = client.post("/v2/models/nope/infer", json=body)
+        monkeypatch.setattr(client.app, "api", api)
+
+        assert default.status_code == 200 and default.headers["x-request-id"] == "v2-1"
+        assert named.json()["model_version"] == "1"
+        v2_error(unknown, 404, "'nope'")
+        counts = requests_by_route(client)
+    assert counts[("/v2/models/{name}/infer", "iris", "200")] == 1
+    assert counts[("/v2/models/{name}/versions/{version}/infer", "iris", "200")] == 1
+    assert counts[("/v2/models/{name}/infer", "", "404")] == 1
+
+
+def test_infer_answers_405_with_allow_to_other_methods(v2):
+    response = v2.put("/v2/models/iris/versions/2/infer", json={})
+
+    v2_error(response, 405, "PUT /v2/models/iris/versions/2/infer")
+    assert response.headers["allow"] == "POST"
