@@ -7,11 +7,11 @@ OpenAPI document from the same InferRoute entries (app.openapi).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from app.dataplane.binary import HEADER_LENGTH
-from app.dataplane.infer import HeaderLookup, infer, offload, output_bytes
-from app.dataplane.resolve import version_number
+from app.dataplane.infer import HeaderLookup, infer_request, offload, output_bytes
 from app.errors import HTTPProblem
 from app.runtime import Runtime
 from app.v2_codec import decode_request, encode_response
@@ -80,16 +80,20 @@ async def answer(
     encoding = (header("content-encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise HTTPProblem(415, "Unsupported media type", f"Content-Encoding {encoding} is not read")
-    registry = runtime.registry
-    name, version = target.name, target.version
-    number = version_number(registry, name, version)
-    model = registry.resolve(name, number)
     max_rows = runtime.settings.max_batch_rows
-    header_length = header(HEADER_LENGTH)
-    decoded = await offload(len(body), decode_request, body, header_length, max_rows, name, version)
-    model, raw, outputs = await infer(registry, model, number, decoded, header)
-    size = output_bytes(raw, [output for output, _ in outputs])
-    content, json_size = await offload(
-        size, encode_response, model.name, model.version, decoded.id, raw, outputs
+    name, version = target.name, target.version
+    length = header(HEADER_LENGTH)
+    done = await infer_request(
+        runtime.registry,
+        name,
+        version,
+        len(body),
+        functools.partial(decode_request, body, length, max_rows, name, version),
+        header,
     )
+    model, outputs = done.model, done.outputs
+    content, json_size = await offload(
+        output_bytes(done.raw, [output for output, _ in outputs]),
+        encode_response, model.name, model.version, done.call.id, done.raw, outputs,
+    )  # fmt: skip
     return InferReply(content, json_size, model.name, model.version)

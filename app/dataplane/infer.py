@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from app.dataplane.checks import invalid
+from app.dataplane.resolve import version_number
 from ml.model import LoadedModel
 from ml.registry import ModelRegistry
 from ml.signature import BY_ONNX, Signature
@@ -98,3 +99,32 @@ async def infer(
     if answered is not model:
         outputs = select_outputs(call, answered.signature, answered.name)
     return answered, raw, outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Inference:
+    """A request answered: the decoded call, the version that answered, its raw outputs and
+    the outputs to send (with their binary flag)."""
+
+    call: InferCall
+    model: LoadedModel
+    raw: dict[str, Any]
+    outputs: list[tuple[str, bool]]
+
+
+async def infer_request(
+    registry: ModelRegistry,
+    name: str,
+    version: str | None,
+    size: int,
+    decode: Callable[[], InferCall],
+    header: HeaderLookup,
+) -> Inference:
+    """One infer request of any protocol: the version it names is resolved first (an unknown
+    or unready model is answered before its body is read), then `decode()` reads the request
+    (`size` bytes of tensors: off the event loop when large), then it runs."""
+    number = version_number(registry, name, version)
+    model = registry.resolve(name, number)
+    call = await offload(size, decode)
+    answered, raw, outputs = await infer(registry, model, number, call, header)
+    return Inference(call, answered, raw, outputs)

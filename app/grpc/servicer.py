@@ -9,6 +9,7 @@ rollout (traffic split, sticky routing by the metadata key named `sticky_header`
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,10 +17,10 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from app.dataplane.checks import invalid, unsupported
-from app.dataplane.infer import InferCall, infer, offload, output_bytes
+from app.dataplane.checks import invalid
+from app.dataplane.infer import infer_request, offload, output_bytes
 from app.dataplane.metadata import SERVER_NAME, model_metadata
-from app.dataplane.resolve import readiness, version_number
+from app.dataplane.resolve import readiness
 from app.grpc import tensors
 from app.grpc.calls import CallLog, Tags
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
@@ -136,23 +137,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context, tags: Tags
     ) -> pb.ModelInferResponse:
-        registry = self.runtime.registry
-        version = version_number(registry, request.model_name, request.model_version or None)
-        model = registry.resolve(request.model_name, version)
         max_rows = self.runtime.settings.max_batch_rows
-        size = sum(len(raw) for raw in request.raw_input_contents)
-        arrays = await offload(size, tensors.decode_inputs, request, max_rows)
-        for output in request.outputs:
-            unsupported(output.parameters, f"output {output.name!r}", ("classification",))
-        wanted = [(output.name, False) for output in request.outputs] or None
-        call = InferCall(request.id, arrays, wanted, binary_default=False)
-        # A call naming no version follows the model's rollout (sticky key from the metadata).
-        model, raw, selected = await infer(
-            registry, model, version, call, lambda key: self.calls.metadata_value(context, key)
+        done = await infer_request(
+            self.runtime.registry,
+            request.model_name,
+            request.model_version or None,
+            sum(len(raw) for raw in request.raw_input_contents),
+            functools.partial(tensors.decode_call, request, max_rows),
+            # A call naming no version follows the model's rollout (sticky key from metadata).
+            lambda key: self.calls.metadata_value(context, key),
         )
-        outputs = [name for name, _ in selected]
+        model, outputs = done.model, [name for name, _ in done.outputs]
         tags.model, tags.version = model.name, str(model.version)
         return await offload(
-            output_bytes(raw, outputs),
-            tensors.encode_response, model.name, model.version, request.id, raw, outputs,
+            output_bytes(done.raw, outputs),
+            tensors.encode_response, model.name, model.version, request.id, done.raw, outputs,
         )  # fmt: skip

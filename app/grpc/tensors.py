@@ -21,6 +21,7 @@ import numpy as np
 
 from app.dataplane.binary import datatype_of, dtype_of, tensor_from_bytes, tensor_to_bytes
 from app.dataplane.checks import check_shape, invalid, not_given_twice, unsupported
+from app.dataplane.infer import InferCall
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 
 # Which typed field of InferTensorContents carries each datatype, and the numpy type of that
@@ -40,6 +41,15 @@ CONTENTS_FIELDS: dict[str, tuple[str, np.dtype[Any]]] = {
     "BYTES": ("bytes_contents", np.dtype(np.object_)),
 }
 UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+def decode_call(request: pb.ModelInferRequest, max_rows: int) -> InferCall:
+    """The request's inputs and the outputs it asks for (every output comes back raw)."""
+    arrays = decode_inputs(request, max_rows)
+    for output in request.outputs:
+        unsupported(output.parameters, f"output {output.name!r}", ("classification",))
+    wanted = [(output.name, False) for output in request.outputs] or None
+    return InferCall(request.id, arrays, wanted, binary_default=False)
 
 
 def decode_inputs(request: pb.ModelInferRequest, max_rows: int) -> dict[str, np.ndarray]:
