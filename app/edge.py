@@ -67,6 +67,11 @@ async def predict_one(runtime: Runtime, payload: Any, header: HeaderLookup) -> d
     answer["prediction"] = result.predictions[0]
     if result.probabilities is not None:
         answer["probabilities"] = result.probabilities[0]
+    elif result.outliers is not None and result.scores is not None:
+        answer["outlier"] = result.outliers[0]
+        answer["score"] = result.scores[0]
+    elif result.distances is not None:
+        answer["distances"] = result.distances[0]
     return answer
 
 
@@ -84,6 +89,11 @@ async def predict_many(runtime: Runtime, payload: Any, header: HeaderLookup) -> 
     answer["predictions"] = result.predictions
     if result.probabilities is not None:
         answer["probabilities"] = result.probabilities
+    elif result.scores is not None:
+        answer["outliers"] = result.outliers
+        answer["scores"] = result.scores
+    elif result.distances is not None:
+        answer["distances"] = result.distances
     return answer
 
 

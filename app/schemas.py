@@ -9,11 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from ml.store import MODEL_NAME
 
 ROW_JSON_SCHEMA: dict[str, Any] = {
-    "description": "One row: an object keyed by feature name, or a list in feature order. "
-    "GET /models/{name} gives the exact schema of a model's row.",
+    "description": "One row: an object keyed by feature name, or a list in feature order; null "
+    "is a missing value, for a model that takes them. GET /models/{name} gives the exact schema "
+    "of a model's row.",
     "oneOf": [
-        {"type": "object", "additionalProperties": {"type": ["number", "integer", "string"]}},
-        {"type": "array", "items": {"type": ["number", "integer", "string"]}},
+        {
+            "type": "object",
+            "additionalProperties": {"type": ["number", "integer", "string", "boolean", "null"]},
+        },
+        {"type": "array", "items": {"type": ["number", "integer", "string", "boolean", "null"]}},
     ],
 }
 
@@ -96,23 +100,37 @@ class BatchRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    """A classifier answers prediction + probabilities, a regressor a prediction, any other
-    model its outputs by name."""
+    """A classifier answers prediction + probabilities; a regressor a prediction (an object by
+    target name when it has several targets); an anomaly detector prediction (-1 outlier, 1
+    inlier), outlier and score; a clustering model prediction (the cluster) and distances; any
+    other model its outputs by name."""
 
     model: str
     version: int
     prediction: Any = None
     probabilities: dict[str, float] | None = None
+    outlier: bool | None = Field(
+        None, description="Anomaly detection: whether the row is an outlier"
+    )
+    score: float | None = Field(
+        None, description="Anomaly detection: the decision score; the lower, the more abnormal"
+    )
+    distances: dict[str, float] | None = Field(
+        None, description="Clustering: the distance to each cluster, keyed by cluster index"
+    )
     outputs: dict[str, Any] | None = None
 
 
 class BatchResponse(BaseModel):
-    """Predictions in request order."""
+    """Predictions in request order, with the same companions as /predict answers, one per row."""
 
     model: str
     version: int
     predictions: list[Any] | None = None
     probabilities: list[dict[str, float]] | None = None
+    outliers: list[bool] | None = None
+    scores: list[float] | None = None
+    distances: list[dict[str, float]] | None = None
     outputs: dict[str, Any] | None = None
 
 
@@ -139,6 +157,17 @@ class VersionInfo(BaseModel):
         None,
         description="Rows of samples.json this version answered as expected before serving "
         "(0 without the file); null while it is not loaded.",
+    )
+    task: str | None = Field(
+        None,
+        description="classification, regression, anomaly_detection or clustering; null when "
+        "unknown or while the version is not loaded",
+    )
+    missing_values: bool | None = Field(
+        None, description="Whether rows may hold null (missing values); null while not loaded"
+    )
+    targets: list[str] | None = Field(
+        None, description="A regressor's target names, in answer order, when it has several"
     )
 
 
@@ -167,6 +196,10 @@ class ModelDetail(ModelSummary):
     labels: list[str] | None = Field(
         description="A classifier's class names as answers give them, in probability order"
     )
+    targets: list[str] | None = Field(
+        None, description="A regressor's target names, in answer order, when it has several"
+    )
+    missing_values: bool = Field(False, description="Whether rows may hold null (missing values)")
     outputs: list[str]
     row_schema: dict[str, Any] = Field(description="JSON Schema of one row")
 
@@ -182,8 +215,16 @@ class ShadowReport(BaseModel):
     mean_abs_diff: float | None
 
 
+class PromotionReport(BaseModel):
+    version: int = Field(description="the version promoted to default")
+    previous: int = Field(description="the default before it, kept loaded for a rollback")
+    at: str | None = Field(None, description="when it was promoted (ISO 8601)")
+    previous_state: str | None = Field(description="the previous default's state; None if gone")
+
+
 class RolloutReport(BaseModel):
-    """This process's view of a model's rollout (CONTRACT section 6)."""
+    """This process's view of a model's rollout, its last promotion and what a rollback
+    would restore."""
 
     model: str
     state: str = Field(description="none, pending, active or halted")
@@ -196,6 +237,12 @@ class RolloutReport(BaseModel):
     answered: dict[str, int] | None = Field(None, description="requests by answering version")
     shadow: ShadowReport | None = None
     latency_ms: dict[str, dict[str, float] | None] | None = None
+    last_promotion: PromotionReport | None = None
+    rollback_restores: int | None = Field(
+        None,
+        description="the default version that would serve everything after "
+        "`model-rollout rollback`; None when there is nothing to roll back",
+    )
 
 
 class Health(BaseModel):

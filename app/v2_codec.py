@@ -172,17 +172,19 @@ def _flatten(data: list[Any], where: str) -> list[Any]:
 @functools.cache
 def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], StrictValue]:
     """What the JSON values of `datatype` must be: a strict check of a flat list, and how to
-    say what is wrong. NaN and Infinity pass here; the model's check refuses them by input."""
-    value = strict_value(dtype_of(datatype, "an input"), finite=False)
+    say what is wrong. NaN, Infinity and null (a missing number or string) pass here; the
+    model's missing-value rule (ml.rows.unusable_value) decides by input."""
+    value = strict_value(dtype_of(datatype, "an input"), finite=False, missing=True)
     return TypeAdapter(list[value.annotation]), value  # type: ignore[name-defined]
 
 
 def _narrow_floats(values: list[Any], dtype: np.dtype[Any], where: str) -> np.ndarray:
-    """JSON numbers as `dtype` (FP32, FP16), refusing finite values that `dtype` cannot hold."""
+    """JSON numbers as `dtype` (FP32, FP16), refusing finite values that `dtype` cannot hold;
+    null becomes NaN, for the model's missing-value rule to judge."""
     limit = float(np.finfo(dtype).max)
     if len(values) <= SMALL_TENSOR:
         # A few values are checked quicker one by one than through numpy's calls.
-        too_large = any(limit < abs(v) < math.inf for v in values)
+        too_large = any(v is not None and limit < abs(v) < math.inf for v in values)
     else:
         wide = np.array(values, dtype=np.float64)
         finite = wide[np.isfinite(wide)]

@@ -237,7 +237,26 @@ def _read_metadata(version_dir: Path) -> dict[str, Any]:
             isinstance(value, list) and all(isinstance(v, str | int) for v in value)
         ):
             raise ModelLoadError(f"{METADATA_FILE}: {key!r} must be a list of names")
+    _check_serving_keys(data)
     return data
+
+
+def _check_serving_keys(data: Mapping[str, Any]) -> None:
+    """The keys that change how a version answers: each of the type it must have."""
+    targets = data.get("targets")
+    if targets is not None and not (
+        isinstance(targets, list)
+        and targets
+        and all(isinstance(t, str) and t for t in targets)
+        and len(set(targets)) == len(targets)
+    ):
+        raise ModelLoadError(
+            f"{METADATA_FILE}: 'targets' must be a list of distinct names, one per output column"
+        )
+    if "missing_values" in data and not isinstance(data["missing_values"], bool):
+        raise ModelLoadError(f"{METADATA_FILE}: 'missing_values' must be true or false")
+    if "missing_string" in data and not isinstance(data["missing_string"], str):
+        raise ModelLoadError(f"{METADATA_FILE}: 'missing_string' must be a string")
 
 
 def _session(model_file: Path, config: ModelConfig) -> ort.InferenceSession:
@@ -339,6 +358,13 @@ def _warm_up(model: LoadedModel, sample_rows: Sequence[Any] | None) -> None:
         raise ModelLoadError(f"warm-up inference failed: {_first_line(exc)}") from exc
     if signature.output_kind in (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP):
         _name_classes(model, raw)
+    if signature.targets is not None:
+        width = np.asarray(raw[0]).shape[-1]
+        if width != len(signature.targets):
+            raise ModelLoadError(
+                f"{METADATA_FILE} lists {len(signature.targets)} targets but the model gives "
+                f"{width} values per row"
+            )
     model.inline_max_rows = max(1, int(INLINE_BUDGET_S / max(per_row, 1e-9)))
     try:
         decode(model.signature, model.vocabulary, raw)

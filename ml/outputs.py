@@ -1,11 +1,14 @@
-"""Turns a session's raw outputs into predictions, probabilities or named outputs per row."""
+"""Turns a session's raw outputs into the answer for each row: predictions with probabilities
+(classifiers), with an outlier flag and a score (anomaly detectors) or with distances
+(clustering), one number or one per target (regressors), or named outputs (anything else)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from itertools import repeat
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -63,13 +66,39 @@ class Vocabulary:
 class Predictions:
     """The answer for a batch of rows, in request order.
 
-    `predictions` (with `probabilities` for a classifier) for recognised models, or `outputs`
-    by output name for any other model.
+    `predictions` (with `probabilities` for a classifier, and a dict by target per row for a
+    regressor of several targets) for recognised models, or `outputs` by output name for any
+    other model. Anomaly detectors and clustering models answer ScoredPredictions.
     """
 
     predictions: list[Any] | None = None
     probabilities: list[dict[str, float]] | None = None
     outputs: dict[str, Any] | None = None
+    # Read on every answer but set only by ScoredPredictions: as class attributes here, they
+    # cost a classifier's or regressor's answer nothing to build.
+    outliers: ClassVar[list[bool] | None] = None
+    scores: ClassVar[list[float] | None] = None
+    distances: ClassVar[list[dict[str, float]] | None] = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether `predictions` are decisions (classes, outlier labels, clusters), compared
+        for equality, rather than numbers compared within a tolerance."""
+        return (
+            self.probabilities is not None
+            or self.outliers is not None
+            or self.distances is not None
+        )
+
+
+@dataclass(slots=True)
+class ScoredPredictions(Predictions):
+    """An anomaly detector's answer (`predictions` -1/1 with `outliers` and `scores`) or a
+    clustering model's (`predictions` the clusters, with `distances` keyed by cluster index)."""
+
+    outliers: list[bool] | None = None  # type: ignore[misc]
+    scores: list[float] | None = None  # type: ignore[misc]
+    distances: list[dict[str, float]] | None = None  # type: ignore[misc]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -115,9 +144,32 @@ def decode(signature: Signature, vocabulary: Vocabulary | None, raw: Sequence[An
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
         return Predictions(predictions=values.tolist())
+    if kind is OutputKind.MULTI_REGRESSOR and signature.targets is not None:
+        # The output's width was checked against the targets at load.
+        rows = np.asarray(raw[0]).tolist()
+        return Predictions(predictions=list(map(dict, map(zip, repeat(signature.targets), rows))))
+    if kind is OutputKind.ANOMALY:
+        labels = _flat_list(raw[0])
+        return ScoredPredictions(
+            predictions=labels,
+            outliers=[label == -1 for label in labels],
+            scores=_flat_list(raw[1]),
+        )
+    if kind is OutputKind.CLUSTERING:
+        rows = np.asarray(raw[1]).tolist()
+        keys = cluster_keys(len(rows[0]) if rows else 0)
+        return ScoredPredictions(
+            predictions=_flat_list(raw[0]), distances=list(map(dict, map(zip, repeat(keys), rows)))
+        )
     return Predictions(
         outputs={
             info.name: to_jsonable(value)
             for info, value in zip(signature.outputs, raw, strict=True)
         }
     )
+
+
+@cache
+def cluster_keys(count: int) -> tuple[str, ...]:
+    """How the distances to `count` clusters are keyed: each cluster's index as a string."""
+    return tuple(map(str, range(count)))

@@ -24,7 +24,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,27 @@ class RolloutState(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
     HALTED = "halted"
+
+
+class RolloutStates:
+    """The rollout state last seen for one model: every change is one log line and one count
+    for the observer, whoever notices it (the registry after a sync, a rollout as it halts)."""
+
+    __slots__ = ("model", "observer", "state")
+
+    def __init__(self, model: str, observer: ServingObserver | None) -> None:
+        self.model = model
+        self.observer = observer
+        self.state = RolloutState.NONE
+
+    def moved(self, state: RolloutState, why: str) -> None:
+        if state is self.state:
+            return
+        level = logging.WARNING if state is RolloutState.HALTED else logging.INFO
+        log.log(level, "model %s: rollout %s -> %s: %s", self.model, self.state, state, why)
+        self.state = state
+        if self.observer is not None:
+            self.observer.rollout_state_changed(self.model, state.value)
 
 
 def bucket(model: str, key: str) -> int:
@@ -100,6 +121,10 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
     """(what decides agreement, the numbers compared) of one row of an answer."""
     if answer.probabilities is not None and answer.predictions is not None:
         return answer.predictions[index], answer.probabilities[index]
+    if answer.scores is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.scores[index]
+    if answer.distances is not None and answer.predictions is not None:
+        return answer.predictions[index], answer.distances[index]
     if answer.predictions is not None:
         return None, answer.predictions[index]
     outputs = answer.outputs or {}
@@ -107,8 +132,8 @@ def _row(answer: Predictions, index: int) -> tuple[Any, Any]:
 
 
 def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> list[RowComparison]:
-    """Row by row: classes equal (classifiers), or every number within the samples.json
-    tolerances of the default's (regressors and other models)."""
+    """Row by row: decisions equal (classes, outlier labels, clusters), or every number within
+    the samples.json tolerances of the default's (regressors and other models)."""
     fast = _compare_classifier(default, candidate, rows) or _compare_regressor(
         default, candidate, rows
     )
@@ -130,7 +155,7 @@ def compare_rows(default: Predictions, candidate: Predictions, rows: int) -> lis
             if ours and len(ours) == len(theirs)
             else None
         )
-        if default.probabilities is not None:
+        if default.decided:
             agreed = default_class == candidate_class
         else:
             agreed = len(ours) == len(theirs) and all(
@@ -169,8 +194,8 @@ def _compare_regressor(
     if (
         ours is None
         or theirs is None
-        or default.probabilities is not None
-        or candidate.probabilities is not None
+        or default.decided
+        or candidate.decided
         or not all(type(v) is float for v in itertools.chain(ours, theirs))
     ):
         return None
@@ -209,6 +234,7 @@ class Rollout:
     model: str
     config: RolloutConfig
     observer: ServingObserver | None = None
+    states: RolloutStates | None = None
     halt_reason: str | None = None
     answered: dict[int, int] = field(default_factory=dict)
     compared: int = 0
@@ -227,6 +253,8 @@ class Rollout:
     def __post_init__(self) -> None:
         self._recent_agreement = _Window(self.config.window)
         self._recent_failures = _Window(self.config.window)
+        if self.states is None:
+            self.states = RolloutStates(self.model, self.observer)
 
     @property
     def candidate(self) -> int:
@@ -387,11 +415,10 @@ class Rollout:
             )
         if reason is not None:
             self.halt_reason = reason
-            log.warning(
-                "rollout of %s version %s halted: %s; edit model.toml to resume",
-                self.model,
-                self.candidate,
-                reason,
+            assert self.states is not None  # set in __post_init__
+            self.states.moved(
+                RolloutState.HALTED,
+                f"version {self.candidate} halted: {reason}; edit model.toml to resume",
             )
 
     def _latency_of(self, version: int) -> deque[float]:
@@ -410,7 +437,8 @@ class Rollout:
     # -- the report -------------------------------------------------------------------------
 
     def report(self, default_version: int | None, candidate: LoadedModel | None) -> dict[str, Any]:
-        """GET /models/{name}/rollout, as CONTRACT section 6 words it."""
+        """The rollout's part of GET /models/{name}/rollout: state, split, shadow agreement and
+        latency by version."""
         interval = wilson_interval(self.agreed, self.compared)
         return {
             "state": self.state(candidate).value,
@@ -447,13 +475,16 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
 
 
 def _slice(answer: Predictions, start: int, end: int) -> Predictions:
-    return Predictions(
-        predictions=None if answer.predictions is None else answer.predictions[start:end],
-        probabilities=None if answer.probabilities is None else answer.probabilities[start:end],
-        outputs=None
-        if answer.outputs is None
-        else {name: values[start:end] for name, values in answer.outputs.items()},
+    """Rows start to end of `answer`, as an answer of the same kind."""
+    return type(answer)(
+        **{f.name: _cut(getattr(answer, f.name), start, end) for f in fields(answer)}
     )
+
+
+def _cut(values: Any, start: int, end: int) -> Any:
+    if isinstance(values, dict):  # outputs by name, one entry per row each
+        return {name: rows[start:end] for name, rows in values.items()}
+    return None if values is None else values[start:end]
 
 
 def _joined(answers: Sequence[Predictions]) -> Predictions:
@@ -461,16 +492,14 @@ def _joined(answers: Sequence[Predictions]) -> Predictions:
     if len(answers) == 1:
         return answers[0]
     first = answers[0]
-    return Predictions(
-        predictions=None
-        if first.predictions is None
-        else [p for a in answers for p in a.predictions or ()],
-        probabilities=None
-        if first.probabilities is None
-        else [p for a in answers for p in a.probabilities or ()],
-        outputs=None
-        if first.outputs is None
-        else {
-            name: [v for a in answers for v in (a.outputs or {})[name]] for name in first.outputs
-        },
+    return type(first)(
+        **{f.name: _join([getattr(a, f.name) for a in answers]) for f in fields(first)}
     )
+
+
+def _join(parts: list[Any]) -> Any:
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], dict):
+        return {name: [v for part in parts for v in part[name]] for name in parts[0]}
+    return [v for part in parts for v in part]

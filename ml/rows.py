@@ -2,13 +2,16 @@
 
 A codec is built once per loaded version, so a request pays only for its own rows: a length or
 name check in Python, one pydantic-core pass over the values (strict types, finite numbers), and
-one numpy array per input.
+one numpy array per input. Whether null may stand for a missing value is fixed with the codec:
+a version that does not take missing values pays nothing for the rule.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from itertools import chain
 from typing import Annotated, Any
 
@@ -33,13 +36,19 @@ class StrictValue:
     in_range: str
 
 
-def strict_value(dtype: np.dtype[Any], finite: bool = True) -> StrictValue:
+def strict_value(dtype: np.dtype[Any], finite: bool = True, missing: bool = False) -> StrictValue:
     """The strict type of a value for `dtype`: /predict rows and /v2 JSON tensors alike.
 
     Integers are bounded by the dtype. With `finite`, numbers must be finite and, below float64,
     within the dtype's range, so that no value turns into infinity on its way into the array;
     without it, NaN and Infinity pass (the Open Inference Protocol's tensor check names them).
+    With `missing`, a float or string value may be null: numpy reads it into a float array as
+    NaN, and RowCodec gives a null string the version's missing string.
     """
+    if missing and dtype.kind in "fO":
+        value = strict_value(dtype, finite)
+        annotation = Annotated[value.annotation | None, Strict()]  # type: ignore[operator]
+        return StrictValue(annotation, value.expected, value.in_range)
     if dtype.kind == "O":
         return StrictValue(Annotated[str, Strict()], "a string", "")
     if dtype.kind == "b":
@@ -56,6 +65,45 @@ def strict_value(dtype: np.dtype[Any], finite: bool = True) -> StrictValue:
     limit = float(np.finfo(dtype).max)
     bounded = Annotated[float, Strict(), AllowInfNan(False), Ge(-limit), Le(limit)]
     return StrictValue(bounded, "a finite number", f"a number within ±{limit:.4g} ({dtype})")
+
+
+class Unusable(StrEnum):
+    """Why a value of a tensor cannot be fed to a version."""
+
+    MISSING = "missing"  # NaN, or None in a string tensor, for a version that refuses them
+    INFINITE = "infinite"
+    NOT_A_STRING = "not a string"
+
+
+def unusable_value(
+    array: np.ndarray, takes_missing: bool, missing_string: str
+) -> tuple[int, Any, Unusable] | None:
+    """The value rule for a whole input tensor of the version's dtype, the same on every
+    protocol: the flat index of the first value the version cannot take, that value, and why;
+    None when every value is usable. One pass over the values when they are all usable.
+
+    Infinity is refused always. NaN (a float) and None (in a string tensor) are missing values:
+    refused unless the version takes them; then a None string is replaced, in place, by the
+    version's `missing_string`, as the graph was trained to see it.
+    """
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if finite.all():
+            return None
+        bad = np.flatnonzero(np.isinf(array) if takes_missing else ~finite)
+        if not bad.size:
+            return None
+        value = float(array.flat[int(bad[0])])
+        return int(bad[0]), value, Unusable.MISSING if math.isnan(value) else Unusable.INFINITE
+    if array.dtype.kind == "O" and not all(type(v) is str for v in array.flat):
+        odd = [i for i, v in enumerate(array.flat) if type(v) is not str]
+        wrong = next((i for i in odd if array.flat[i] is not None), None)
+        if wrong is not None:
+            return wrong, array.flat[wrong], Unusable.NOT_A_STRING
+        if not takes_missing:
+            return odd[0], None, Unusable.MISSING
+        array.flat[odd] = missing_string
+    return None
 
 
 # From this many rows on, reading validated rows flat beats numpy's nested-sequence reader.
@@ -78,7 +126,14 @@ class RowCodec:
         self._name_set = frozenset(self.names)
         self._width = len(self.names)
         self._expects = f"{model_name} expects {self._width} features: {', '.join(self.names)}"
-        values = [strict_value(f.dtype) for f in self.features]
+        self.missing_values = signature.missing_values
+        values = [strict_value(f.dtype, missing=self.missing_values) for f in self.features]
+        # Columns whose nulls become the version's missing string once read (None: no such work).
+        self._string_gaps = (
+            tuple(j for j, f in enumerate(self.features) if f.json_type == "string") or None
+            if self.missing_values
+            else None
+        )
         self._expected = [value.expected for value in values]
         self._in_range = [value.in_range for value in values]
         row_type = tuple[tuple(value.annotation for value in values)]  # type: ignore[misc]
@@ -91,12 +146,15 @@ class RowCodec:
 
     def row_schema(self) -> dict[str, Any]:
         """JSON Schema of one row: an object by feature name, or a list in feature order."""
-        items = [{"type": f.json_type, "title": f.name} for f in self.features]
+        types = [self._json_type(f) for f in self.features]
+        items = [{"type": t, "title": f.name} for t, f in zip(types, self.features, strict=True)]
         return {
             "oneOf": [
                 {
                     "type": "object",
-                    "properties": {f.name: {"type": f.json_type} for f in self.features},
+                    "properties": {
+                        f.name: {"type": t} for t, f in zip(types, self.features, strict=True)
+                    },
                     "required": list(self.names),
                     "additionalProperties": False,
                 },
@@ -109,6 +167,11 @@ class RowCodec:
                 },
             ]
         }
+
+    def _json_type(self, feature: Feature) -> str | list[str]:
+        if self.missing_values and feature.json_type in ("number", "string"):
+            return [feature.json_type, "null"]
+        return feature.json_type
 
     def _ordered(self, row: Any, loc: Loc) -> Sequence[Any]:
         if type(row) is list:
@@ -163,6 +226,8 @@ class RowCodec:
                     raise self._invalid(exc, loc, single) from None
         else:
             values = self._check(self._order_all(rows, loc, single), loc, single)
+        if self._string_gaps is not None:
+            values = self._fill_strings(values)
         if self._uniform_dtype is not None:
             name, n_rows = self.signature.inputs[0].name, len(values)
             if n_rows < _FLAT_READ_MIN_ROWS:
@@ -176,6 +241,16 @@ class RowCodec:
             feature.name: np.array([row[j] for row in values], dtype=feature.dtype).reshape(-1, 1)
             for j, feature in enumerate(self.features)
         }
+
+    def _fill_strings(self, values: list[Any]) -> list[Any]:
+        """Rows with each null string replaced by the version's missing string."""
+        columns, fill = self._string_gaps or (), self.signature.missing_string
+        return [
+            [fill if v is None and j in columns else v for j, v in enumerate(row)]
+            if None in row
+            else row
+            for row in values
+        ]
 
     def _order_all(self, rows: Sequence[Any], loc: Loc, single: bool) -> list[Sequence[Any]]:
         return [
@@ -202,6 +277,13 @@ class RowCodec:
         )
         expected = (self._in_range if out_of_range else self._expected)[column]
         where = (*loc, feature.name) if single else (*loc, row_index, feature.name)
+        if value is None:
+            why = (
+                "only number and string features can be missing"
+                if self.missing_values
+                else f"model {self.model_name} does not take missing values"
+            )
+            return FieldError(where, f"expected {expected}, got null: {why}")
         return FieldError(where, f"expected {expected}, got {_describe(value)}")
 
     # -- whole tensors, as the Open Inference Protocol sends them ---------------------------
@@ -238,7 +320,9 @@ class RowCodec:
         if not errors:
             dtypes = self._tensor_dtypes()
             for name, shape in shapes.items():
-                problem = _tensor_problem(arrays[name], dtypes[name], shape)
+                problem = _tensor_problem(arrays[name], dtypes[name], shape) or self._unusable(
+                    name, arrays[name]
+                )
                 if problem is not None:
                     errors.append(FieldError(("inputs", name), f"input {name!r} {problem}"))
         if not errors:
@@ -249,6 +333,21 @@ class RowCodec:
             message = f"the inputs disagree on the number of rows: {counts}"
             errors.append(FieldError(("inputs",), message))
         raise InvalidInput("; ".join(e.msg for e in errors), errors)
+
+    def _unusable(self, name: str, array: np.ndarray) -> str | None:
+        """What breaks the value rule in `array`, naming the row and the feature."""
+        found = unusable_value(array, self.missing_values, self.signature.missing_string)
+        if found is None:
+            return None
+        index, value, why = found
+        if why is Unusable.NOT_A_STRING:
+            return f"takes strings; element {index} is {_describe(value)}"
+        width = max(1, array.size // array.shape[0])
+        feature = self.features[index % width].name if self._uniform_dtype is not None else name
+        where = f"holds {_describe(value)} in row {index // width} (feature {feature!r})"
+        if why is Unusable.MISSING:
+            return f"{where}: model {self.model_name} does not take missing values"
+        return f"{where}: values must be finite numbers"
 
     def _tensor_dtypes(self) -> dict[str, np.dtype[Any]]:
         if self._uniform_dtype is not None:
@@ -269,15 +368,6 @@ def _tensor_problem(
         return f"takes shape {wanted} (-1: any size); got {list(array.shape)}"
     if array.shape[0] < 1:
         return "has no rows: its first (batch) dimension must be at least 1"
-    if dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(array))
-        if bad.size:
-            index = int(bad[0])
-            row = index // max(1, array.size // array.shape[0])
-            return f"holds {array.flat[index]} in row {row}: values must be finite numbers"
-    elif dtype.kind == "O" and not all(type(v) is str for v in array.flat):
-        index = next(i for i, v in enumerate(array.flat) if type(v) is not str)
-        return f"takes strings; element {index} is {_describe(array.flat[index])}"
     return None
 
 

@@ -1,12 +1,16 @@
 """`samples.json`: rows a version must answer as the data scientist saw at export, checked after
-warm-up and before the version serves (CONTRACT section 5).
+warm-up and before the version serves (the README's "Samples checked
+before a version serves").
 
     {"instances": [row, ...],
      "expected": {"predictions": [...], "probabilities": [{...}, ...]},  # or {"outputs": {...}}
      "rtol": 1e-4, "atol": 1e-5}
 
-`instances` are rows as /predict/batch takes them and `expected` is what it answers for them.
-Classes must be equal; every number within `atol + rtol * |expected|`.
+`instances` are rows as /predict/batch takes them (null for a missing value, where the version
+takes them) and `expected` is what it answers for them: with `outliers` and `scores` for an
+anomaly detector, `distances` for a clustering model, and a number per target in each of a
+multi-target regressor's predictions. Classes, outlier labels, outlier flags and clusters must
+be equal; every other number within `atol + rtol * |expected|`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from ml.store import SAMPLES_FILE
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
-ANSWER_KEYS = ("predictions", "probabilities", "outputs")
+ANSWER_KEYS = ("predictions", "probabilities", "outliers", "scores", "distances", "outputs")
+# The answers that hold one entry per row.
+ROW_KEYS = ANSWER_KEYS[:-1]
 
 Where = tuple[str | int, ...]
 
@@ -74,7 +80,7 @@ def read_samples(version_dir: Path) -> Samples | None:
     unknown = sorted(set(expected) - set(ANSWER_KEYS))
     if unknown:
         raise SamplesError(f"{SAMPLES_FILE}: expected has unknown keys {', '.join(unknown)}")
-    for key in ("predictions", "probabilities"):
+    for key in ROW_KEYS:
         value = expected.get(key)
         if value is not None and (not isinstance(value, list) or len(value) != len(instances)):
             raise SamplesError(
@@ -118,8 +124,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# How /predict names one row's value of a /predict/batch answer.
+_ONE_ROW = {"predictions": "prediction", "outliers": "outlier", "scores": "score"}
+
+
 def _where(path: Where) -> tuple[int | None, str]:
-    """The row and the field of a difference, as the contract words them: row 3,
+    """The row and the field of a difference, as messages name them: row 3,
     probabilities.setosa; row 0, prediction; row 2, outputs.y[1]."""
     key, rest = path[0], list(path[1:])
     if key == "outputs" and rest:
@@ -127,7 +137,7 @@ def _where(path: Where) -> tuple[int | None, str]:
         row = rest.pop(0) if rest and isinstance(rest[0], int) else None
     else:
         row = rest.pop(0) if rest and isinstance(rest[0], int) else None
-        key = "prediction" if key == "predictions" and row is not None else key
+        key = _ONE_ROW.get(str(key), key) if row is not None else key
     field = str(key)
     for part in rest:
         field += f"[{part}]" if isinstance(part, int) else f".{part}"
@@ -136,7 +146,7 @@ def _where(path: Where) -> tuple[int | None, str]:
 
 def check(samples: Samples, answer: Predictions) -> None:
     """Raise SamplesError naming the first row and field where `answer` differs."""
-    classifier = answer.probabilities is not None
+    decided = answer.decided
     found: list[tuple[Where, str, str]] = []
     for key in ANSWER_KEYS:
         want = samples.expected.get(key)
@@ -148,7 +158,7 @@ def check(samples: Samples, answer: Predictions) -> None:
             raise SamplesError(
                 f"{SAMPLES_FILE}: expected {key}, but the model answers {' and '.join(given)}"
             )
-        exact = classifier and key == "predictions"
+        exact = decided and key == "predictions"
         found.extend(_differences(got, want, (key,), exact, samples))
     if not found:
         return

@@ -1,10 +1,12 @@
 """What a model takes and gives, derived once from its ONNX graph and `metadata.json`.
 
-Two input layouts are served: one 2-D tensor `[N, F]` ("tensor"), and one `[N, 1]` input per
-feature ("columns", as skl2onnx writes for a ColumnTransformer). Outputs are recognised as a
-skl2onnx classifier (label + probabilities, as a tensor or a ZipMap), a regressor (by
-`metadata.json`'s task, or a one-output float graph written by skl2onnx), or anything else
-("raw"), which is returned by output name.
+Two input layouts are served: one 2-D tensor `[N, F]` ("tensor", numeric, or a single string
+column `[N, 1]` such as a text vectorizer takes), and one `[N, 1]` input per feature ("columns",
+as skl2onnx writes for a ColumnTransformer). Outputs are recognised as a skl2onnx classifier
+(label + probabilities, as a tensor or a ZipMap), a regressor (by `metadata.json`'s task, or a
+one-output float graph written by skl2onnx), a regressor of several named targets, an anomaly
+detector (label + one score column) or a clustering model (label + one distance column per
+cluster), by task or by skl2onnx's output names; anything else ("raw") is returned by output name.
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ class OutputKind(StrEnum):
     CLASSIFIER = "classifier"
     CLASSIFIER_ZIPMAP = "classifier_zipmap"
     REGRESSOR = "regressor"
+    MULTI_REGRESSOR = "multi_regressor"
+    ANOMALY = "anomaly_detector"
+    CLUSTERING = "clustering_model"
     RAW = "raw"
+
+
+TASKS = ("classification", "regression", "anomaly_detection", "clustering")
 
 
 JsonType = Literal["number", "integer", "string", "boolean"]
@@ -113,6 +121,11 @@ class Signature:
     task: str | None
     # A graph whose batch dimension is a fixed number takes exactly that many rows a run.
     fixed_batch_size: int | None
+    # A regressor's target names in output column order, when it has several.
+    targets: tuple[str, ...] | None = None
+    # Whether rows may hold missing values (null, NaN), and what a missing string is fed as.
+    missing_values: bool = False
+    missing_string: str = ""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -148,10 +161,16 @@ def _batch_size(inputs: Sequence[TensorInfo]) -> int | None:
 
 def _tensor_features(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[Feature, ...]:
     dtype, json_type = _element(info)
-    if json_type == "string":
-        raise SignatureError(f"input {info.name!r}: a single 2-D input must be numeric")
     names = metadata.get("features")
     width = info.shape[1]
+    if json_type == "string":
+        if width not in (1, None) or (names is not None and len(names) != 1):
+            raise SignatureError(
+                f"input {info.name!r} has shape {list(info.shape)}: a single string input must "
+                "be one column [N, 1] (a text); several string columns are one [N, 1] input each"
+            )
+        # One text column (a vectorizer's input): its feature is called as the graph's input.
+        return (Feature(str(names[0]) if names else info.name, dtype, json_type),)
     if names is not None:
         if width is not None and len(names) != width:
             raise SignatureError(
@@ -200,7 +219,85 @@ def _is_label(info: TensorInfo) -> bool:
 REGRESSOR_PRODUCERS = frozenset({"skl2onnx"})
 
 
+# skl2onnx's output names for anomaly detectors and clustering models; its classifiers answer
+# output_label and output_probability instead.
+DETECTOR_OUTPUTS = ("label", "scores")
+
+
+def _scored(outputs: Sequence[TensorInfo]) -> int | None:
+    """The width of the scores of a graph shaped as an int64 label and one 2-D float score
+    output (0 when the width is dynamic, 1 for [N] scores), or None for any other graph."""
+    if len(outputs) != 2 or not _is_label(outputs[0]) or outputs[0].onnx_type != "tensor(int64)":
+        return None
+    scores = outputs[1]
+    if scores.onnx_type not in ("tensor(float)", "tensor(double)") or len(scores.shape) > 2:
+        return None
+    return 1 if len(scores.shape) == 1 else scores.shape[1] or 0
+
+
+def _detector_kind(
+    outputs: Sequence[TensorInfo], task: str | None, producer: str
+) -> OutputKind | None:
+    """An anomaly detector or clustering model, by task or as skl2onnx writes them."""
+    width = _scored(outputs)
+    names = tuple(info.name for info in outputs)
+    if task is None and producer in REGRESSOR_PRODUCERS and names == DETECTOR_OUTPUTS:
+        if width == 1:
+            return OutputKind.ANOMALY
+        if width:
+            return OutputKind.CLUSTERING
+    if task == "anomaly_detection":
+        if width != 1:
+            raise SignatureError(
+                "task anomaly_detection needs two outputs: an int64 label (-1 outlier, 1 inlier) "
+                f"and one score per row; the model gives {_described(outputs)}"
+            )
+        return OutputKind.ANOMALY
+    if task == "clustering":
+        if width is None:
+            raise SignatureError(
+                "task clustering needs two outputs: an int64 cluster and a [N, clusters] float "
+                f"distance matrix; the model gives {_described(outputs)}"
+            )
+        return OutputKind.CLUSTERING
+    return None
+
+
+def _described(outputs: Sequence[TensorInfo]) -> str:
+    return ", ".join(
+        f"{o.name} {o.onnx_type} {[-1 if d is None else d for d in o.shape]}" for o in outputs
+    )
+
+
+def _multi_target_kind(
+    outputs: Sequence[TensorInfo], task: str | None, targets: Sequence[str]
+) -> OutputKind:
+    if task not in (None, "regression"):
+        raise SignatureError(
+            f"metadata.json lists targets, which only a regression has, not a {task}"
+        )
+    output = outputs[0] if len(outputs) == 1 else None
+    if (
+        output is None
+        or output.onnx_type not in ("tensor(float)", "tensor(double)")
+        or len(output.shape) != 2
+    ):
+        raise SignatureError(
+            f"metadata.json lists {len(targets)} targets but the model's outputs are not one "
+            f"[N, {len(targets)}] float tensor: {_described(outputs)}"
+        )
+    if output.shape[1] is not None and output.shape[1] != len(targets):
+        raise SignatureError(
+            f"metadata.json lists {len(targets)} targets but the model's output {output.name!r} "
+            f"gives {output.shape[1]} values per row"
+        )
+    return OutputKind.MULTI_REGRESSOR
+
+
 def _output_kind(outputs: Sequence[TensorInfo], task: str | None, producer: str) -> OutputKind:
+    detector = _detector_kind(outputs, task, producer)
+    if detector is not None:
+        return detector
     if len(outputs) == 2 and _is_label(outputs[0]) and task in (None, "classification"):
         probabilities = outputs[1]
         if probabilities.onnx_type.startswith("seq(map("):
@@ -247,9 +344,13 @@ def derive_signature(
         layout = InputLayout.COLUMNS
         features = _column_features(input_infos, metadata)
     task = metadata.get("task")
-    if task not in (None, "classification", "regression"):
-        raise SignatureError(f"metadata.json task {task!r} is not 'classification' or 'regression'")
-    kind = _output_kind(output_infos, task, producer)
+    if task is not None and task not in TASKS:
+        raise SignatureError(f"metadata.json task {task!r} is not one of {', '.join(TASKS)}")
+    targets = metadata.get("targets")
+    if targets is not None:
+        kind = _multi_target_kind(output_infos, task, targets)
+    else:
+        kind = _output_kind(output_infos, task, producer)
     return Signature(
         layout=layout,
         features=features,
@@ -258,12 +359,21 @@ def derive_signature(
         output_kind=kind,
         task=task or _implied_task(kind),
         fixed_batch_size=_batch_size(input_infos),
+        targets=None if targets is None else tuple(map(str, targets)),
+        missing_values=metadata.get("missing_values") is True,
+        missing_string=str(metadata.get("missing_string", "")),
     )
 
 
 def _implied_task(kind: OutputKind) -> str | None:
-    if kind in (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP):
-        return "classification"
-    if kind is OutputKind.REGRESSOR:
-        return "regression"
-    return None
+    return _TASK_OF_KIND.get(kind)
+
+
+_TASK_OF_KIND = {
+    OutputKind.CLASSIFIER: "classification",
+    OutputKind.CLASSIFIER_ZIPMAP: "classification",
+    OutputKind.REGRESSOR: "regression",
+    OutputKind.MULTI_REGRESSOR: "regression",
+    OutputKind.ANOMALY: "anomaly_detection",
+    OutputKind.CLUSTERING: "clustering",
+}

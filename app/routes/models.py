@@ -11,6 +11,7 @@ from app.deps import RegistryDep
 from app.responses import json_response, problem_docs
 from app.schemas import ModelDetail, ModelList, RolloutReport
 from ml.errors import ModelNotReady
+from ml.model import LoadedModel
 from ml.registry import ModelEntry
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -28,10 +29,23 @@ def model_summary(entry: ModelEntry) -> dict[str, Any]:
                 "state": s.state.value,
                 "error": s.error,
                 "samples_checked": s.model.samples_checked if s.model is not None else None,
+                **_serving(s.model),
             }
             for v, s in sorted(entry.versions.items())
         ],
         "error": entry.config_error,
+    }
+
+
+def _serving(model: LoadedModel | None) -> dict[str, Any]:
+    """How a loaded version answers: its task, whether it takes missing values, its targets."""
+    if model is None:
+        return {"task": None, "missing_values": None, "targets": None}
+    signature = model.signature
+    return {
+        "task": signature.task,
+        "missing_values": signature.missing_values,
+        "targets": None if signature.targets is None else list(signature.targets),
     }
 
 
@@ -60,6 +74,8 @@ async def describe_model(
             "description": model.metadata.get("description"),
             "features": [{"name": f.name, "type": f.json_type} for f in signature.features],
             "labels": list(model.labels) if model.labels is not None else None,
+            "targets": None if signature.targets is None else list(signature.targets),
+            "missing_values": signature.missing_values,
             "outputs": [o.name for o in signature.outputs],
             "row_schema": model.codec.row_schema(),
         }

@@ -76,12 +76,18 @@ def test_models_lists_every_model_with_versions_and_default(client):
             "state": "AVAILABLE",
             "error": None,
             "samples_checked": samples_in("iris", 1),
+            "task": "classification",
+            "missing_values": False,
+            "targets": None,
         },
         {
             "version": 2,
             "state": "AVAILABLE",
             "error": None,
             "samples_checked": samples_in("iris", 2),
+            "task": "classification",
+            "missing_values": False,
+            "targets": None,
         },
     ]
     for name in ("diabetes", "diabetes_pipeline"):
@@ -92,6 +98,9 @@ def test_models_lists_every_model_with_versions_and_default(client):
                 "state": "AVAILABLE",
                 "error": None,
                 "samples_checked": samples_in(name, 1),
+                "task": "regression",
+                "missing_values": False,
+                "targets": None,
             }
         ]
         assert models[name]["error"] is None

@@ -665,14 +665,22 @@ def test_input_that_does_not_fit_is_400(v2, model, inputs, fragments):
     v2_error(response, 400, *fragments)
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
-def test_non_finite_numbers_are_400(v2, value):
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("NaN", "model iris does not take missing values"),
+        ("null", "model iris does not take missing values"),
+        ("Infinity", "values must be finite numbers"),
+        ("-Infinity", "values must be finite numbers"),
+    ],
+)
+def test_non_finite_numbers_are_400(v2, value, why):
     content = '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
     content += f'"data": [5.1, 3.5, {value}, 0.2]}}]}}'
 
     response = v2.post("/v2/models/iris/infer", content=content)
 
-    v2_error(response, 400, "input 'input' holds", "values must be finite numbers")
+    v2_error(response, 400, "input 'input' holds", "in row 0 (feature 'petal_length')", why)
 
 
 def test_non_finite_binary_numbers_are_400(v2):
@@ -691,7 +699,12 @@ def test_non_finite_binary_numbers_are_400(v2):
 
     response = v2.post("/v2/models/iris/infer", content=content, headers=headers)
 
-    v2_error(response, 400, "input 'input' holds nan in row 0")
+    v2_error(
+        response,
+        400,
+        "input 'input' holds nan in row 0 (feature 'sepal_width')",
+        "model iris does not take missing values",
+    )
 
 
 @pytest.mark.parametrize(

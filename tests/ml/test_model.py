@@ -262,6 +262,13 @@ def test_file_onnxruntime_cannot_load(tmp_path: Path, writer: Any) -> None:
         ('{"features": ["a", "b", "c"]}', r"lists 3 features but the model's input"),
         ('{"labels": ["a", "b"]}', r"lists 2 labels but the model has 3 classes"),
         ('{"task": "ranking"}', r"task 'ranking'"),
+        ('{"targets": "y"}', r"'targets' must be a list of distinct names"),
+        ('{"targets": ["y", "y"]}', r"'targets' must be a list of distinct names"),
+        ('{"targets": []}', r"'targets' must be a list of distinct names"),
+        ('{"missing_values": "yes"}', r"'missing_values' must be true or false"),
+        ('{"missing_string": null}', r"'missing_string' must be a string"),
+        ('{"task": "clustering"}', r"task clustering needs two outputs: an int64 cluster"),
+        ('{"targets": ["a", "b"]}', r"lists 2 targets but the model's outputs are not one"),
     ],
 )
 def test_bad_metadata(tmp_path: Path, content: str, message: str) -> None:

@@ -177,7 +177,7 @@ def test_row_that_is_neither_list_nor_object(iris: RowCodec, row: Any) -> None:
         ("", "the string ''"),
         (True, "the boolean true"),
         (False, "the boolean false"),
-        (None, "null"),
+        (None, "null: model iris does not take missing values"),
         (math.nan, "nan"),
         (math.inf, "inf"),
         (-math.inf, "-inf"),
@@ -240,7 +240,8 @@ def test_string_column_refuses_numbers(columns: RowCodec) -> None:
     error = invalid(columns, [[3, 1.0, 2]], ("features",))
     assert error.errors == [FieldError(("features", "color"), "expected a string, got 3")]
     error = invalid(columns, [["red", 1.0, 2], [None, 1.0, 2]], ("instances",))
-    assert error.errors == [FieldError(("instances", 1, "color"), "expected a string, got null")]
+    message = "expected a string, got null: model shop does not take missing values"
+    assert error.errors == [FieldError(("instances", 1, "color"), message)]
 
 
 def test_float_column_refuses_strings(columns: RowCodec) -> None:
@@ -368,3 +369,125 @@ def test_tensor_rows_laid_out_in_order_whatever_the_row_count(iris: RowCodec, co
     assert list(arrays) == ["input"]
     assert arrays["input"].dtype == np.float32
     np.testing.assert_array_equal(arrays["input"], np.array(rows, dtype=np.float32))
+
+
+# -- missing values ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaps() -> RowCodec:
+    """Iris features for a version whose metadata.json says it takes missing values."""
+    metadata = {"features": list(IRIS_FEATURES), "missing_values": True}
+    return RowCodec(
+        "gaps", derive_signature([Arg("input", "tensor(float)", [None, 4])], OUTPUTS, metadata)
+    )
+
+
+@pytest.fixture(scope="module")
+def gap_columns() -> RowCodec:
+    inputs = [
+        Arg("color", "tensor(string)", [None, 1]),
+        Arg("size", "tensor(double)", [None, 1]),
+        Arg("count", "tensor(int64)", [None, 1]),
+    ]
+    metadata = {"missing_values": True, "missing_string": "unknown"}
+    outputs = [Arg("v", "tensor(float)", [None, 1])]
+    return RowCodec("shop", derive_signature(inputs, outputs, metadata))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 9])  # under and over the flat read's threshold
+def test_null_numbers_become_nan_for_a_version_that_takes_missing_values(
+    gaps: RowCodec, rows: int
+) -> None:
+    batch = [
+        [5.1, None, 1.4, 0.2] if i % 2 else {**NAMED, "petal_width": None} for i in range(rows)
+    ]
+    array = gaps.encode(batch, ("instances",))["input"]
+    expected = np.array(
+        [[5.1, np.nan, 1.4, 0.2] if i % 2 else [5.1, 3.5, 1.4, np.nan] for i in range(rows)],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(array, expected)  # NaN equals NaN here
+    assert array.dtype == np.float32
+
+
+def test_null_strings_become_the_missing_string_and_null_integers_are_refused(
+    gap_columns: RowCodec,
+) -> None:
+    arrays = gap_columns.encode(
+        [["red", None, 2], {"color": None, "size": 1.5, "count": 3}], ("instances",)
+    )
+    assert arrays["color"].ravel().tolist() == ["red", "unknown"]
+    assert np.isnan(arrays["size"][0, 0]) and arrays["size"][1, 0] == 1.5
+    error = invalid(gap_columns, [["red", 1.0, None]], ("features",))
+    assert error.errors == [
+        FieldError(
+            ("features", "count"),
+            "expected an integer, got null: only number and string features can be missing",
+        )
+    ]
+
+
+def test_missing_values_do_not_let_infinity_or_omitted_keys_through(gaps: RowCodec) -> None:
+    error = invalid(gaps, [[5.1, math.inf, None, 0.2]], ("features",))
+    assert error.errors == [
+        FieldError(("features", "sepal_width"), "expected a finite number, got inf")
+    ]
+    partial = {k: v for k, v in NAMED.items() if k != "sepal_width"}
+    error = invalid(gaps, [partial], ("features",))
+    assert error.errors == [FieldError(("features", "sepal_width"), "missing feature")]
+
+
+def test_row_schema_says_which_features_may_be_null(gaps: RowCodec, iris: RowCodec) -> None:
+    taking = gaps.row_schema()["oneOf"][0]["properties"]
+    assert taking["sepal_width"] == {"type": ["number", "null"]}
+    assert iris.row_schema()["oneOf"][0]["properties"]["sepal_width"] == {"type": "number"}
+
+
+def test_tensors_with_nan_pass_only_where_the_version_takes_missing_values(
+    gaps: RowCodec, iris: RowCodec
+) -> None:
+    rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.0, np.nan, 4.2, 1.3]], dtype=np.float32)
+    checked, count = gaps.check_arrays({"input": rows})
+    assert count == 2 and np.isnan(checked["input"][1, 1])
+    with pytest.raises(InvalidInput) as caught:
+        iris.check_arrays({"input": rows})
+    [field] = caught.value.errors
+    assert field.loc == ("inputs", "input")
+    assert field.msg == (
+        "input 'input' holds nan in row 1 (feature 'sepal_width'): "
+        "model iris does not take missing values"
+    )
+    rows[0, 3] = -np.inf
+    with pytest.raises(InvalidInput, match=r"holds -inf in row 0 \(feature 'petal_width'\): "):
+        gaps.check_arrays({"input": rows})
+
+
+def test_null_strings_in_tensors(gap_columns: RowCodec, columns: RowCodec) -> None:
+    def arrays() -> dict[str, np.ndarray]:
+        color = np.array([["red"], [None]], dtype=object)
+        return {
+            "color": color,
+            "size": np.array([[1.0], [2.0]]),
+            "count": np.array([[1], [2]], dtype=np.int64),
+        }
+
+    checked, _ = gap_columns.check_arrays(arrays())
+    assert checked["color"].ravel().tolist() == ["red", "unknown"]
+    loose = arrays()
+    loose["size"] = loose["size"].astype(np.float32)
+    with pytest.raises(InvalidInput, match=r"holds null in row 1 \(feature 'color'\): model shop"):
+        columns.check_arrays(loose)
+
+
+def test_a_string_tensor_holding_other_values_is_refused_either_way(
+    gap_columns: RowCodec, columns: RowCodec
+) -> None:
+    for codec in (gap_columns, columns):
+        arrays = {
+            "color": np.array([["red"], [None], [3]], dtype=object),
+            "size": np.ones((3, 1), dtype=codec.features[1].dtype),
+            "count": np.ones((3, 1), dtype=np.int64),
+        }
+        with pytest.raises(InvalidInput, match="input 'color' takes strings; element 2 is 3"):
+            codec.check_arrays(arrays)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from onnx_factories import (
     columns_rows,
@@ -18,6 +19,7 @@ from onnx_factories import (
     write_raw_model,
     write_regressor,
 )
+from sklearn_models import write_clusters, write_hgb, write_linnerud, write_outliers
 
 from ml.config import ModelConfig
 from ml.model import LoadedModel, ModelLoadError, load_model
@@ -261,3 +263,84 @@ def test_samples_warm_up_a_model_that_refuses_made_up_values(tmp_path: Path) -> 
     )
     model = load(folder)
     assert model.samples_checked == 2
+
+
+# -- missing values, several targets, anomaly detection and clustering -------------------------
+
+
+def rows_with_null(x: Any, count: int) -> list[list[float | None]]:
+    """The first `count` rows that hold NaN, as JSON writes them: null for each NaN."""
+    chosen = [row for row in x if np.isnan(row).any()][:count]
+    return [[None if np.isnan(v) else float(v) for v in row] for row in chosen]
+
+
+def test_samples_with_null_check_a_version_that_takes_missing_values(tmp_path: Path) -> None:
+    folder, estimator, x = write_hgb(tmp_path / "1")
+    instances = rows_with_null(x, 12)
+    reference = np.array(instances, dtype=np.float64)  # None -> NaN, as the library is fed
+    expected = {
+        "predictions": estimator.predict(reference).tolist(),
+        "probabilities": [
+            {"0": p[0], "1": p[1]} for p in estimator.predict_proba(reference).tolist()
+        ],
+    }
+    write_samples(folder, instances=instances, expected=expected)
+    assert load(folder).samples_checked == 12
+    refusing, _, _ = write_hgb(tmp_path / "2", missing_values=False)
+    write_samples(refusing, instances=instances, expected=expected)
+    with pytest.raises(ModelLoadError, match="does not take missing values"):
+        load(refusing)
+
+
+def test_samples_check_every_target(tmp_path: Path) -> None:
+    folder, estimator, x, targets = write_linnerud(tmp_path / "1")
+    predictions = [dict(zip(targets, row, strict=True)) for row in estimator.predict(x).tolist()]
+    write_samples(folder, instances=x.tolist(), expected={"predictions": predictions})
+    assert load(folder).samples_checked == len(x)
+    predictions[3] = {**predictions[3], targets[2]: predictions[3][targets[2]] + 5.0}
+    write_samples(folder, instances=x.tolist(), expected={"predictions": predictions})
+    with pytest.raises(ModelLoadError, match=f"samples.json row 3: prediction.{targets[2]} "):
+        load(folder)
+
+
+def test_targets_that_do_not_fit_the_output_fail_the_version(tmp_path: Path) -> None:
+    folder, _, _, _ = write_linnerud(tmp_path / "1")
+    (folder / "metadata.json").write_text(json.dumps({"targets": ["a", "b"]}))
+    with pytest.raises(ModelLoadError, match="lists 2 targets but the model's output"):
+        load(folder)
+
+
+def test_samples_of_an_anomaly_detector(tmp_path: Path) -> None:
+    folder, estimator, x = write_outliers(tmp_path / "1")
+    labels = estimator.predict(x).tolist()
+    expected = {
+        "predictions": labels,
+        "outliers": [label == -1 for label in labels],
+        "scores": estimator.decision_function(x).tolist(),
+    }
+    write_samples(folder, instances=x.tolist(), expected=expected)
+    assert load(folder).samples_checked == len(x)
+    assert -1 in labels  # the check below flips a real outlier
+    row = labels.index(-1)
+    expected["outliers"][row] = False
+    write_samples(folder, instances=x.tolist(), expected=expected)
+    with pytest.raises(
+        ModelLoadError, match=f"samples.json row {row}: outlier True, expected False"
+    ):
+        load(folder)
+
+
+def test_samples_of_a_clustering_model(tmp_path: Path) -> None:
+    folder, estimator, x = write_clusters(tmp_path / "1")
+    expected = {
+        "predictions": estimator.predict(x).tolist(),
+        "distances": [
+            {str(i): d for i, d in enumerate(row)} for row in estimator.transform(x).tolist()
+        ],
+    }
+    write_samples(folder, instances=x.tolist(), expected=expected)
+    assert load(folder).samples_checked == len(x)
+    expected["predictions"][5] = (expected["predictions"][5] + 1) % 3
+    write_samples(folder, instances=x.tolist(), expected=expected)
+    with pytest.raises(ModelLoadError, match=r"samples\.json row 5: prediction "):
+        load(folder)

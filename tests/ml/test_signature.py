@@ -210,8 +210,8 @@ def test_metadata_feature_count_mismatch() -> None:
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(SignatureError, match="task 'clustering'"):
-        derive_signature([FLOAT_IN], [VALUE], {"task": "clustering"})
+    with pytest.raises(SignatureError, match="task 'ranking' is not one of classification"):
+        derive_signature([FLOAT_IN], [VALUE], {"task": "ranking"})
 
 
 def test_columns_metadata_must_name_the_inputs_in_order() -> None:
@@ -240,8 +240,8 @@ def test_unsupported_element_type() -> None:
         derive_signature([Arg("input", "tensor(uint8)", [None, 2])], [VALUE], {})
 
 
-def test_single_string_tensor_is_refused() -> None:
-    with pytest.raises(SignatureError, match="must be numeric"):
+def test_single_string_tensor_wider_than_one_column_is_refused() -> None:
+    with pytest.raises(SignatureError, match=r"a single string input must be one column \[N, 1\]"):
         derive_signature([Arg("text", "tensor(string)", [None, 3])], [VALUE], {})
 
 
@@ -332,3 +332,97 @@ def test_task_follows_metadata_over_the_outputs() -> None:
     signature = derive_signature([FLOAT_IN], [VALUE], {"task": "classification"})
     assert signature.task == "classification"
     assert derive_signature([FLOAT_IN], [VALUE, VALUE], {}).task is None
+
+
+# -- anomaly detection, clustering, several targets, text ----------------------------------------
+
+LABEL_INT = Arg("label", "tensor(int64)", [None, 1])
+ONE_SCORE = Arg("scores", "tensor(float)", [None, 1])
+DISTANCES = Arg("scores", "tensor(float)", [None, 3])
+
+
+@pytest.mark.parametrize(
+    ("outputs", "metadata", "producer", "kind", "task"),
+    [
+        ([LABEL_INT, ONE_SCORE], {}, "skl2onnx", OutputKind.ANOMALY, "anomaly_detection"),
+        (
+            [Arg("label", "tensor(int64)", [None]), DISTANCES],
+            {},
+            "skl2onnx",
+            OutputKind.CLUSTERING,
+            "clustering",
+        ),
+        # Another producer's label + scores is read as before: a classifier.
+        ([LABEL_INT, DISTANCES], {}, "", OutputKind.CLASSIFIER, "classification"),
+        (
+            [Arg("flag", "tensor(int64)", [None]), Arg("s", "tensor(double)", [None])],
+            {"task": "anomaly_detection"},
+            "",
+            OutputKind.ANOMALY,
+            "anomaly_detection",
+        ),
+        (
+            [Arg("c", "tensor(int64)", [None]), Arg("d", "tensor(float)", [None, 5])],
+            {"task": "clustering"},
+            "",
+            OutputKind.CLUSTERING,
+            "clustering",
+        ),
+        (
+            [Arg("variable", "tensor(float)", [None, 3])],
+            {"targets": ["a", "b", "c"]},
+            "skl2onnx",
+            OutputKind.MULTI_REGRESSOR,
+            "regression",
+        ),
+    ],
+)
+def test_detectors_clusters_and_targets(
+    outputs: list[Arg], metadata: dict[str, Any], producer: str, kind: OutputKind, task: str
+) -> None:
+    signature = derive_signature([FLOAT_IN], outputs, metadata, producer)
+    assert (signature.output_kind, signature.task) == (kind, task)
+    if "targets" in metadata:
+        assert signature.targets == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("outputs", "metadata", "message"),
+    [
+        (
+            [LABEL_INT, DISTANCES],
+            {"task": "anomaly_detection"},
+            "one score per row; the model gives label",
+        ),
+        ([VALUE], {"task": "clustering"}, "task clustering needs two outputs"),
+        (
+            [Arg("v", "tensor(float)", [None, 2])],
+            {"targets": ["a", "b", "c"]},
+            "lists 3 targets but the model's output 'v' gives 2",
+        ),
+        ([LABEL_INT, ONE_SCORE], {"targets": ["a"]}, "not one \\[N, 1\\] float tensor"),
+        ([VALUE], {"targets": ["a"], "task": "clustering"}, "only a regression has"),
+    ],
+)
+def test_outputs_that_do_not_fit_the_task_or_targets(
+    outputs: list[Arg], metadata: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SignatureError, match=message):
+        derive_signature([FLOAT_IN], outputs, metadata, "skl2onnx")
+
+
+def test_missing_values_come_from_metadata() -> None:
+    plain = derive_signature([FLOAT_IN], [VALUE], {})
+    assert (plain.missing_values, plain.missing_string) == (False, "")
+    taking = derive_signature([FLOAT_IN], [VALUE], {"missing_values": True, "missing_string": "?"})
+    assert (taking.missing_values, taking.missing_string) == (True, "?")
+
+
+def test_a_single_text_column_is_one_string_feature() -> None:
+    signature = derive_signature([Arg("text", "tensor(string)", [None, 1])], [LABEL, PROBS], {})
+    assert signature.layout is InputLayout.TENSOR
+    assert [(f.name, f.json_type) for f in signature.features] == [("text", "string")]
+    named = derive_signature(
+        [Arg("text", "tensor(string)", [None, 1])], [LABEL, PROBS], {"features": ["review"]}
+    )
+    assert named.feature_names == ("review",)
