@@ -233,9 +233,9 @@ def encode_response(
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif datatype == "BYTES":
-            entry["data"] = [_text(v) for v in array.ravel().tolist()]
+            entry["data"] = [v if type(v) is str else _text(v) for v in array.ravel().tolist()]
         else:
-            entry["data"] = np.ascontiguousarray(array).ravel()
+            entry["data"] = array.ravel()  # C-contiguous, as orjson needs, whatever the input
         entries.append(entry)
     answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request_id is not None:
