@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope
 
 from app.errors import HTTPProblem, validation_problem
-from ml.errors import MAX_FIELD_ERRORS, FieldError, InvalidInput
+from ml.errors import MAX_FIELD_ERRORS
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -116,11 +116,3 @@ def validate(schema: type[Model], payload: Any) -> Model:
             detail = f"{count} fields of the body do not fit its schema, too many to list"
             raise HTTPProblem(422, "Invalid input", detail, count=count) from None
         raise validation_problem(exc.errors(include_url=False)) from None
-
-
-def too_many_rows(count: int, limit: int, loc: tuple[str | int, ...]) -> None:
-    """Refuse a request of more than MAX_BATCH_ROWS rows: /predict/batch and /v2 alike."""
-    if count > limit:
-        where = ".".join(map(str, loc))
-        message = f"{where} has {count} rows; at most {limit} rows per request (MAX_BATCH_ROWS)"
-        raise InvalidInput(message, [FieldError(loc, message)])

@@ -1,24 +1,24 @@
 """The edge: the one ASGI layer between the server and everything else.
 
 Every HTTP request passes here once. The edge gives it a request id and a deadline, answers the
-hot routes (`POST /predict`, `POST /predict/batch`) itself, hands every other request to the
+hot routes (`POST /predict`, `POST /predict/batch`, and the Open Inference Protocol's
+`POST /v2/models/{name}[/versions/{version}]/infer`) itself, hands every other request to the
 FastAPI app, and records the answer in the metrics and the access log. Errors of the hot routes
 are answered through the one table of app.errors, as FastAPI's handlers answer the rest.
 
 The hot routes skip FastAPI's routing, middleware and request objects, which cost more per call
 than the whole model run (benchmarks/compare.py measures the difference); they are documented in
-the OpenAPI document from the same HotRoute entries that serve them (app.openapi).
+the OpenAPI document from the same HotRoute and InferRoute entries that serve them (app.openapi).
 
     socket -> uvicorn -> Edge.__call__ -> read_body -> parse_json -> HotRoute.answer
            -> validate (envelope) -> registry.predict (ml/: the version, or the model's
               rollout) -> LoadedModel.predict -> orjson
+    /v2 infer:  Edge.__call__ -> read_body -> app.v2_infer.answer -> app.dataplane.infer
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -29,11 +29,15 @@ import orjson
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.body import parse_json, read_body, too_many_rows, validate
+from app import v2_infer
+from app.access import log_access, logging_access, well_formed_id
+from app.body import parse_json, read_body, validate
 from app.connections import HttpLimits
+from app.dataplane.binary import HEADER_LENGTH
+from app.dataplane.checks import too_many_rows
+from app.dataplane.infer import HeaderLookup
 from app.deadlines import Deadlines, RequestIds
 from app.errors import HTTPProblem, error_response
-from app.logs import ACCESS_LOGGER
 from app.runtime import Runtime
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 
@@ -41,17 +45,13 @@ from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResp
 CALL_KEY = "model_server.call"
 REQUEST_ID = b"x-request-id"
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+BINARY_CONTENT_TYPE = (b"content-type", b"application/octet-stream")
+BINARY_HEADER = HEADER_LENGTH.lower().encode()
 
 _NOT_POST = HTTPProblem(405, "Method not allowed", "Method Not Allowed", headers={"Allow": "POST"})
-_GIVEN_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 # -- the hot routes ----------------------------------------------------------------------------
-
-
-# A request header by name (case-insensitive), or None: a rollout's sticky header.
-HeaderLookup = Callable[[str], str | None]
 
 
 async def predict_one(runtime: Runtime, payload: Any, header: HeaderLookup) -> dict[str, Any]:
@@ -173,15 +173,18 @@ class Edge:
             if key == REQUEST_ID:
                 request_id = value
                 break
-        if not request_id or not _GIVEN_ID.match(request_id):
+        if not request_id or not well_formed_id(request_id):
             request_id = self.ids.next()
         path: str = scope["path"]
         hot = HOT_ROUTES.get(path)
+        infer = None if hot is not None else v2_infer.match(path)
         call = Call(request_id)
         task = self._current_task()
         self.deadlines.start(task)
         try:
-            if hot is None:
+            if infer is not None:
+                await self._infer(call, infer, scope, receive, send)
+            elif hot is None:
                 scope[CALL_KEY] = call
                 try:
                     await self.api(scope, receive, call.tagging(send))
@@ -221,7 +224,12 @@ class Edge:
                 await self._fail(call, path, timeout, scope, receive, send)
         finally:
             self.deadlines.finish(task)
-            route = path if hot is not None else _route(scope)
+            if hot is not None:
+                route = path
+            elif infer is not None:
+                route = infer.route.path
+            else:
+                route = _route(scope)
             self._record(scope, route, call, time.perf_counter() - started)
 
     def refuse(self, problem: HTTPProblem) -> ASGIApp:
@@ -243,6 +251,38 @@ class Edge:
     def refused(self, reason: str) -> None:
         """A connection or request refused by an HTTP limit (app.connections), counted."""
         self.metrics.refused("http", reason)
+
+    async def _infer(
+        self,
+        call: Call,
+        target: v2_infer.InferTarget,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """A /v2 infer request: JSON, or JSON followed by binary tensors, either way."""
+        path = scope["path"]
+        if scope["method"] != "POST":
+            detail = f"Method Not Allowed: {scope['method']} {path}"
+            not_post = HTTPProblem(405, "Method not allowed", detail, headers={"Allow": "POST"})
+            await self._fail(call, path, not_post, scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive, self.max_body_bytes, json_only=False)
+            reply = await v2_infer.answer(self.runtime, target, body, _HeaderReader(scope).get)
+        except Exception as exc:  # a bug too must answer {"error"}, not a traceback
+            await self._fail(call, path, exc, scope, receive, send)
+            return
+        call.model = reply.model
+        call.version = str(reply.version)
+        call.status = 200
+        if reply.json_size is None:
+            headers = [JSON_CONTENT_TYPE, (REQUEST_ID, call.request_id)]
+        else:
+            size = (BINARY_HEADER, str(reply.json_size).encode())
+            headers = [BINARY_CONTENT_TYPE, size, (REQUEST_ID, call.request_id)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
 
     async def _fail(
         self, call: Call, path: str, exc: Exception, scope: Scope, receive: Receive, send: Send
@@ -269,26 +309,18 @@ class Edge:
     def _record(self, scope: Scope, route: str, call: Call, seconds: float) -> None:
         status = call.status or 500  # no answer started: the connection was dropped
         self.metrics.answered(route, call.model, call.version, status, seconds)
-        if self.access_log_on and access_log.isEnabledFor(logging.INFO):
+        if self.access_log_on and logging_access():
             client = scope.get("client")
-            access_log.info(
-                '%s "%s %s" %d %.2fms',
-                client[0] if client else "-",
-                scope["method"],
-                scope["path"],
-                status,
-                seconds * 1000,
-                extra={
-                    "request_id": call.request_id.decode(),
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "model": call.model or None,
-                    "version": call.version or None,
-                    "client": client[0] if client else None,
-                },
+            log_access(
+                client=client[0] if client else None,
+                method=scope["method"],
+                path=scope["path"],
+                route=route,
+                status=status,
+                seconds=seconds,
+                request_id=call.request_id.decode(),
+                model=call.model,
+                version=call.version,
             )
 
 

@@ -23,6 +23,7 @@ from app.grpc.server import serving_grpc
 from app.openapi import document
 from app.routes import admin, health, metrics, models, redoc, ui, v2
 from app.runtime import Runtime
+from app.v2_infer import INFER_ROUTES
 
 ROUTERS = (models.router, health.router, admin.router, v2.router, metrics.router)
 # Swagger UI's and ReDoc's files, served from the installed fastapi-offline package.
@@ -62,7 +63,7 @@ def create_api(runtime: Runtime) -> FastAPI:
     for router in ROUTERS:
         api.include_router(router)
     ui.install(api, runtime)
-    document(api, HOT_ROUTES.values())
+    document(api, HOT_ROUTES.values(), INFER_ROUTES)
     return api
 
 

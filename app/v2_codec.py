@@ -1,14 +1,14 @@
-"""Open Inference Protocol tensors to numpy arrays and back, as JSON or as binary data.
+"""Open Inference Protocol request and answer bodies over HTTP, as JSON or with binary data.
 
-Binary data is Triton's binary tensor data extension: with the request header
-`Inference-Header-Content-Length: N`, the first N bytes of the body are the JSON request and the
-rest are the raw tensors of the inputs that carry `parameters.binary_data_size`, in order:
-little-endian, row-major, and for BYTES a 4-byte little-endian length before each element.
-Outputs asked for with `binary_data` (or the request's `binary_data_output`) come back the same
-way after the JSON answer, whose size is then in the same header.
+Binary data is Triton's binary tensor data extension (app.dataplane.binary): with the request
+header `Inference-Header-Content-Length: N`, the first N bytes of the body are the JSON request
+and the rest are the raw tensors of the inputs that carry `parameters.binary_data_size`, in
+order. Outputs asked for with `binary_data` (or the request's `binary_data_output`) come back the
+same way after the JSON answer, whose size is then in the same header.
 
 This module checks what the protocol says (datatype names, shape against data, JSON value types,
-binary sizes); whether the tensors fit the model is ml.rows.RowCodec.check_arrays's job.
+binary sizes, `model_name` and `model_version` against the URL); whether the tensors fit the
+model is ml.rows.RowCodec.check_arrays's job.
 """
 
 from __future__ import annotations
@@ -17,91 +17,96 @@ import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app.body import parse_json, too_many_rows, validate
+from app.body import parse_json, validate
+from app.dataplane.binary import (
+    HEADER_LENGTH,
+    datatype_of,
+    dtype_of,
+    split_body,
+    tensor_from_bytes,
+    tensor_to_bytes,
+)
+from app.dataplane.checks import check_shape, invalid, not_given_twice, quoted, unsupported
+from app.dataplane.infer import InferCall
 from app.errors import HTTPProblem
 from app.v2_schemas import V2InferRequest, V2RequestInput
 from ml.rows import RANGE_ERRORS, StrictValue, strict_value
-from ml.signature import BY_DTYPE, BY_ONNX, BY_V2, Signature
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def bad_request(message: str) -> HTTPProblem:
-    """A 400; under /v2 it answers `{"error": message}`."""
-    return HTTPProblem(400, "Bad request", message)
-
-
-@dataclass(frozen=True, slots=True)
-class InferCall:
-    """A decoded request: its id, input arrays by name, and each output to return with whether
-    it goes back as binary data (`None`: every tensor output, binary if `binary_default`)."""
-
-    id: str | None
-    arrays: dict[str, np.ndarray]
-    outputs: list[tuple[str, bool]] | None
-    binary_default: bool
-
+# Tensors of up to this many JSON values are checked in Python rather than numpy.
+SMALL_TENSOR = 256
 
 # -- requests ----------------------------------------------------------------------------------
 
 
-def decode_request(body: bytes, header_length: str | None, max_rows: int) -> InferCall:
-    """Parse and check an infer request body; raises a 400 that says what is wrong."""
-    view = memoryview(body)
-    if header_length is None:
-        json_part, binary = body, view[len(view) :]
-    else:
-        if not (header_length.isascii() and header_length.isdigit()):
-            raise bad_request(f"{HEADER_LENGTH} must be a number of bytes; got {header_length!r}")
-        size = int(header_length)
-        if size > len(body):
-            raise bad_request(f"{HEADER_LENGTH} is {size} but the body has {len(body)} bytes")
-        json_part, binary = body[:size], view[size:]
+def decode_request(
+    body: bytes, header_length: str | None, max_rows: int, name: str, version: str | None
+) -> InferCall:
+    """Parse and check an infer request body sent to the URL of model `name` (and `version`,
+    None for the default); raises a 400 that says what is wrong."""
+    json_part, binary = split_body(body, header_length)
     try:
         payload = parse_json(json_part)
     except HTTPProblem as exc:
         if header_length is None and "trailing" in exc.detail:
             hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
-            raise bad_request(exc.detail + hint) from None
+            raise invalid(exc.detail + hint) from None
         raise
     if type(payload) is not dict:
-        raise bad_request("the body must be a JSON object: an inference request")
+        raise invalid("the body must be a JSON object: an inference request")
     request = validate(V2InferRequest, payload)
+    _addressed(request, name, version)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in request.inputs:
-        if tensor.name in arrays:
-            raise bad_request(f"input {tensor.name!r} is given twice")
-        if tensor.shape:
-            too_many_rows(tensor.shape[0], max_rows, ("inputs", tensor.name))
+        not_given_twice(tensor.name, arrays)
+        check_shape(tensor.shape, max_rows, tensor.name)
         size = _binary_size(tensor)
         if size is None:
             arrays[tensor.name] = _from_json(tensor)
             continue
         if header_length is None:
-            raise bad_request(
+            raise invalid(
                 f"input {tensor.name!r} sets binary_data_size but the request has no "
                 f"{HEADER_LENGTH} header to say where the binary data starts"
             )
         if offset + size > len(binary):
-            raise bad_request(
+            raise invalid(
                 f"input {tensor.name!r} needs {size} bytes of binary data; only "
                 f"{len(binary) - offset} are left after the JSON"
             )
-        arrays[tensor.name] = _from_binary(tensor, binary[offset : offset + size])
+        chunk = binary[offset : offset + size]
+        arrays[tensor.name] = tensor_from_bytes(chunk, tensor.name, tensor.datatype, tensor.shape)
         offset += size
     if offset != len(binary):
-        raise bad_request(
+        raise invalid(
             f"{len(binary) - offset} bytes after the JSON belong to no input's binary_data_size"
         )
     return InferCall(request.id, arrays, *_requested_outputs(request))
+
+
+def _addressed(request: V2InferRequest, name: str, version: str | None) -> None:
+    """`model_name` and `model_version` in the body (KServe's SDK sends them) must say what the
+    URL says; an empty `model_version` means none, as over gRPC."""
+    if request.model_name is not None and request.model_name != name:
+        raise invalid(
+            f"model_name: the body names model {quoted(request.model_name)} but the URL "
+            f"names {quoted(name)}; leave it out or make them agree",
+            ("model_name",),
+        )
+    given = request.model_version or None
+    if given is not None and given != version:
+        url = "no version (the default)" if version is None else f"version {quoted(version)}"
+        raise invalid(
+            f"model_version: the body names version {quoted(given)} but the URL names {url}; "
+            "leave it out or make them agree",
+            ("model_version",),
+        )
 
 
 def _parameter(
@@ -109,67 +114,47 @@ def _parameter(
 ) -> Any | None:
     value = None if parameters is None else parameters.get(key)
     if value is not None and type(value) is not kind:
-        raise bad_request(f"{where}: parameter {key!r} must be {kind.__name__}; got {value!r}")
+        raise invalid(f"{where}: parameter {key!r} must be {kind.__name__}; got {value!r}")
     return value
-
-
-def _unsupported(parameters: Mapping[str, Any] | None, where: str, *keys: str) -> None:
-    for key in keys:
-        if parameters is not None and key in parameters:
-            raise bad_request(f"{where}: parameter {key!r} is not supported by this server")
 
 
 def _binary_size(tensor: V2RequestInput) -> int | None:
     where = f"input {tensor.name!r}"
-    _unsupported(tensor.parameters, where, "shared_memory_region")
+    unsupported(tensor.parameters, where, ("shared_memory_region",))
     size: int | None = _parameter(tensor.parameters, "binary_data_size", int, where)
     if size is not None:
         if size < 0:
-            raise bad_request(f"{where}: binary_data_size must not be negative; got {size}")
+            raise invalid(f"{where}: binary_data_size must not be negative; got {size}")
         if tensor.data is not None:
-            raise bad_request(f"{where} has both data and binary_data_size; send one of them")
+            raise invalid(f"{where} has both data and binary_data_size; send one of them")
     elif tensor.data is None:
-        raise bad_request(f"{where} has no data (nor binary_data_size)")
+        raise invalid(f"{where} has no data (nor binary_data_size)")
     return size
 
 
-def dtype_of(datatype: str, where: str) -> np.dtype[Any]:
-    """The numpy dtype of a protocol datatype name (HTTP and gRPC); a 400 naming `where`."""
-    found = BY_V2.get(datatype)
-    if found is None:
-        raise bad_request(
-            f"{where} has datatype {datatype!r}; this server reads " + ", ".join(BY_V2)
-        )
-    return found.dtype
-
-
-def _dtype(tensor: V2RequestInput) -> np.dtype[Any]:
-    return dtype_of(tensor.datatype, f"input {tensor.name!r}")
-
-
 def _from_json(tensor: V2RequestInput) -> np.ndarray:
-    dtype = _dtype(tensor)
     where = f"input {tensor.name!r}"
+    dtype = dtype_of(tensor.datatype, where)
     if type(tensor.data) is not list:
-        raise bad_request(f"{where}: data must be a list of values (flat or nested)")
+        raise invalid(f"{where}: data must be a list of values (flat or nested)")
     values = _flatten(tensor.data, where)
     count = math.prod(tensor.shape)
     if len(values) != count:
-        raise bad_request(
+        raise invalid(
             f"{where} has {len(values)} values but its shape {tensor.shape} holds {count}"
         )
     adapter, value = _value_adapter(tensor.datatype)
     try:
-        checked = adapter.validate_python(values)
+        checked = adapter.validator.validate_python(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         expected = value.in_range if first["type"] in RANGE_ERRORS else value.expected
-        raise bad_request(
+        raise invalid(
             f"{where}: value {first['loc'][0]} must be {expected} ({tensor.datatype}); "
             f"got {repr(first['input'])[:40]}"
         ) from None
-    if dtype.kind == "f":
-        array = _narrow_floats(np.array(checked, dtype=np.float64), dtype, where)
+    if dtype.kind == "f" and dtype != np.float64:
+        array = _narrow_floats(checked, dtype, where)
     else:
         array = np.array(checked, dtype=dtype)
     return array.reshape(tensor.shape)
@@ -179,7 +164,7 @@ def _flatten(data: list[Any], where: str) -> list[Any]:
     """Nested lists, row-major, as one flat list."""
     while data and type(data[0]) is list:
         if any(type(item) is not list for item in data):
-            raise bad_request(f"{where}: data mixes lists and values at one level")
+            raise invalid(f"{where}: data mixes lists and values at one level")
         data = list(itertools.chain.from_iterable(data))
     return data
 
@@ -189,62 +174,24 @@ def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], StrictValue]:
     """What the JSON values of `datatype` must be: a strict check of a flat list, and how to
     say what is wrong. NaN, Infinity and null (a missing number or string) pass here; the
     model's missing-value rule (ml.rows.unusable_value) decides by input."""
-    value = strict_value(BY_V2[datatype].dtype, finite=False, missing=True)
+    value = strict_value(dtype_of(datatype, "an input"), finite=False, missing=True)
     return TypeAdapter(list[value.annotation]), value  # type: ignore[name-defined]
 
 
-def _narrow_floats(values: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
-    """float64 values as `dtype`, refusing finite values that `dtype` cannot hold."""
-    if dtype != np.float64:
-        limit = float(np.finfo(dtype).max)
-        finite = values[np.isfinite(values)]
-        if finite.size and float(np.abs(finite).max()) > limit:
-            raise bad_request(f"{where}: values must lie within ±{limit:.6g} ({dtype})")
-    return values.astype(dtype)
-
-
-def _from_binary(tensor: V2RequestInput, chunk: memoryview) -> np.ndarray:
-    dtype = _dtype(tensor)
-    where = f"input {tensor.name!r}"
-    count = math.prod(tensor.shape)
-    if dtype.kind == "O":
-        # Read (and count) what was sent before allocating what the shape claims.
-        strings = _read_strings(chunk, count, where)
-        array = np.empty(count, dtype=object)
-        array[:] = strings
+def _narrow_floats(values: list[Any], dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """JSON numbers as `dtype` (FP32, FP16), refusing finite values that `dtype` cannot hold;
+    null becomes NaN, for the model's missing-value rule to judge."""
+    limit = float(np.finfo(dtype).max)
+    if len(values) <= SMALL_TENSOR:
+        # A few values are checked quicker one by one than through numpy's calls.
+        too_large = any(v is not None and limit < abs(v) < math.inf for v in values)
     else:
-        expected = count * dtype.itemsize
-        if len(chunk) != expected:
-            raise bad_request(
-                f"{where} has {len(chunk)} bytes of binary data; shape {tensor.shape} of "
-                f"{tensor.datatype} takes {expected}"
-            )
-        raw = np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
-        if dtype.kind == "b" and (raw.view(np.uint8) > 1).any():
-            raise bad_request(f"{where}: BOOL bytes must be 0 or 1")
-        array = raw.astype(dtype)  # a copy: aligned, writable, native byte order
-    return array.reshape(tensor.shape)
-
-
-def _read_strings(chunk: memoryview, count: int, where: str) -> list[str]:
-    """BYTES elements: each a 4-byte little-endian length, then that many UTF-8 bytes."""
-    strings: list[str] = []
-    offset = 0
-    while offset < len(chunk):
-        if offset + 4 > len(chunk):
-            raise bad_request(f"{where}: BYTES data ends inside an element's length")
-        length = int.from_bytes(chunk[offset : offset + 4], "little")
-        offset += 4
-        if offset + length > len(chunk):
-            raise bad_request(f"{where}: BYTES element {len(strings)} runs past its data")
-        try:
-            strings.append(str(chunk[offset : offset + length], "utf-8"))
-        except UnicodeDecodeError:
-            raise bad_request(f"{where}: BYTES element {len(strings)} is not UTF-8") from None
-        offset += length
-    if len(strings) != count:
-        raise bad_request(f"{where} has {len(strings)} BYTES elements; its shape holds {count}")
-    return strings
+        wide = np.array(values, dtype=np.float64)
+        finite = wide[np.isfinite(wide)]
+        too_large = bool(finite.size) and float(np.abs(finite).max()) > limit
+    if too_large:
+        raise invalid(f"{where}: values must lie within ±{limit:.6g} ({dtype})")
+    return np.array(values, dtype=dtype)
 
 
 def _requested_outputs(
@@ -256,52 +203,15 @@ def _requested_outputs(
     wanted: dict[str, bool] = {}
     for output in request.outputs:
         where = f"output {output.name!r}"
-        _unsupported(output.parameters, where, "classification", "shared_memory_region")
+        unsupported(output.parameters, where, ("classification", "shared_memory_region"))
         if output.name in wanted:
-            raise bad_request(f"{where} is asked for twice")
+            raise invalid(f"{where} is asked for twice")
         binary = _parameter(output.parameters, "binary_data", bool, where)
         wanted[output.name] = default if binary is None else binary
     return list(wanted.items()), default
 
 
-# -- model metadata and responses --------------------------------------------------------------
-
-
-def output_datatypes(signature: Signature) -> dict[str, str | None]:
-    """Each output's datatype, or None for one that is not a tensor (a ZipMap)."""
-    return {info.name: v2_datatype(info.onnx_type) for info in signature.outputs}
-
-
-def v2_datatype(onnx_type: str) -> str | None:
-    """The protocol's name of an ONNX type; None for a type that is not a tensor the protocol
-    can carry (a ZipMap's sequence of maps)."""
-    datatype = BY_ONNX.get(onnx_type)
-    return None if datatype is None else datatype.v2
-
-
-def dims(shape: Sequence[int | None]) -> list[int]:
-    """A shape as the protocol writes it: -1 for a dynamic dimension."""
-    return [-1 if d is None else d for d in shape]
-
-
-def select_outputs(call: InferCall, signature: Signature, model: str) -> list[tuple[str, bool]]:
-    """The outputs to return, with their binary flag; a ZipMap output is left out unless asked
-    for by name, which is a 400 (it is a sequence of maps, not a tensor)."""
-    datatypes = output_datatypes(signature)
-    if call.outputs is None:
-        return [(name, call.binary_default) for name, kind in datatypes.items() if kind]
-    for name, _ in call.outputs:
-        if name not in datatypes:
-            raise bad_request(
-                f"model {model} has no output {name!r}; its outputs are " + ", ".join(datatypes)
-            )
-        if datatypes[name] is None:
-            tensors = ", ".join(n for n, kind in datatypes.items() if kind) or "none"
-            raise bad_request(
-                f"output {name!r} is a sequence of maps (a ZipMap), not a tensor; the tensor "
-                f"outputs of {model} are {tensors}"
-            )
-    return call.outputs
+# -- answers -----------------------------------------------------------------------------------
 
 
 def encode_response(
@@ -316,16 +226,16 @@ def encode_response(
     blobs: list[bytes] = []
     for name, binary in outputs:
         array = np.asarray(raw[name])
-        datatype = BY_DTYPE[array.dtype].v2
+        datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            blob = _to_binary(array)
+            blob = tensor_to_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif datatype == "BYTES":
-            entry["data"] = [_text(v) for v in array.ravel().tolist()]
+            entry["data"] = [v if type(v) is str else _text(v) for v in array.ravel().tolist()]
         else:
-            entry["data"] = np.ascontiguousarray(array).ravel()
+            entry["data"] = array.ravel()  # C-contiguous, as orjson needs, whatever the input
         entries.append(entry)
     answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request_id is not None:
@@ -339,14 +249,3 @@ def encode_response(
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _to_binary(array: np.ndarray) -> bytes:
-    if array.dtype.kind != "O":
-        return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    parts = []
-    for value in array.ravel().tolist():
-        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        parts.append(len(data).to_bytes(4, "little"))
-        parts.append(data)
-    return b"".join(parts)

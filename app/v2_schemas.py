@@ -10,15 +10,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PLATFORM = "onnxruntime_onnx"
+from app.dataplane.checks import MAX_INPUTS
 
 # A parameter's value: the spec allows a string, a number or a boolean.
 Parameters = dict[str, str | int | float | bool]
 Dimension = Annotated[int, Field(ge=0)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
-# More input tensors than any model takes: a request past it is refused before any is decoded.
-MAX_INPUTS = 2048
 
 
 class V2RequestInput(BaseModel):
@@ -45,11 +43,13 @@ class V2RequestOutput(BaseModel):
 
 class V2InferRequest(BaseModel):
     """An inference request. Without `outputs`, every tensor output of the model is returned;
-    `parameters.binary_data_output: true` returns them as binary data."""
+    `parameters.binary_data_output: true` returns them as binary data. `model_name` and
+    `model_version` (which some clients, KServe's SDK among them, send) must match the URL."""
 
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
+        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -69,6 +69,10 @@ class V2InferRequest(BaseModel):
     )
 
     id: str | None = None
+    model_name: str | None = Field(None, description="When given, the model the URL names")
+    model_version: str | None = Field(
+        None, description="When given and not empty, the version the URL names"
+    )
     parameters: Parameters | None = None
     inputs: list[V2RequestInput] = Field(min_length=1, max_length=MAX_INPUTS)
     outputs: list[V2RequestOutput] | None = None

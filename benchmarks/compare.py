@@ -1,12 +1,19 @@
-"""Our service against the naive FastAPI wrapper and the bare ASGI floor, back to back.
+"""Our service against the naive FastAPI wrapper and the bare ASGI floor, back to back; then
+our Open Inference Protocol (V2) route against our /predict.
 
-    python -m benchmarks.compare [--rounds 2] [--seconds 10] [--connections 8]
+    python -m benchmarks.compare [--rounds 2] [--seconds 10] [--connections 8] [--only v2]
 
 Each round starts each server in turn (A B C D A B C D ...) on the same iris forest and drives
 it with wrk: single-row POSTs, then 64-row batches. Medians over rounds; the ratios are what to
 read, since this machine is shared and absolute rates move by ±30% between runs. The naive
 wrapper comes in both forms teams write (benchmarks/baselines/naive_fastapi.py): with a return
 annotation, the stronger of the two, and without one.
+
+The V2 section starts our server once and drives it with one connection (a sequential client,
+so requests/s is the inverse of the time per request), in rounds that alternate /predict with
+one row, /v2 infer with one row in JSON, and /v2 infer with 1,024 rows in binary tensor data
+(binary outputs, tritonclient's defaults). `--only v2` runs this section alone, `--only
+baselines` the first.
 """
 
 from __future__ import annotations
@@ -18,8 +25,14 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
-from benchmarks.failures import exits_non_zero_on_failure, has_prediction, has_predictions
+from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE, V2_BINARY_ROWS, V2_SINGLE, v2_binary
+from benchmarks.failures import (
+    Check,
+    exits_non_zero_on_failure,
+    has_outputs,
+    has_prediction,
+    has_predictions,
+)
 from benchmarks.servers import REPO, Served, baseline_server, our_server
 from benchmarks.wrk import WrkResult, run_wrk
 
@@ -103,18 +116,80 @@ def report(results: dict[str, dict[str, list[WrkResult]]], connections: int) -> 
     return "\n".join(lines)
 
 
+V2_PATH = "/v2/models/iris/infer"
+PREDICT_ONE = "/predict, 1 row, JSON"
+V2_JSON_ONE = "/v2 infer, 1 row, JSON"
+V2_BINARY_MANY = f"/v2 infer, {V2_BINARY_ROWS:,} rows, binary"
+
+
+def measure_v2(rounds: int, seconds: float) -> dict[str, list[WrkResult]]:
+    """Our server, one connection: /predict and /v2 infer alternating within each round."""
+    binary, headers = v2_binary()
+    outputs = has_outputs("label", "probabilities")
+    calls: dict[str, tuple[str, str | bytes, Check, dict[str, str] | None]] = {
+        PREDICT_ONE: ("/predict", SINGLE, has_prediction, None),
+        V2_JSON_ONE: (V2_PATH, V2_SINGLE, outputs, None),
+        V2_BINARY_MANY: (V2_PATH, binary, outputs, headers),
+    }
+    results: dict[str, list[WrkResult]] = {name: [] for name in calls}
+    with SERVERS[OURS]() as server:
+        for path, body, check, extra in calls.values():
+            run_wrk(server.url + path, body, 1, 1, check=check, headers=extra)  # warm-up
+        for round_index in range(rounds):
+            for name, (path, body, check, extra) in calls.items():
+                result = run_wrk(server.url + path, body, 1, seconds, check=check, headers=extra)
+                results[name].append(result)
+                print(
+                    f"round {round_index + 1} {name:32} {result.requests_per_s:9.0f} req/s  "
+                    f"p50 {result.p50_ms:6.3f} ms  errors {result.errors}",
+                    flush=True,
+                )
+    return results
+
+
+def report_v2(results: dict[str, list[WrkResult]]) -> str:
+    per_request = {name: 1e6 / median(r, "requests_per_s") for name, r in results.items()}
+    lines = [
+        "| call | req/s | µs per request | p50 ms | rows/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, runs in results.items():
+        rows = V2_BINARY_ROWS if name == V2_BINARY_MANY else 1
+        rate = median(runs, "requests_per_s")
+        lines.append(
+            f"| {name} | {rate:,.0f} | {per_request[name]:,.0f} | {median(runs, 'p50_ms'):.3f} "
+            f"| {rate * rows:,.0f} |"
+        )
+    ratio = per_request[V2_JSON_ONE] / per_request[PREDICT_ONE]
+    lines += [
+        "",
+        "1 connection (a sequential client), 1 worker, wrk and the server sharing the cores.",
+        "",
+        f"- single-row time per request, /v2 JSON / /predict: {ratio:.2f}x",
+        f"- {V2_BINARY_ROWS:,}-row binary rows/s: "
+        f"{median(results[V2_BINARY_MANY], 'requests_per_s') * V2_BINARY_ROWS:,.0f}",
+    ]
+    return "\n".join(lines)
+
+
 @exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--only", choices=("baselines", "v2"), help="run one section")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    text = report(measure(args.rounds, args.seconds, args.connections), args.connections)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.md").write_text(text + "\n")
-    print("\n" + text)
+    if args.only != "v2":
+        text = report(measure(args.rounds, args.seconds, args.connections), args.connections)
+        (args.out / "compare.md").write_text(text + "\n")
+        print("\n" + text)
+    if args.only != "baselines":
+        text = report_v2(measure_v2(args.rounds, args.seconds))
+        (args.out / "compare-v2.md").write_text(text + "\n")
+        print("\n" + text)
     return 0
 
 

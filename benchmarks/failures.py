@@ -9,10 +9,11 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Check = Callable[[Any], str | None]
+BINARY_HEADER = "Inference-Header-Content-Length"
 
 
 class BenchmarkFailed(Exception):
@@ -40,21 +41,32 @@ def require(condition: bool, what: str) -> None:
         raise BenchmarkFailed(what)
 
 
-def check_answer(url: str, body: str | None, check: Check | None = None) -> Any:
+def check_answer(
+    url: str,
+    body: str | bytes | None,
+    check: Check | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
     """Send the request a benchmark is about to time once; it must answer 200 with JSON that
-    `check` accepts (it returns what is wrong, or None). Returns the decoded answer."""
+    `check` accepts (it returns what is wrong, or None). A text body goes as JSON, a bytes body
+    with `headers`; of an answer with binary data after its JSON (the Open Inference Protocol's
+    `Inference-Header-Content-Length`), the JSON part is checked. Returns the decoded answer."""
     request = urllib.request.Request(
         url,
-        data=None if body is None else body.encode(),
-        headers={"Content-Type": "application/json"},
+        data=body.encode() if isinstance(body, str) else body,
+        headers=dict(headers or {"Content-Type": "application/json"}),
         method="GET" if body is None else "POST",
     )
+    json_size = None
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, raw = response.status, response.read()
+            json_size = response.headers.get(BINARY_HEADER)
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
     require(status == 200, f"{url} answered {status}: {raw[:300]!r}")
+    if json_size is not None:
+        raw = raw[: int(json_size)]
     try:
         answer = json.loads(raw)
     except ValueError as exc:
@@ -77,5 +89,18 @@ def has_predictions(rows: int) -> Check:
         if isinstance(predictions, list) and len(predictions) == rows:
             return None
         return f"expected {rows} predictions in {str(answer)[:200]}"
+
+    return check
+
+
+def has_outputs(*names: str) -> Check:
+    """An Open Inference Protocol answer that carries these outputs."""
+
+    def check(answer: Any) -> str | None:
+        outputs = answer.get("outputs") if isinstance(answer, dict) else None
+        found = [o.get("name") for o in outputs if isinstance(o, dict)] if outputs else []
+        if all(name in found for name in names):
+            return None
+        return f"expected outputs {', '.join(names)} in {str(answer)[:200]}"
 
     return check

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,22 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[{body}]==]
 """
+HEADER_LINE = 'wrk.headers["{name}"] = "{value}"\n'
+
+
+def lua_bytes(data: bytes) -> str:
+    """`data` as a Lua string literal, every byte but plain printable ones as a decimal escape
+    (a long bracket string would turn CR LF into LF)."""
+    plain = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in data) + '"'
+
+
+def binary_script(body: bytes, headers: Mapping[str, str]) -> str:
+    """A wrk script that POSTs `body` (any bytes) with `headers`."""
+    lines = ['wrk.method = "POST"\n']
+    lines += [HEADER_LINE.format(name=name, value=value) for name, value in headers.items()]
+    lines.append(f"wrk.body = {lua_bytes(body)}\n")
+    return "".join(lines)
 
 
 def ensure_wrk() -> str:
@@ -49,21 +66,25 @@ def _ms(text: str) -> float:
 
 def run_wrk(
     url: str,
-    body: str | None,
+    body: str | bytes | None,
     connections: int,
     seconds: float,
     cpu: str | None = None,
     threads: int = 1,
     check: Check | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> WrkResult:
     """POST `body` (or GET when None) to `url` for `seconds` over `connections` connections,
-    from `threads` wrk threads (pinned to `cpu`, a taskset list, if given). The request is sent
-    once first and its answer must be a 200 that `check` accepts; any request wrk saw fail
-    (non-2xx, socket errors, timeouts) raises BenchmarkFailed."""
-    check_answer(url, body, check)
+    from `threads` wrk threads (pinned to `cpu`, a taskset list, if given). A text body is sent
+    as JSON; a bytes body as it is, with `headers`. The request is sent once first and its
+    answer must be a 200 that `check` accepts; any request wrk saw fail (non-2xx, socket errors,
+    timeouts) raises BenchmarkFailed."""
+    check_answer(url, body, check, headers)
     argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        if body is not None:
+        if isinstance(body, bytes):
+            script.write(binary_script(body, headers or {}))
+        elif body is not None:
             script.write(SCRIPT.format(body=body))
     try:
         if body is not None:

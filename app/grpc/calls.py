@@ -8,15 +8,14 @@ status by the gRPC code's number (0 is OK).
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from app.access import log_access, logging_access, well_formed_id
 from app.deadlines import RequestIds
-from app.edge import _GIVEN_ID, access_log
 from app.metrics import Metrics
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -54,7 +53,7 @@ class CallLog:
 
     def request_id(self, context: Context) -> str:
         given = self.metadata_value(context, REQUEST_ID_KEY)
-        if given is not None and _GIVEN_ID.match(given.encode()):
+        if given is not None and well_formed_id(given.encode()):
             return given
         return self.ids.next().decode()
 
@@ -64,24 +63,16 @@ class CallLog:
         seconds = time.perf_counter() - started
         status = code.value[0]
         self.metrics.answered(route, tags.model, tags.version, status, seconds)
-        if self.access_log_on and access_log.isEnabledFor(logging.INFO):
-            client = context.peer()
-            access_log.info(
-                '%s "GRPC %s" %s %.2fms',
-                client,
-                route,
-                code.name,
-                seconds * 1000,
-                extra={
-                    "request_id": tags.request_id,
-                    "method": "GRPC",
-                    "path": route,
-                    "route": route,
-                    "status": status,
-                    "grpc_code": code.name,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "model": tags.model or None,
-                    "version": tags.version or None,
-                    "client": client,
-                },
+        if self.access_log_on and logging_access():
+            log_access(
+                client=context.peer(),
+                method="GRPC",
+                path=route,
+                route=route,
+                status=status,
+                seconds=seconds,
+                request_id=tags.request_id,
+                model=tags.model,
+                version=tags.version,
+                grpc_code=code.name,
             )

@@ -1,5 +1,5 @@
-"""`inference.GRPCInferenceService`: the Open Inference Protocol's calls, answered through the
-same registry, checks, batching and rollouts as HTTP.
+"""`inference.GRPCInferenceService`: the Open Inference Protocol's calls, converted from and to
+protobuf messages and answered by the dataplane (app.dataplane), as HTTP's are.
 
 A call that names no `model_version` is answered by the default version, or by the model's
 rollout (traffic split, sticky routing by the metadata key named `sticky_header`), as
@@ -9,6 +9,7 @@ rollout (traffic split, sticky routing by the metadata key named `sticky_header`
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,22 +17,16 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from app.dataplane.checks import invalid
+from app.dataplane.infer import infer_request, offload, output_bytes
+from app.dataplane.metadata import SERVER_NAME, model_metadata
+from app.dataplane.resolve import readiness
 from app.grpc import tensors
 from app.grpc.calls import CallLog, Tags
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.grpc.status import grpc_status
-from app.routes.v2 import (
-    INLINE_BYTES,
-    SERVER_NAME,
-    _resolve,
-    _version_number,
-    infer_call,
-    metadata_of,
-)
 from app.runtime import Runtime
-from app.v2_codec import InferCall, bad_request
-from ml.errors import ModelNotReady
 
 Answer = TypeVar("Answer")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -60,7 +55,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         tags = Tags(self.calls.request_id(context))
         try:
             if request is None:
-                raise bad_request(f"the request is not a valid {method}Request message")
+                raise invalid(f"the request is not a valid {method}Request message")
             async with asyncio.timeout(self.runtime.settings.request_timeout_s):
                 answer = await handler(tags)
         except TimeoutError:
@@ -97,11 +92,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest | None, context: Context
     ) -> pb.ModelReadyResponse:
         async def ready(tags: Tags) -> pb.ModelReadyResponse:
-            try:
-                model = _resolve(self.runtime.registry, request.name, request.version or None)
-            except ModelNotReady:  # the protocol's "false"; an unknown model stays NOT_FOUND
+            found = readiness(self.runtime.registry, request.name, request.version or None)
+            if found.model is None:  # the protocol's "false"; an unknown model stays NOT_FOUND
                 return pb.ModelReadyResponse(ready=False)
-            tags.model, tags.version = model.name, str(model.version)
+            tags.model, tags.version = found.model.name, str(found.model.version)
             return pb.ModelReadyResponse(ready=True)
 
         return await self._answer(context, "ModelReady", request, ready)
@@ -110,6 +104,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerMetadataRequest | None, context: Context
     ) -> pb.ServerMetadataResponse:
         async def metadata(tags: Tags) -> pb.ServerMetadataResponse:
+            # The extensions listed over HTTP (binary tensor data) are HTTP's own.
             return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.server_version)
 
         return await self._answer(context, "ServerMetadata", request, metadata)
@@ -118,7 +113,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest | None, context: Context
     ) -> pb.ModelMetadataResponse:
         async def metadata(tags: Tags) -> pb.ModelMetadataResponse:
-            about = metadata_of(self.runtime.registry, request.name, request.version or None)
+            registry = self.runtime.registry
+            about = model_metadata(registry, request.name, request.version or None)
             tags.model = about["name"]
             return pb.ModelMetadataResponse(
                 name=about["name"],
@@ -141,28 +137,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context, tags: Tags
     ) -> pb.ModelInferResponse:
-        registry = self.runtime.registry
-        version = _version_number(registry, request.model_name, request.model_version or None)
-        model = registry.resolve(request.model_name, version)
         max_rows = self.runtime.settings.max_batch_rows
-        if sum(len(raw) for raw in request.raw_input_contents) > INLINE_BYTES:
-            arrays = await asyncio.to_thread(tensors.decode_inputs, request, max_rows)
-        else:
-            arrays = tensors.decode_inputs(request, max_rows)
-        wanted = [(output.name, False) for output in request.outputs] or None
-        for output in request.outputs:
-            if "classification" in output.parameters:
-                raise bad_request(
-                    f"output {output.name!r}: parameter 'classification' is not supported"
-                )
-        call = InferCall(request.id, arrays, wanted, binary_default=False)
-        # A call naming no version follows the model's rollout (sticky key from the metadata).
-        model, raw, selected = await infer_call(
-            registry, model, version, call, lambda key: self.calls.metadata_value(context, key)
+        done = await infer_request(
+            self.runtime.registry,
+            request.model_name,
+            request.model_version or None,
+            sum(len(raw) for raw in request.raw_input_contents),
+            functools.partial(tensors.decode_call, request, max_rows),
+            # A call naming no version follows the model's rollout (sticky key from metadata).
+            lambda key: self.calls.metadata_value(context, key),
         )
-        outputs = [name for name, _ in selected]
+        model, outputs = done.model, [name for name, _ in done.outputs]
         tags.model, tags.version = model.name, str(model.version)
-        args = (model.name, model.version, request.id, raw, outputs)
-        if sum(getattr(raw[name], "nbytes", 0) for name in outputs) > INLINE_BYTES:
-            return await asyncio.to_thread(tensors.encode_response, *args)
-        return tensors.encode_response(*args)
+        return await offload(
+            output_bytes(done.raw, outputs),
+            tensors.encode_response, model.name, model.version, request.id, done.raw, outputs,
+        )  # fmt: skip

@@ -6,8 +6,9 @@ each element), which is what tritonclient.grpc sends, or in its typed `contents`
 carry every output in `raw_output_contents`. Sizes are checked against the shape before
 anything is allocated, so a shape that lies about the data sent costs nothing.
 
-The protocol checks (datatype names, shapes against data) are the HTTP codec's, shared from
-app.v2_codec; whether the tensors fit the model is ml.rows.RowCodec.check_arrays's job.
+The protocol checks (datatype names, shapes against data, rows, names given twice) and the
+binary tensor format are the dataplane's (app.dataplane), shared with HTTP; whether the tensors
+fit the model is ml.rows.RowCodec.check_arrays's job.
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from app.dataplane.binary import datatype_of, dtype_of, tensor_from_bytes, tensor_to_bytes
+from app.dataplane.checks import (
+    check_input_count,
+    check_shape,
+    invalid,
+    not_given_twice,
+    unsupported,
+)
+from app.dataplane.infer import InferCall
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
-from app.v2_codec import _from_binary, _to_binary, bad_request, dtype_of
-from app.v2_schemas import MAX_INPUTS, V2RequestInput
-from ml.signature import BY_DTYPE
 
 # Which typed field of InferTensorContents carries each datatype, and the numpy type of that
 # field's values. FP16 has none: the protocol sends it as raw bytes only.
@@ -42,57 +49,45 @@ CONTENTS_FIELDS: dict[str, tuple[str, np.dtype[Any]]] = {
 UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
-def datatype_of(array: np.ndarray) -> str:
-    """The protocol datatype name of an output array (the inverse of `dtype_of`)."""
-    return BY_DTYPE[array.dtype].v2
+def decode_call(request: pb.ModelInferRequest, max_rows: int) -> InferCall:
+    """The request's inputs and the outputs it asks for (every output comes back raw)."""
+    arrays = decode_inputs(request, max_rows)
+    for output in request.outputs:
+        unsupported(output.parameters, f"output {output.name!r}", ("classification",))
+    wanted = [(output.name, False) for output in request.outputs] or None
+    return InferCall(request.id, arrays, wanted, binary_default=False)
 
 
 def decode_inputs(request: pb.ModelInferRequest, max_rows: int) -> dict[str, np.ndarray]:
-    """The request's input tensors as arrays by name; raises a 400 problem naming the input."""
+    """The request's input tensors as arrays by name; raises InvalidInput naming the input."""
     raw = request.raw_input_contents
-    if len(request.inputs) > MAX_INPUTS:
-        raise bad_request(f"the request has {len(request.inputs)} inputs; at most {MAX_INPUTS}")
+    check_input_count(len(request.inputs))
     if raw and len(raw) != len(request.inputs):
-        raise bad_request(
+        raise invalid(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
             "send one entry for each input, in the order of the inputs"
         )
     arrays: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(request.inputs):
         where = f"input {tensor.name!r}"
-        if tensor.name in arrays:
-            raise bad_request(f"{where} is given twice")
-        for key in UNSUPPORTED_PARAMETERS:
-            if key in tensor.parameters:
-                raise bad_request(f"{where}: parameter {key!r} is not supported by this server")
+        not_given_twice(tensor.name, arrays)
+        unsupported(tensor.parameters, where, UNSUPPORTED_PARAMETERS)
         shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise bad_request(f"{where} has shape {list(shape)}; dimensions must not be negative")
-        if shape and shape[0] > max_rows:
-            raise bad_request(
-                f"{where} has {shape[0]} rows; at most {max_rows} rows per request (MAX_BATCH_ROWS)"
-            )
+        check_shape(shape, max_rows, tensor.name)
         dtype = dtype_of(tensor.datatype, where)
         if raw:
             if tensor.HasField("contents"):
-                raise bad_request(
+                raise invalid(
                     f"{where} has typed contents while the request sends raw_input_contents; "
                     "send every input one way"
                 )
-            array = _from_raw(raw[index], tensor.name, tensor.datatype, shape)
+            array = tensor_from_bytes(raw[index], tensor.name, tensor.datatype, shape)
         elif tensor.HasField("contents"):
             array = _from_contents(tensor.contents, dtype, tensor.datatype, shape, where)
         else:
-            raise bad_request(f"{where} has no data: neither contents nor raw_input_contents")
+            raise invalid(f"{where} has no data: neither contents nor raw_input_contents")
         arrays[tensor.name] = array
     return arrays
-
-
-def _from_raw(data: bytes, name: str, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The HTTP codec's reading of binary tensor data, which has the same layout; it counts
-    BYTES elements and checks sizes before it allocates."""
-    tensor = V2RequestInput.model_construct(name=name, shape=list(shape), datatype=datatype)
-    return _from_binary(tensor, memoryview(data))
 
 
 def _from_contents(
@@ -103,14 +98,14 @@ def _from_contents(
     where: str,
 ) -> np.ndarray:
     if datatype not in CONTENTS_FIELDS:
-        raise bad_request(f"{where}: {datatype} has no typed contents; send raw_input_contents")
+        raise invalid(f"{where}: {datatype} has no typed contents; send raw_input_contents")
     field, wire_dtype = CONTENTS_FIELDS[datatype]
     values = getattr(contents, field)
     count = math.prod(shape)
     if len(values) != count:
         sent = [f.name for f, _ in contents.ListFields() if f.name != field]
         hint = f" (values came in {', '.join(sent)})" if sent else ""
-        raise bad_request(
+        raise invalid(
             f"{where} has {len(values)} values in contents.{field}; its shape {list(shape)} of "
             f"{datatype} holds {count}{hint}"
         )
@@ -119,15 +114,13 @@ def _from_contents(
         try:
             array[:] = [value.decode("utf-8") for value in values]
         except UnicodeDecodeError:
-            raise bad_request(f"{where}: a BYTES element is not UTF-8") from None
+            raise invalid(f"{where}: a BYTES element is not UTF-8") from None
         return array.reshape(shape)
     array = np.array(values, dtype=wire_dtype)
     if dtype != wire_dtype:
         info = np.iinfo(dtype)
         if array.size and (array.min() < info.min or array.max() > info.max):
-            raise bad_request(
-                f"{where}: {datatype} values must lie within {info.min} to {info.max}"
-            )
+            raise invalid(f"{where}: {datatype} values must lie within {info.min} to {info.max}")
         array = array.astype(dtype)
     return array.reshape(shape)
 
@@ -144,5 +137,5 @@ def encode_response(
     for name in outputs:
         array = np.asarray(raw[name])
         response.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
-        response.raw_output_contents.append(_to_binary(array))
+        response.raw_output_contents.append(tensor_to_bytes(array))
     return response

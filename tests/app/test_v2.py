@@ -24,6 +24,7 @@ from onnx_factories import (
     write_raw_model,
     write_regressor,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from ml.batching import MicroBatcher
 
@@ -884,6 +885,200 @@ def test_v2_routes_are_documented(v2):
         assert paths[path]["get"]["description"]
     infer = paths["/v2/models/{name}/versions/{version}/infer"]["post"]
     schema = infer["requestBody"]["content"]["application/json"]["schema"]
-    assert set(schema["properties"]) == {"id", "parameters", "inputs", "outputs"}
+    assert set(schema["properties"]) == {
+        "id",
+        "model_name",
+        "model_version",
+        "parameters",
+        "inputs",
+        "outputs",
+    }
     assert "application/octet-stream" in infer["requestBody"]["content"]
     assert "400" in infer["responses"]
+    assert [p["name"] for p in infer["parameters"]] == ["name", "version"]
+    default = paths["/v2/models/{name}/infer"]["post"]
+    assert [p["name"] for p in default["parameters"]] == ["name"]
+    assert default["requestBody"] == infer["requestBody"]
+
+
+# -- what every Open Inference Protocol client sends -------------------------------------------
+
+# The bodies KServe's Python SDK (kserve 0.21: InferenceRESTClient.infer with an InferRequest)
+# sends, byte for byte, as its InferRequest.to_rest() writes them: compact JSON with `id` and
+# `model_name` first; an input set from numpy with binary data carries only
+# `parameters.binary_data_size` and its bytes follow the JSON; the SDK then sends
+# `Inference-Header-Content-Length` and `content-type: application/octet-stream`. Written out
+# here because the SDK cannot be installed beside this project (it pins protobuf below 7).
+KSERVE_JSON = (
+    b'{"id":"3f1c9a52-7d1e-4c8e-9b53-2f1b8f0c9a11","model_name":"iris","inputs":[{"name":"input",'
+    b'"shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}'
+)
+KSERVE_BINARY_JSON = (
+    b'{"id":"kserve-binary-1","model_name":"iris","inputs":[{"name":"input","shape":[2,4],'
+    b'"datatype":"FP32","parameters":{"binary_data_size":32}}],"outputs":[{"name":'
+    b'"probabilities","parameters":{"binary_data":true}}]}'
+)
+KSERVE_ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+# The string-column model: `sex` from numpy as binary data (length-prefixed UTF-8), the other
+# columns as JSON data.
+KSERVE_SEX = b"\x04\x00\x00\x00male\x06\x00\x00\x00female"
+KSERVE_COLUMNS_JSON = (
+    b'{"id":"kserve-columns-1","model_name":"diabetes_pipeline","inputs":['
+    b'{"name":"age","shape":[2,1],"datatype":"FP32","data":[0.04,-0.002]},'
+    b'{"name":"sex","shape":[2,1],"datatype":"BYTES","parameters":{"binary_data_size":18}},'
+    b'{"name":"bmi","shape":[2,1],"datatype":"FP32","data":[0.06,-0.05]},'
+    b'{"name":"bp","shape":[2,1],"datatype":"FP32","data":[0.02,-0.03]},'
+    b'{"name":"s1","shape":[2,1],"datatype":"FP32","data":[-0.04,-0.008]},'
+    b'{"name":"s2","shape":[2,1],"datatype":"FP32","data":[-0.03,-0.02]},'
+    b'{"name":"s3","shape":[2,1],"datatype":"FP32","data":[-0.04,0.07]},'
+    b'{"name":"s4","shape":[2,1],"datatype":"FP32","data":[-0.003,-0.04]},'
+    b'{"name":"s5","shape":[2,1],"datatype":"FP32","data":[0.02,-0.07]},'
+    b'{"name":"s6","shape":[2,1],"datatype":"FP32","data":[-0.02,-0.09]}]}'
+)
+
+
+def kserve_binary_headers(json_part: bytes) -> dict[str, str]:
+    return {HEADER: str(len(json_part)), "content-type": "application/octet-stream"}
+
+
+def test_kserve_sdk_json_body(v2, store):
+    # The SDK sends no content type with JSON (httpx's raw `content`).
+    response = v2.post("/v2/models/iris/infer", content=KSERVE_JSON)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model_name"], body["id"]) == ("iris", "3f1c9a52-7d1e-4c8e-9b53-2f1b8f0c9a11")
+    labels, probabilities = session(store, "iris", 2).run(None, {"input": KSERVE_ROWS})
+    outputs = outputs_by_name(body)
+    assert outputs["label"]["data"] == labels.tolist()
+    assert outputs["probabilities"]["data"] == close(probabilities.ravel().tolist())
+
+
+def test_kserve_sdk_binary_body(v2, store):
+    content = KSERVE_BINARY_JSON + KSERVE_ROWS.tobytes()
+
+    response = v2.post(
+        "/v2/models/iris/infer", content=content, headers=kserve_binary_headers(KSERVE_BINARY_JSON)
+    )
+
+    assert response.status_code == 200, response.text
+    body, blobs = split_binary(response)
+    assert [output["name"] for output in body["outputs"]] == ["probabilities"]
+    _, probabilities = session(store, "iris", 2).run(None, {"input": KSERVE_ROWS})
+    got = np.frombuffer(blobs["probabilities"], dtype="<f4").reshape(2, 3)
+    np.testing.assert_allclose(got, probabilities, rtol=1e-6)
+
+
+def test_kserve_sdk_binary_strings_on_a_string_column_model(v2, store):
+    content = KSERVE_COLUMNS_JSON + KSERVE_SEX
+
+    response = v2.post(
+        "/v2/models/diabetes_pipeline/infer",
+        content=content,
+        headers=kserve_binary_headers(KSERVE_COLUMNS_JSON),
+    )
+
+    assert response.status_code == 200, response.text
+    feeds = {
+        name: np.array(
+            [[row[name]] for row in PIPELINE_ROWS], dtype=object if name == "sex" else np.float32
+        )
+        for name in PIPELINE_COLUMNS
+    }
+    (expected,) = session(store, "diabetes_pipeline").run(None, feeds)
+    (output,) = response.json()["outputs"]
+    assert output["data"] == close(expected.ravel().tolist())
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/v2/models/iris/infer", {"model_name": "iris"}),
+        ("/v2/models/iris/infer", {"model_name": "iris", "model_version": ""}),
+        ("/v2/models/iris/versions/1/infer", {"model_name": "iris", "model_version": "1"}),
+        ("/v2/models/iris/versions/2/infer", {"model_version": "2"}),
+    ],
+)
+def test_model_name_and_version_that_match_the_url_are_accepted(v2, store, path, fields):
+    response = v2.post(path, json=fields | {"inputs": [iris_input(IRIS_ROWS)]})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == "iris"
+    assert body["model_version"] == (path.split("/")[5] if "versions" in path else "2")
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "fragments"),
+    [
+        ("/v2/models/iris/infer", {"model_name": "wine"}, ["model_name", "'wine'", "'iris'"]),
+        (
+            "/v2/models/iris/versions/2/infer",
+            {"model_name": "diabetes", "model_version": "2"},
+            ["model_name", "'diabetes'"],
+        ),
+        ("/v2/models/iris/infer", {"model_version": "1"}, ["model_version", "'1'", "default"]),
+        ("/v2/models/iris/versions/2/infer", {"model_version": "1"}, ["model_version", "'2'"]),
+        ("/v2/models/iris/infer", {"model_name": 7}, ["model_name"]),
+    ],
+)
+def test_model_name_or_version_that_disagree_with_the_url_are_400(v2, path, fields, fragments):
+    response = v2.post(path, json=fields | {"inputs": [iris_input(IRIS_ROWS)]})
+
+    v2_error(response, 400, *fragments)
+
+
+def test_kserve_binary_body_for_another_model_is_400(v2):
+    content = KSERVE_BINARY_JSON + KSERVE_ROWS.tobytes()
+
+    response = v2.post(
+        "/v2/models/diabetes/infer",
+        content=content,
+        headers=kserve_binary_headers(KSERVE_BINARY_JSON),
+    )
+
+    v2_error(response, 400, "model_name", "'iris'", "'diabetes'")
+
+
+# -- the edge answers inference ------------------------------------------------------------------
+
+
+def requests_by_route(client: Any) -> dict[tuple[str, str, str], float]:
+    text = client.app.runtime.metrics.exposition()[0].decode()
+    return {
+        (s.labels["route"], s.labels["model"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "model_server_requests_total"
+    }
+
+
+def test_infer_is_answered_by_the_edge_and_counted_by_its_route(serve, store, monkeypatch):
+    # FastAPI's app never sees an infer request: the edge answers it.
+    with serve(store) as client:
+        api = client.app.api
+
+        async def refuse(scope: Any, receive: Any, send: Any) -> None:
+            raise AssertionError(f"FastAPI was asked for {scope['path']}")
+
+        monkeypatch.setattr(client.app, "api", refuse)
+        body = {"inputs": [iris_input(IRIS_ROWS)]}
+        default = client.post("/v2/models/iris/infer", json=body, headers={"x-request-id": "v2-1"})
+        named = client.post("/v2/models/iris/versions/1/infer", json=body)
+        unknown = client.post("/v2/models/nope/infer", json=body)
+        monkeypatch.setattr(client.app, "api", api)
+
+        assert default.status_code == 200 and default.headers["x-request-id"] == "v2-1"
+        assert named.json()["model_version"] == "1"
+        v2_error(unknown, 404, "'nope'")
+        counts = requests_by_route(client)
+    assert counts[("/v2/models/{name}/infer", "iris", "200")] == 1
+    assert counts[("/v2/models/{name}/versions/{version}/infer", "iris", "200")] == 1
+    assert counts[("/v2/models/{name}/infer", "", "404")] == 1
+
+
+def test_infer_answers_405_with_allow_to_other_methods(v2):
+    response = v2.put("/v2/models/iris/versions/2/infer", json={})
+
+    v2_error(response, 405, "PUT /v2/models/iris/versions/2/infer")
+    assert response.headers["allow"] == "POST"

@@ -373,3 +373,25 @@ def test_fuzzed_requests_get_an_answer_or_a_client_error(channel, model, inputs,
             error.code(),
             error.details(),
         )
+
+
+def test_the_message_kserves_sdk_sends(channel, server):
+    # What KServe's Python SDK (kserve 0.21, InferRequest.to_grpc) builds from an input set from
+    # numpy: the model name, an empty version, the id, the input's binary_data_size as an
+    # int64 parameter, and the tensor in raw_input_contents.
+    rows = IRIS_ROWS[:2]
+    request = pb.ModelInferRequest(
+        model_name="iris", model_version="", id="kserve-grpc-1", raw_input_contents=[rows.tobytes()]
+    )
+    given = request.inputs.add(name="input", shape=[2, 4], datatype="FP32")
+    given.parameters["binary_data_size"].int64_param = rows.nbytes
+
+    answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+
+    assert (answer.model_name, answer.model_version, answer.id) == ("iris", "2", "kserve-grpc-1")
+    names = [output.name for output in answer.outputs]
+    probabilities = answer.raw_output_contents[names.index("probabilities")]
+    _, expected = reference(server.store / "iris" / "2" / "model.onnx", {"input": rows})
+    np.testing.assert_allclose(
+        np.frombuffer(probabilities, dtype="<f4").reshape(2, 3), expected, rtol=1e-6
+    )

@@ -7,9 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from app.errors import HTTPProblem
+from app.errors import failure
 from app.grpc import tensors
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
+from ml.errors import InvalidInput
 
 MAX_ROWS = 100
 
@@ -24,9 +25,9 @@ def request(*inputs: tuple[str, str, list[int]], raw: list[bytes] | None = None)
 
 
 def problem(message) -> str:
-    with pytest.raises(HTTPProblem) as caught:
+    with pytest.raises(InvalidInput) as caught:
         tensors.decode_inputs(message, MAX_ROWS)
-    assert caught.value.status == 400
+    assert failure(caught.value).grpc.name == "INVALID_ARGUMENT"
     return caught.value.detail
 
 
