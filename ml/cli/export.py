@@ -41,6 +41,9 @@ def _parse_args(argv: Sequence[str] | None, tasks: Sequence[str]) -> argparse.Na
     parser.add_argument(
         "--sample", required=True, type=Path, help="CSV of rows to check parity on (with header)"
     )
+    parser.add_argument(
+        "--reference", type=Path, help="CSV of training rows to profile for drift (with header)"
+    )
     parser.add_argument("--store", type=Path, default=Path("models_store"), help="store folder")
     parser.add_argument("--version", type=int, help="version to write (default: next free)")
     parser.add_argument("--labels", help="comma-separated class names, in classes_ order")
@@ -64,14 +67,17 @@ def _main(args: argparse.Namespace) -> int:
     try:
         estimator = _load_estimator(args.model)
         sample = _read_sample(args.sample)
+        reference = _read_sample(args.reference) if args.reference else None
         feature_names: list[str] | None = None
         rows: Any = sample
         if not has_column_transformer(estimator):
             feature_names = [str(c) for c in sample.columns]
             try:
                 rows = sample.to_numpy(dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ExportError(f"{args.sample}: every column must be numeric: {exc}") from exc
+                if reference is not None:
+                    reference = reference[feature_names].to_numpy(dtype=np.float64)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ExportError(f"every column must be numeric and named alike: {exc}") from exc
         written = export_model(
             estimator,
             args.store,
@@ -83,6 +89,7 @@ def _main(args: argparse.Namespace) -> int:
             task=args.task,
             description=args.description,
             double=args.double,
+            reference=reference,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ then written, atomically, as `<store>/<name>/<version>/`.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 from collections.abc import Sequence
@@ -36,11 +37,14 @@ from ml.export.boosting import BOOSTING_LIBRARIES
 from ml.export.convert import InitialTypes, convert, final_estimator, graph_classes, step_paths
 from ml.export.errors import ExportError
 from ml.export.parity import ParityError, check_parity, class_key
+from ml.export.profile import MIN_REFERENCE_ROWS, MIN_SAMPLE_ROWS, build_profile
 from ml.export.samples import build_samples
 from ml.export.writer import pick_version, write_version
 from ml.store import MODEL_NAME, is_valid_model_name
 
 __all__ = ["ExportError", "export_model"]
+
+log = logging.getLogger(__name__)
 
 TASKS = ("classification", "regression")
 FRAMEWORK_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
@@ -91,14 +95,16 @@ def export_model(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     double: bool = False,
+    reference: Any = None,
 ) -> Path:
     """Convert `estimator`, check it against its own predictions on `sample`, write the next
     version: model.onnx, metadata.json and samples.json.
 
     `sample` is a 2-D numpy array (one input named "input"), or a pandas DataFrame: one input
     per column when the pipeline holds a ColumnTransformer, else one input. Numbers are fed as
-    float32, or float64 with `double`. Returns the written version folder; raises ExportError,
-    writing nothing, on any failure.
+    float32, or float64 with `double`. `reference` (rows like `sample`, typically the training
+    data) is profiled into profile.json for drift; without it, `sample` is, from 500 rows.
+    Returns the written version folder; raises ExportError, writing nothing, on any failure.
     """
     if not is_valid_model_name(name):
         raise ExportError(f"model name {name!r} must match {MODEL_NAME.pattern}")
@@ -146,6 +152,7 @@ def export_model(
         rtol=rtol,
         atol=atol,
     )
+    profile = _profile(estimator, inputs, checked, reference, feature_names, names, double)
     try:
         # allow_nan=False: NaN or Infinity would make the files invalid JSON.
         metadata_text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
@@ -156,6 +163,8 @@ def export_model(
         if samples is not None:
             compact = json.dumps(samples, separators=(",", ":"), allow_nan=False)
             files["samples.json"] = (compact + "\n").encode()
+        if profile is not None:
+            files["profile.json"] = (json.dumps(profile, allow_nan=False) + "\n").encode()
     except ValueError as exc:
         raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
     return write_version(model_dir, version, files)
@@ -205,6 +214,36 @@ def _convert_and_check(
     outputs = _run(model, inputs.feed)
     check_parity(estimator, inputs.sk_input, outputs, classes=classes, rtol=rtol, atol=atol)
     return _Checked(model, outputs, classes)
+
+
+def _profile(
+    estimator: Any,
+    inputs: _Inputs,
+    checked: _Checked,
+    reference: Any,
+    feature_names: Sequence[str] | None,
+    labels: list[str] | None,
+    double: bool,
+) -> dict[str, Any] | None:
+    """profile.json's content, from `reference` or else from the sample's rows."""
+    feed, outputs = inputs.feed, checked.outputs
+    if reference is not None:
+        feed = _inputs(estimator, reference, feature_names, double=double).feed
+        outputs = _run(checked.model, feed)
+    profile = build_profile(
+        feed,
+        inputs.features,
+        outputs,
+        per_column=inputs.per_column,
+        classes=checked.classes,
+        labels=labels,
+        min_rows=MIN_SAMPLE_ROWS if reference is None else MIN_REFERENCE_ROWS,
+    )
+    if profile is None and reference is not None:
+        raise ExportError(f"reference: fewer than {MIN_REFERENCE_ROWS} rows, too few to profile")
+    if profile is None:
+        log.warning("no profile.json: fewer than %d sample rows and no reference", MIN_SAMPLE_ROWS)
+    return profile
 
 
 def _float32_is_the_cause(

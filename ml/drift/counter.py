@@ -1,0 +1,152 @@
+"""Per-version counts of served rows by profile bin, added up off the request path.
+
+A request only appends references to its input arrays and its answers (`add`, on the event
+loop); once a second the drift monitor takes what accumulated (`take`, on the loop) and bins it
+all at once with numpy in a worker thread (`absorb`). Every count lives in one flat vector:
+each feature's bins, the answers' bins, each feature's out-of-range count, then the row count;
+so windows are differences of two vectors, and workers add up by plain addition.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ml.drift.profile import Binning, Profile
+from ml.signature import InputLayout, Signature
+
+# Rows held between two takes; beyond it a request's rows are left uncounted (and reported),
+# so that a monitor that stopped cannot make memory grow.
+MAX_PENDING_ROWS = 1_000_000
+
+Pending = list[tuple[Mapping[str, np.ndarray], Any, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each count sits in the flat vector."""
+
+    offsets: tuple[int, ...]  # of each feature's bins
+    answers: int | None  # offset of the answers' bins
+    out_of_range: int  # offset of the per-feature out-of-range counts
+    rows: int  # index of the row count
+    size: int
+
+    @classmethod
+    def of(cls, profile: Profile) -> Layout:
+        offsets, at = [], 0
+        for binning in profile.features:
+            offsets.append(at)
+            at += binning.size
+        answers = None
+        if profile.answers is not None:
+            answers, at = at, at + profile.answers.size
+        out_of_range = at
+        at += len(profile.features)
+        return cls(tuple(offsets), answers, out_of_range, at, at + 1)
+
+    def feature_counts(self, counts: np.ndarray, index: int, binning: Binning) -> np.ndarray:
+        start = self.offsets[index]
+        return counts[start : start + binning.size]
+
+
+class DriftCounter:
+    """The counts of one loaded version; `serial` tells this load from any other."""
+
+    def __init__(self, profile: Profile, signature: Signature) -> None:
+        self.profile = profile
+        self.layout = Layout.of(profile)
+        self.serial = secrets.token_hex(6)
+        self.total = np.zeros(self.layout.size, dtype=np.int64)
+        self.skipped_rows = 0
+        self._pending: Pending = []
+        self._pending_rows = 0
+        if signature.layout is InputLayout.TENSOR:
+            name = signature.inputs[0].name
+            self._columns = [(name, j) for j in range(len(signature.features))]
+        else:
+            self._columns = [(f.name, 0) for f in signature.features]
+        self._inputs = list(dict.fromkeys(name for name, _ in self._columns))
+
+    # -- on the event loop ------------------------------------------------------------------
+
+    def add(self, arrays: Mapping[str, np.ndarray], raw: Sequence[Any], n_rows: int) -> None:
+        """Note a served batch: its input arrays and outputs, by reference (neither is
+        changed after it is answered)."""
+        if self._pending_rows + n_rows > MAX_PENDING_ROWS:
+            self.skipped_rows += n_rows
+            return
+        self._pending.append((arrays, raw[0] if raw else None, n_rows))
+        self._pending_rows += n_rows
+
+    def take(self) -> Pending:
+        """What accumulated since the last take."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        return pending
+
+    # -- in the monitor's thread ------------------------------------------------------------
+
+    def absorb(
+        self, pending: Pending, every: int | None = None, open_rows: int = 0
+    ) -> list[np.ndarray]:
+        """Add `pending` to `total`. With `every`, also return copies of `total` at each point
+        where the open window (holding `open_rows` rows before these) reached `every` rows, in
+        arrival order: the exact ends of windows, for a monitor that sees every row."""
+        if not pending:
+            return []
+        slots = self._slots(pending)
+        n_rows = len(slots)
+        cuts: list[int] = []
+        if every is not None:
+            first = every - open_rows % every if open_rows % every else every
+            cuts = list(range(first, n_rows + 1, every))
+        marks, start = [], 0
+        for end in cuts:
+            self._add(slots[start:end])
+            marks.append(self.total.copy())
+            start = end
+        if start < n_rows:
+            self._add(slots[start:])
+        return marks
+
+    def _add(self, slots: np.ndarray) -> None:
+        counts = np.bincount(slots.ravel(), minlength=self.layout.size + 1)
+        self.total += counts[: self.layout.size]
+        self.total[self.layout.rows] += len(slots)
+
+    def _slots(self, pending: Pending) -> np.ndarray:
+        """Each row's slot in the flat vector for each feature, its answer and each feature's
+        out-of-range count; `layout.size` (a sink, dropped) where a row adds nothing."""
+        layout, profile = self.layout, self.profile
+        n_rows = sum(n for _, _, n in pending)
+        joined = {
+            name: np.concatenate([arrays[name] for arrays, _, _ in pending]).reshape(n_rows, -1)
+            for name in self._inputs
+        }
+        sink = layout.size
+        columns: list[np.ndarray] = []
+        for index, (binning, (name, j)) in enumerate(
+            zip(profile.features, self._columns, strict=True)
+        ):
+            column = joined[name][:, j]
+            columns.append(binning.bins(column) + layout.offsets[index])
+            outside = binning.out_of_range(column)
+            if outside is not None:
+                columns.append(np.where(outside, layout.out_of_range + index, sink))
+        if profile.answers is not None and layout.answers is not None:
+            answers = self._answer_bins(pending, profile.answers, n_rows)
+            if answers is not None:
+                columns.append(answers + layout.answers)
+        return np.stack(columns, axis=1)
+
+    @staticmethod
+    def _answer_bins(pending: Pending, binning: Binning, n_rows: int) -> np.ndarray | None:
+        parts = [np.asarray(answer).reshape(-1) for _, answer, _ in pending if answer is not None]
+        answers = np.concatenate(parts) if parts else np.empty(0)
+        if len(answers) != n_rows:  # outputs of another shape: nothing to count
+            return None
+        return binning.bins(answers)
