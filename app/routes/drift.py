@@ -66,6 +66,23 @@ def version_drift(monitor: DriftMonitor, model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def drift_summary(monitor: DriftMonitor, model: LoadedModel) -> dict[str, Any]:
+    """The status page's view of a version's drift: state, its last window, and the features
+    over their threshold with their PSI."""
+    drift = version_drift(monitor, model)
+    last = drift.get("last_window")
+    return {
+        "state": drift["state"],
+        "window": last["window"] if last else None,
+        "rows": last["rows"] if last else None,
+        "moved": [
+            {"name": f["name"], "psi": round(f["psi"], 4), "threshold": round(f["threshold"], 4)}
+            for f in (last["features"] if last else [])
+            if f["state"] == "drift"
+        ],
+    }
+
+
 @router.get("/{name}/drift", response_model=DriftReport, responses=problem_docs(404))
 async def describe_drift(
     runtime: RuntimeDep, name: str = Path(description="Model name", max_length=64)
