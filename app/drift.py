@@ -175,9 +175,10 @@ class DriftMonitor:
         views, closed = await asyncio.to_thread(self._work, tracked, self._clock())
         self._views = views
         for item, reports, previous in closed:
-            for report in reports:
-                self.gauges.show(item.model, item.version, report)
+            if reports:  # the last window is what the gauges show
+                self.gauges.show(item.model, item.version, reports[-1])
                 self._shown.add((item.model, item.version))
+            for report in reports:
                 if report["state"] != (previous or "ok"):
                     over = ", ".join(report["features_over_threshold"]) or "none"
                     log.warning(

@@ -319,7 +319,8 @@ def load_model(
         _check_samples(model, samples)
     model.observer = observer  # set after the warm-up and the samples, which are not traffic
     if profile is not None:
-        model.drift = DriftCounter(profile, model.signature)
+        classes = model.vocabulary.classes if model.vocabulary is not None else None
+        model.drift = DriftCounter(profile, model.signature, classes)
     return model
 
 

@@ -2,9 +2,8 @@
 
 A request only appends references to its input arrays and its answers (`add`, on the event
 loop); once a second the drift monitor takes what accumulated (`take`, on the loop) and bins it
-all at once with numpy in a worker thread (`absorb`). Every count lives in one flat vector:
-each feature's bins, the answers' bins, each feature's out-of-range count, then the row count;
-so windows are differences of two vectors, and workers add up by plain addition.
+all at once with numpy in a worker thread (`absorb`). Every count lives in one flat vector (see
+Layout), so windows are differences of two vectors, and workers add up by plain addition.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ml.drift.profile import Binning, Profile
-from ml.signature import InputLayout, Signature
+from ml.signature import InputLayout, OutputKind, Signature
 
 # Rows held between two takes; beyond it a request's rows are left uncounted (and reported),
 # so that a monitor that stopped cannot make memory grow.
@@ -28,11 +27,11 @@ Pending = list[tuple[Mapping[str, np.ndarray], Any, int]]
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where each count sits in the flat vector."""
+    """Where each count sits in the flat vector: each feature's counted bins, the answers',
+    then the row count."""
 
     offsets: tuple[int, ...]  # of each feature's bins
     answers: int | None  # offset of the answers' bins
-    out_of_range: int  # offset of the per-feature out-of-range counts
     rows: int  # index of the row count
     size: int
 
@@ -41,23 +40,27 @@ class Layout:
         offsets, at = [], 0
         for binning in profile.features:
             offsets.append(at)
-            at += binning.size
+            at += binning.counted_size
         answers = None
         if profile.answers is not None:
-            answers, at = at, at + profile.answers.size
-        out_of_range = at
-        at += len(profile.features)
-        return cls(tuple(offsets), answers, out_of_range, at, at + 1)
+            answers, at = at, at + profile.answers.counted_size
+        return cls(tuple(offsets), answers, at, at + 1)
 
-    def feature_counts(self, counts: np.ndarray, index: int, binning: Binning) -> np.ndarray:
+    def feature_bins(self, counts: np.ndarray, index: int, binning: Binning) -> np.ndarray:
+        """A feature's counts in the profile's bins."""
         start = self.offsets[index]
-        return counts[start : start + binning.size]
+        counted = counts[start : start + binning.counted_size]
+        if binning.fold is None:
+            return counted
+        return np.bincount(binning.fold, weights=counted, minlength=binning.size).astype(np.int64)
 
 
 class DriftCounter:
     """The counts of one loaded version; `serial` tells this load from any other."""
 
-    def __init__(self, profile: Profile, signature: Signature) -> None:
+    def __init__(
+        self, profile: Profile, signature: Signature, classes: Sequence[Any] | None = None
+    ) -> None:
         self.profile = profile
         self.layout = Layout.of(profile)
         self.serial = secrets.token_hex(6)
@@ -71,6 +74,17 @@ class DriftCounter:
         else:
             self._columns = [(f.name, 0) for f in signature.features]
         self._inputs = list(dict.fromkeys(name for name, _ in self._columns))
+        # A classifier whose probabilities come as one tensor, in the order of the classes the
+        # profile lists, is counted by its most probable class: an argmax, cheaper than
+        # looking its labels up (the same class but for exact ties).
+        answers = profile.answers
+        self._by_probability = (
+            signature.output_kind is OutputKind.CLASSIFIER
+            and answers is not None
+            and classes is not None
+            and list(answers.values) == list(classes)
+        )
+        self._answer_output = 1 if self._by_probability else 0
 
     # -- on the event loop ------------------------------------------------------------------
 
@@ -80,7 +94,7 @@ class DriftCounter:
         if self._pending_rows + n_rows > MAX_PENDING_ROWS:
             self.skipped_rows += n_rows
             return
-        self._pending.append((arrays, raw[0] if raw else None, n_rows))
+        self._pending.append((arrays, raw[self._answer_output] if raw else None, n_rows))
         self._pending_rows += n_rows
 
     def take(self) -> Pending:
@@ -114,39 +128,37 @@ class DriftCounter:
         return marks
 
     def _add(self, slots: np.ndarray) -> None:
-        counts = np.bincount(slots.ravel(), minlength=self.layout.size + 1)
-        self.total += counts[: self.layout.size]
+        self.total += np.bincount(slots.ravel(), minlength=self.layout.size)
         self.total[self.layout.rows] += len(slots)
 
     def _slots(self, pending: Pending) -> np.ndarray:
-        """Each row's slot in the flat vector for each feature, its answer and each feature's
-        out-of-range count; `layout.size` (a sink, dropped) where a row adds nothing."""
+        """Each row's slot in the flat vector for each feature and for its answer."""
         layout, profile = self.layout, self.profile
         n_rows = sum(n for _, _, n in pending)
         joined = {
             name: np.concatenate([arrays[name] for arrays, _, _ in pending]).reshape(n_rows, -1)
             for name in self._inputs
         }
-        sink = layout.size
-        columns: list[np.ndarray] = []
-        for index, (binning, (name, j)) in enumerate(
-            zip(profile.features, self._columns, strict=True)
-        ):
-            column = joined[name][:, j]
-            columns.append(binning.bins(column) + layout.offsets[index])
-            outside = binning.out_of_range(column)
-            if outside is not None:
-                columns.append(np.where(outside, layout.out_of_range + index, sink))
+        columns = [
+            binning.counted(joined[name][:, j]) + layout.offsets[index]
+            for index, (binning, (name, j)) in enumerate(
+                zip(profile.features, self._columns, strict=True)
+            )
+        ]
         if profile.answers is not None and layout.answers is not None:
             answers = self._answer_bins(pending, profile.answers, n_rows)
             if answers is not None:
                 columns.append(answers + layout.answers)
         return np.stack(columns, axis=1)
 
-    @staticmethod
-    def _answer_bins(pending: Pending, binning: Binning, n_rows: int) -> np.ndarray | None:
-        parts = [np.asarray(answer).reshape(-1) for _, answer, _ in pending if answer is not None]
-        answers = np.concatenate(parts) if parts else np.empty(0)
-        if len(answers) != n_rows:  # outputs of another shape: nothing to count
+    def _answer_bins(self, pending: Pending, binning: Binning, n_rows: int) -> np.ndarray | None:
+        parts = [answer for _, answer, _ in pending if answer is not None]
+        if self._by_probability:
+            probabilities = np.concatenate(parts) if parts else np.empty((0, 0))
+            if len(probabilities) != n_rows or probabilities.ndim != 2:
+                return None
+            return probabilities.argmax(axis=1)  # categorical: counted bins are the profile's
+        answers = np.concatenate([np.asarray(a).reshape(-1) for a in parts]) if parts else None
+        if answers is None or len(answers) != n_rows:  # outputs of another shape: not counted
             return None
-        return binning.bins(answers)
+        return binning.counted(answers)

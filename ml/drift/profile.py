@@ -13,7 +13,8 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import pairwise, repeat
 from pathlib import Path
 from typing import Any
 
@@ -43,62 +44,76 @@ class Binning:
     values: tuple[Any, ...] = ()  # categorical, in bin order
     labels: tuple[str, ...] = ()
     complete: bool = True  # categorical: the values listed are all the reference held
+    bin_labels: tuple[str, ...] = ()
+    count_edges: np.ndarray | None = None  # numeric, with a known range: min, edges, past max
+    fold: np.ndarray | None = None  # counted bin -> the profile's bin
     _sorted: np.ndarray | None = None
     _order: np.ndarray | None = None
+    _lookup: dict[Any, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
+        """The profile's bins."""
         return len(self.shares)
 
+    @property
+    def counted_size(self) -> int:
+        """The bins served rows are counted in (`counted`)."""
+        return len(self.fold) if self.fold is not None else self.size
+
     def bins(self, column: np.ndarray) -> np.ndarray:
-        """The bin of every value of `column` (1-D), vectorised."""
+        """The profile's bin of every value of `column` (1-D), vectorised."""
+        found = self.counted(column)
+        return self.fold[found] if self.fold is not None else found
+
+    def counted(self, column: np.ndarray) -> np.ndarray:
+        """The bin each value is counted in: the profile's bins, except that a numeric
+        feature's first and last open bins are each split at the reference's min and max, so
+        that one searchsorted also counts the values outside that range (`outside`)."""
         if self.kind == NUMERIC:
-            assert self.edges is not None
-            index = np.searchsorted(self.edges, column, side="right")
+            edges = self.count_edges if self.count_edges is not None else self.edges
+            assert edges is not None
+            index = np.searchsorted(edges, column, side="right")
             if column.dtype.kind == "f":
                 missing = np.isnan(column)
                 if missing.any():
-                    index[missing] = self.size - 1
+                    index[missing] = self.counted_size - 1
             return index
-        assert self._sorted is not None and self._order is not None
         other, missing_bin = self.size - 2, self.size - 1
         if column.dtype.kind == "O":
-            missing = np.equal(column, None) | np.not_equal(column, column)
-            if missing.any() and len(self._sorted):
-                column = np.where(missing, self._sorted[0], column)
-        else:
-            missing = None
-        if not len(self._sorted):
-            index = np.full(len(column), other)
-        else:
+            # A dict lookup per value, all in C (map over dict.get): strings compare far
+            # slower in numpy's object loops.
+            found = map(self._lookup.get, column.tolist(), repeat(other))
+            index = np.fromiter(found, dtype=np.intp, count=len(column))
+        elif self._sorted is not None and self._order is not None and len(self._sorted):
             at = np.minimum(np.searchsorted(self._sorted, column), len(self._sorted) - 1)
             index = np.where(self._sorted[at] == column, self._order[at], other)
-        if missing is not None:
-            index[missing] = missing_bin
+        else:
+            index = np.full(len(column), other, dtype=np.intp)
+        unknown = np.flatnonzero(index == other)
+        if len(unknown) and column.dtype.kind in "Of":
+            values = column[unknown]  # None, or NaN, is missing rather than another value
+            missing = np.equal(values, None) | np.not_equal(values, values)
+            index[unknown[missing]] = missing_bin
         return index
 
-    def out_of_range(self, column: np.ndarray) -> np.ndarray | None:
-        """Which values lie outside the reference's range (numeric only; NaN is not)."""
-        if self.kind != NUMERIC or self.low is None or self.high is None:
-            return None
-        return (column < self.low) | (column > self.high)
+    @property
+    def outside(self) -> tuple[int, ...]:
+        """The counted bins of values below the reference's min and above its max."""
+        return (0, self.counted_size - 2) if self.fold is not None else ()
 
     def bin_label(self, index: int) -> str:
         """How a bin reads in reports."""
-        if index == self.size - 1:
-            return "missing"
-        if self.kind == CATEGORICAL:
-            return self.labels[index] if index < len(self.labels) else "other"
-        assert self.edges is not None
-        edges = [f"{e:.6g}" for e in self.edges]
-        if index == 0:
-            return f"< {edges[0]}"
-        if index == len(edges):
-            return f">= {edges[-1]}"
-        return f"[{edges[index - 1]}, {edges[index]})"
+        return self.bin_labels[index]
 
 
-@dataclass(frozen=True, slots=True)
+def _numeric_labels(edges: Sequence[float]) -> tuple[str, ...]:
+    shown = [f"{e:.6g}" for e in edges]
+    inner = [f"[{low}, {high})" for low, high in pairwise(shown)]
+    return (f"< {shown[0]}", *inner, f">= {shown[-1]}", "missing")
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # by identity: loaded once, cached by it
 class Profile:
     """A version's profile: one binning per feature in feature order, and its answers'."""
 
@@ -188,14 +203,24 @@ def _binning(data: Any, n_sizes: int, where: str) -> Binning:
         shares = _numbers(data.get("shares"), f"{where}.shares", len(edges) + 2)
         low, high = data.get("min"), data.get("max")
         bounds = None if low is None else _numbers([low, high], f"{where}.min and max")
+        count_edges = fold = None
+        if bounds is not None:
+            if not bounds[0] <= edges[0] <= edges[-1] <= bounds[1]:
+                raise ProfileError(f"{PROFILE_FILE}: {where}: edges outside min and max")
+            # x > max exactly when x >= the next double above max.
+            count_edges = np.array([bounds[0], *edges, np.nextafter(bounds[1], np.inf)])
+            fold = np.array([0, *range(len(edges) + 1), len(edges), len(edges) + 1])
         return Binning(
             name,
             kind,
             np.asarray(shares),
             thresholds,
             edges=np.asarray(edges),
+            bin_labels=_numeric_labels(edges),
             low=None if bounds is None else bounds[0],
             high=None if bounds is None else bounds[1],
+            count_edges=count_edges,
+            fold=fold,
         )
     if kind == CATEGORICAL:
         values = data.get("values")
@@ -220,7 +245,9 @@ def _binning(data: Any, n_sizes: int, where: str) -> Binning:
             values=tuple(values),
             labels=tuple(str(label) for label in labels),
             complete=bool(data.get("complete", True)),
+            bin_labels=(*(str(label) for label in labels), "other", "missing"),
             _sorted=np.asarray(values, dtype=dtype)[order],
             _order=order,
+            _lookup={value: i for i, value in enumerate(values)},
         )
     raise ProfileError(f"{PROFILE_FILE}: {where}.kind must be {NUMERIC!r} or {CATEGORICAL!r}")

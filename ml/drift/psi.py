@@ -8,6 +8,7 @@ function serves the export (calibrating thresholds) and the server (judging wind
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,18 @@ def psi(
     return float(value) if np.ndim(value) == 0 else value
 
 
+def segment_psi(
+    expected: np.ndarray, counts: np.ndarray, starts: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """PSI of several quantities at once, their bins laid end to end (`starts`, `sizes`):
+    `expected` holds their smoothed reference shares. Returns each one's PSI and row count."""
+    counts = counts.astype(np.float64)
+    seen = np.add.reduceat(counts, starts)
+    actual = (counts + SMOOTHING) / np.repeat(seen + SMOOTHING * sizes, sizes)
+    terms = (actual - expected) * np.log(actual / expected)
+    return np.add.reduceat(terms, starts), seen
+
+
 def threshold_for(rows: int, sizes: Sequence[int], thresholds: Sequence[float]) -> float:
     """The alarm threshold of a window of `rows` rows, from thresholds calibrated at window
     `sizes` (ascending): interpolated linearly in 1/rows, the scale PSI's noise follows;
@@ -41,5 +54,7 @@ def threshold_for(rows: int, sizes: Sequence[int], thresholds: Sequence[float]) 
         return float(thresholds[0]) * sizes[0] / max(rows, 1)
     if rows >= sizes[-1]:
         return float(thresholds[-1])
-    inverse = [1.0 / s for s in reversed(sizes)]
-    return float(np.interp(1.0 / rows, inverse, list(reversed(thresholds))))
+    above = bisect_left(sizes, rows)
+    small, large = sizes[above - 1], sizes[above]
+    weight = (1 / small - 1 / rows) / (1 / small - 1 / large)
+    return float(thresholds[above - 1] + weight * (thresholds[above] - thresholds[above - 1]))

@@ -229,7 +229,7 @@ def test_the_counter_cuts_windows_exactly_and_counts_like_numpy(classifier_dir: 
         if entry["kind"] == "numeric":
             column = column.astype(np.float32)
         expected = np.bincount(plain_bins(entry, column), minlength=len(entry["shares"]))
-        got = layout.feature_counts(marks[1] - marks[0], index, counter.profile.features[index])
+        got = layout.feature_bins(marks[1] - marks[0], index, counter.profile.features[index])
         assert np.array_equal(got, expected), entry["name"]
     answers = np.asarray(marks[1] - marks[0])[layout.answers : layout.answers + 4]
     assert answers[:2].sum() == 300 and answers[2:].sum() == 0  # two classes; no other, missing
@@ -292,3 +292,27 @@ def test_model_export_takes_a_reference_csv(tmp_path: Path) -> None:
     assert [f["name"] for f in profile["features"]] == NUMERIC
     load = profile["features"][0]
     assert load["min"] == pytest.approx(data["load"].min(), rel=1e-6)
+
+
+def test_values_outside_the_reference_range_are_counted_as_such(regressor_dir: Path) -> None:
+    model = loaded(regressor_dir)
+    counter = model.drift
+    assert counter is not None
+    data = profile_json(regressor_dir)
+    low, high = data["features"][0]["min"], data["features"][0]["max"]
+    rows = frame(400, seed=14)[NUMERIC].to_numpy(np.float32).copy()
+    rows[:30, 0] = np.float32(high) * 2  # above the max
+    rows[30:40, 0] = np.float32(low) - 1  # below the min
+    rows[40:45, 0] = np.float32(high)  # at the max: inside
+    counter.add({"input": rows}, [np.zeros((400, 1))], 400)
+    rule = WindowRule(rows=400, seconds=60, min_rows=1)
+    state = new_state(0.0)
+    marks = counter.absorb(counter.take(), rule.rows, 0)
+    (report,) = advance(state, counter.profile, {counter.serial: counter.total}, marks, rule, 1)
+    load, idle = report["features"][0], report["features"][1]
+    expected = np.count_nonzero((rows[:, 0] < low) | (rows[:, 0] > high)) / 400
+    assert expected == pytest.approx(40 / 400)
+    assert load["out_of_range_share"] == pytest.approx(expected)
+    assert idle["out_of_range_share"] == 0.0
+    assert load["missing_share"] == 0.0 and load["unseen_share"] is None
+    assert load["moved"][0]["bin"].startswith(">= ")  # the last open bin gained most
