@@ -8,7 +8,8 @@ round drives one then the other with wrk (the order alternating from round to ro
 with single-row POSTs, then with 64-row batches. It prints the medians over rounds and the
 ratios that the README's targets are about: single-row p50 (profiled / plain) and 64-row
 throughput (profiled / plain). It also checks that the profiled server did count: its drift
-windows closed.
+windows closed. Last, it times the counting in process: what a request adds on its path, and
+what the monitor spends a row in its thread (steadier than wrk on a busy machine).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import shutil
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +32,7 @@ from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
 from benchmarks.servers import REPO, our_server
 from benchmarks.wrk import WrkResult, run_wrk
 from ml.config import ModelConfig
+from ml.drift.windows import WindowRule, advance, new_state
 from ml.export.profile import build_profile
 from ml.model import load_model
 
@@ -55,6 +58,30 @@ def write_profile(version_dir: Path) -> None:
         min_rows=len(rows),
     )
     (version_dir / "profile.json").write_text(json.dumps(profile))
+
+
+def counting_cost(version_dir: Path, batch_rows: int, batches: int = 2000) -> dict[str, float]:
+    """What counting costs in process, the best of a few repetitions: the request path's
+    `add` per request, and the monitor's binning and judging per row (in its thread)."""
+    model = load_model("iris", IRIS_VERSION, version_dir, ModelConfig())
+    counter = model.drift
+    assert counter is not None
+    rows = json.loads(BATCH)["instances"][:batch_rows]
+    arrays = model.codec.encode(rows, ("instances",))
+    raw = model.session.run(None, arrays)
+    rule = WindowRule(1000, 300.0, 100)
+    state = new_state(0.0)
+    adds, monitor = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(batches):
+            counter.add(arrays, raw, batch_rows)
+        adds.append((time.perf_counter() - started) / batches)
+        started = time.perf_counter()
+        marks = counter.absorb(counter.take(), rule.rows, state["open_rows"])
+        advance(state, counter.profile, {counter.serial: counter.total}, marks, rule, 1.0)
+        monitor.append((time.perf_counter() - started) / (batches * batch_rows))
+    return {"add_us_per_request": min(adds) * 1e6, "monitor_us_per_row": min(monitor) * 1e6}
 
 
 def stores(root: Path) -> dict[str, Path]:
@@ -115,6 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"64-row throughput {throughput:.3f}x (target >= {THROUGHPUT_TARGET})"
     )
     print(f"drift windows closed by the profiled server, by version: {closed}")
+    with tempfile.TemporaryDirectory() as folder:
+        version_dir = stores(Path(folder))["profiled"] / "iris" / str(IRIS_VERSION)
+        for rows in (1, BATCH_ROWS):
+            cost = counting_cost(version_dir, rows)
+            print(
+                f"in process, {rows}-row requests: add {cost['add_us_per_request']:.2f} us a "
+                f"request on the request path; binning and windows {cost['monitor_us_per_row']:.2f}"
+                " us a row in the monitor's thread"
+            )
     if not closed.get(IRIS_VERSION):
         print("error: the profiled server closed no drift window: nothing was counted")
         return 1
