@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     """Serve /docs, /redoc and /openapi.json."""
     ui_enabled: bool = True
     """Serve the status page at /ui and the JSON it polls."""
-    drift_window_rows: int = Field(1000, ge=10)
+    drift_window_rows: int = Field(10_000, ge=10)
     """A version's drift window closes once it holds this many rows..."""
     drift_window_s: float = Field(300.0, gt=0)
     """...or after this many seconds, if it holds DRIFT_MIN_ROWS rows by then."""

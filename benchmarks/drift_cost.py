@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 from sklearn.datasets import load_iris
 
+from app.config import Settings
 from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
 from benchmarks.servers import REPO, our_server
 from benchmarks.wrk import WrkResult, run_wrk
@@ -69,7 +70,8 @@ def counting_cost(version_dir: Path, batch_rows: int, batches: int = 2000) -> di
     rows = json.loads(BATCH)["instances"][:batch_rows]
     arrays = model.codec.encode(rows, ("instances",))
     raw = model.session.run(None, arrays)
-    rule = WindowRule(1000, 300.0, 100)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    rule = WindowRule(settings.drift_window_rows, settings.drift_window_s, settings.drift_min_rows)
     state = new_state(0.0)
     adds, monitor = [], []
     for _ in range(5):

@@ -9,8 +9,9 @@ Layout), so windows are differences of two vectors, and workers add up by plain 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -22,26 +23,28 @@ from ml.signature import InputLayout, OutputKind, Signature
 # so that a monitor that stopped cannot make memory grow.
 MAX_PENDING_ROWS = 1_000_000
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 # Rows binned at a time: arrays this small stay in the processor's caches and off fresh pages.
 CHUNK_ROWS = 8192
 
-Pending = list[tuple[Mapping[str, np.ndarray], Any, int]]
 
+@dataclass(slots=True)
+class Pending:
+    """Served batches not binned yet, in arrival order: (input arrays, answers) and rows."""
 
-def _chunks(pending: Pending) -> list[Pending]:
-    """`pending` in order, cut into runs of about CHUNK_ROWS rows (a bigger batch alone)."""
-    chunks: list[Pending] = []
-    current: Pending = []
-    rows = 0
-    for item in pending:
-        if current and rows + item[2] > CHUNK_ROWS:
-            chunks.append(current)
-            current, rows = [], 0
-        current.append(item)
-        rows += item[2]
-    if current:
-        chunks.append(current)
-    return chunks
+    batches: list[tuple[Mapping[str, np.ndarray], Any]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def chunks(self) -> Iterator[tuple[list[tuple[Mapping[str, np.ndarray], Any]], int]]:
+        """Runs of batches of about CHUNK_ROWS rows (a bigger batch alone), with their rows."""
+        if not self.sizes:
+            return
+        ends = np.cumsum(self.sizes)
+        cuts = np.searchsorted(ends, np.arange(CHUNK_ROWS, ends[-1], CHUNK_ROWS)) + 1
+        starts = [0, *sorted(set(cuts.tolist()) - {0, len(ends)})]
+        for first, stop in zip(starts, [*starts[1:], len(ends)], strict=True):
+            rows = int(ends[stop - 1] - (ends[first - 1] if first else 0))
+            yield self.batches[first:stop], rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ class DriftCounter:
         self.serial = secrets.token_hex(6)
         self.total = np.zeros(self.layout.size, dtype=np.int64)
         self.skipped_rows = 0
-        self._pending: Pending = []
+        self._pending = Pending()
         self._pending_rows = 0
         if signature.layout is InputLayout.TENSOR:
             name = signature.inputs[0].name
@@ -113,12 +116,13 @@ class DriftCounter:
         if self._pending_rows + n_rows > MAX_PENDING_ROWS:
             self.skipped_rows += n_rows
             return
-        self._pending.append((arrays, raw[self._answer_output] if raw else None, n_rows))
+        self._pending.batches.append((arrays, raw[self._answer_output] if raw else None))
+        self._pending.sizes.append(n_rows)
         self._pending_rows += n_rows
 
     def take(self) -> Pending:
         """What accumulated since the last take."""
-        pending, self._pending, self._pending_rows = self._pending, [], 0
+        pending, self._pending, self._pending_rows = self._pending, Pending(), 0
         return pending
 
     # -- in the monitor's thread ------------------------------------------------------------
@@ -130,48 +134,53 @@ class DriftCounter:
         where the open window (holding `open_rows` rows before these) reached `every` rows, in
         arrival order: the exact ends of windows, for a monitor that sees every row."""
         marks: list[np.ndarray] = []
-        for chunk in _chunks(pending):
-            slots = self._slots(chunk)
-            n_rows = len(slots)
+        for chunk, n_rows in pending.chunks():
+            binned = self._binned(chunk, n_rows)
             cuts: list[int] = []
             if every is not None:
                 cuts = list(range(every - open_rows % every, n_rows + 1, every))
             start = 0
             for end in cuts:
-                self._add(slots[start:end])
+                self._add(binned, start, end)
                 marks.append(self.total.copy())
                 start = end
             if start < n_rows:
-                self._add(slots[start:])
+                self._add(binned, start, n_rows)
             open_rows += n_rows
         return marks
 
-    def _add(self, slots: np.ndarray) -> None:
-        self.total += np.bincount(slots.ravel(), minlength=self.layout.size)
-        self.total[self.layout.rows] += len(slots)
+    def _add(self, binned: list[tuple[int, int, np.ndarray]], start: int, end: int) -> None:
+        for offset, size, bins in binned:
+            self.total[offset : offset + size] += np.bincount(bins[start:end], minlength=size)
+        self.total[self.layout.rows] += end - start
 
-    def _slots(self, pending: Pending) -> np.ndarray:
-        """Each row's slot in the flat vector for each feature and for its answer."""
+    def _binned(
+        self, batches: list[tuple[Mapping[str, np.ndarray], Any]], n_rows: int
+    ) -> list[tuple[int, int, np.ndarray]]:
+        """Each feature's counted bin for every row, and the answers', with where their
+        counts go in the flat vector (offset, size)."""
         layout, profile = self.layout, self.profile
-        n_rows = sum(n for _, _, n in pending)
+        inputs = list(map(_FIRST, batches))
         joined = {
-            name: np.concatenate([arrays[name] for arrays, _, _ in pending]).reshape(n_rows, -1)
+            name: np.concatenate(list(map(itemgetter(name), inputs))).reshape(n_rows, -1)
             for name in self._inputs
         }
-        columns = [
-            binning.counted(joined[name][:, j]) + layout.offsets[index]
+        binned = [
+            (layout.offsets[index], binning.counted_size, binning.counted(joined[name][:, j]))
             for index, (binning, (name, j)) in enumerate(
                 zip(profile.features, self._columns, strict=True)
             )
         ]
         if profile.answers is not None and layout.answers is not None:
-            answers = self._answer_bins(pending, profile.answers, n_rows)
+            answers = self._answer_bins(batches, profile.answers, n_rows)
             if answers is not None:
-                columns.append(answers + layout.answers)
-        return np.stack(columns, axis=1)
+                binned.append((layout.answers, profile.answers.counted_size, answers))
+        return binned
 
-    def _answer_bins(self, pending: Pending, binning: Binning, n_rows: int) -> np.ndarray | None:
-        parts = [answer for _, answer, _ in pending if answer is not None]
+    def _answer_bins(
+        self, batches: list[tuple[Mapping[str, np.ndarray], Any]], binning: Binning, n_rows: int
+    ) -> np.ndarray | None:
+        parts = [answer for answer in map(_SECOND, batches) if answer is not None]
         if self._by_probability:
             probabilities = np.concatenate(parts) if parts else np.empty((0, 0))
             if len(probabilities) != n_rows or probabilities.ndim != 2:
