@@ -228,6 +228,11 @@ def _profile(
     """profile.json's content, from `reference` or else from the sample's rows."""
     feed, outputs = inputs.feed, checked.outputs
     if reference is not None:
+        if inputs.per_column and isinstance(reference, pd.DataFrame):
+            lacking = [f for f in inputs.features if f not in reference.columns]
+            if lacking:
+                raise ExportError(f"reference: no column {', '.join(map(repr, lacking))}")
+            reference = reference[inputs.features]  # the sample's columns, in its order
         feed = _inputs(estimator, reference, feature_names, double=double).feed
         outputs = _run(checked.model, feed)
     profile = build_profile(

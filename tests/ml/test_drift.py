@@ -316,3 +316,25 @@ def test_values_outside_the_reference_range_are_counted_as_such(regressor_dir: P
     assert idle["out_of_range_share"] == 0.0
     assert load["missing_share"] == 0.0 and load["unseen_share"] is None
     assert load["moved"][0]["bin"].startswith(">= ")  # the last open bin gained most
+
+
+def test_a_reference_frame_is_read_by_column_name(tmp_path: Path, reference: pd.DataFrame) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from ml.export.api import export_model
+
+    frame_ = reference.iloc[:600]
+    target = np.where(frame_["load"] > 10, "high", "low")
+    columns = ColumnTransformer([("city", OneHotEncoder(handle_unknown="ignore"), ["city"])],
+                                remainder="passthrough")  # fmt: skip
+    model = Pipeline([("columns", columns), ("fit", LogisticRegression(max_iter=300))])
+    model.fit(frame_, target)
+    shuffled = frame_[list(reversed(frame_.columns))]
+    written = export_model(model, tmp_path, "named", frame_.iloc[:20], reference=shuffled)
+    names = [f["name"] for f in profile_json(written)["features"]]
+    assert names == list(frame_.columns)
+    with pytest.raises(ExportError, match="reference: no column 'city'"):
+        export_model(model, tmp_path, "named", frame_.iloc[:20], reference=frame_[NUMERIC])
