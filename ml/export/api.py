@@ -38,11 +38,12 @@ from ml.export.convert import InitialTypes, convert, final_estimator, graph_clas
 from ml.export.errors import ExportError
 from ml.export.parity import ParityError, check_parity, class_key
 from ml.export.profile import MIN_REFERENCE_ROWS, MIN_SAMPLE_ROWS, build_profile
+from ml.export.rollout import RolloutSettings, check_rollout, ship
 from ml.export.samples import build_samples
 from ml.export.writer import pick_version, write_version
 from ml.store import MODEL_NAME, is_valid_model_name
 
-__all__ = ["ExportError", "export_model"]
+__all__ = ["ExportError", "RolloutSettings", "export_model"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def export_model(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     double: bool = False,
+    rollout: RolloutSettings | None = None,
     reference: Any = None,
 ) -> Path:
     """Convert `estimator`, check it against its own predictions on `sample`, write the next
@@ -102,9 +104,13 @@ def export_model(
 
     `sample` is a 2-D numpy array (one input named "input"), or a pandas DataFrame: one input
     per column when the pipeline holds a ColumnTransformer, else one input. Numbers are fed as
-    float32, or float64 with `double`. `reference` (rows like `sample`, typically the training
-    data) is profiled into profile.json for drift; without it, `sample` is, from 500 rows.
-    Returns the written version folder; raises ExportError, writing nothing, on any failure.
+    float32, or float64 with `double`. Returns the written version folder; raises ExportError,
+    writing nothing, on any failure.
+
+    With `rollout`, the version starts as the candidate of a rollout with those settings, and
+    answers no more than its share of traffic from the moment it appears (see ml.export.rollout).
+    `reference` (rows like `sample`, typically the training data) is profiled into profile.json
+    for drift; without it, `sample` is, from 500 rows.
     """
     if not is_valid_model_name(name):
         raise ExportError(f"model name {name!r} must match {MODEL_NAME.pattern}")
@@ -117,6 +123,8 @@ def export_model(
         raise ExportError("labels are only for classifiers")
     model_dir = Path(store) / name
     version = pick_version(model_dir, version)
+    if rollout is not None:
+        check_rollout(Path(store), name, version, rollout)
 
     inputs = _inputs(estimator, sample, feature_names, double=double)
     try:
@@ -167,6 +175,8 @@ def export_model(
             files["profile.json"] = (json.dumps(profile, allow_nan=False) + "\n").encode()
     except ValueError as exc:
         raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
+    if rollout is not None:
+        return ship(Path(store), name, version, files, rollout)
     return write_version(model_dir, version, files)
 
 
