@@ -98,3 +98,26 @@ def test_a_version_without_a_profile_adds_nothing_to_count(store: Path) -> None:
         assert client.post("/predict", json=body).status_code == 200
         metrics = client.get("/metrics").text
         assert "model_server_feature_drift{" not in metrics
+
+
+def test_a_rollouts_candidate_is_profiled_like_any_version(tmp_path: Path, store: Path) -> None:
+    root = tmp_path / "store"
+    shutil.copytree(store / "usage" / "1", root / "usage" / "1")
+    shutil.copytree(store / "usage" / "1", root / "usage" / "2")
+    (root / "usage" / "model.toml").write_text(
+        "version_policy = 'latest:2'\n[rollout]\ncandidate = 2\ntraffic_percent = 100\n"
+    )
+    options = {"drift_window_rows": WINDOW, "drift_check_s": CHECK_S, "default_model": "usage"}
+    with serve_store(root, **options) as client:
+        post(client, frame(WINDOW, seed=6))  # names no version: the candidate answers
+        deadline = time.monotonic() + 10
+        while True:
+            versions = {
+                v["version"]: v for v in client.get("/models/usage/drift").json()["versions"]
+            }
+            if versions[2]["windows_closed"] >= 1:
+                break
+            assert time.monotonic() < deadline, versions
+            time.sleep(CHECK_S)
+        assert versions[2]["last_window"]["rows"] == WINDOW
+        assert versions[1]["windows_closed"] == 0 and versions[1]["state"] == "waiting"
