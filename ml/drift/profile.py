@@ -45,7 +45,7 @@ class Binning:
     labels: tuple[str, ...] = ()
     complete: bool = True  # categorical: the values listed are all the reference held
     bin_labels: tuple[str, ...] = ()
-    count_edges: np.ndarray | None = None  # numeric, with a known range: min, edges, past max
+    count_edges: np.ndarray | None = None  # numeric: [min,] edges, [past max,] NaN
     fold: np.ndarray | None = None  # counted bin -> the profile's bin
     _sorted: np.ndarray | None = None
     _order: np.ndarray | None = None
@@ -71,14 +71,9 @@ class Binning:
         feature's first and last open bins are each split at the reference's min and max, so
         that one searchsorted also counts the values outside that range (`outside`)."""
         if self.kind == NUMERIC:
-            edges = self.count_edges if self.count_edges is not None else self.edges
-            assert edges is not None
-            index = np.searchsorted(edges, column, side="right")
-            if column.dtype.kind == "f":
-                missing = np.isnan(column)
-                if missing.any():
-                    index[missing] = self.counted_size - 1
-            return index
+            # numpy orders NaN after every number, so the NaN closing `count_edges` sends NaN
+            # (and only NaN) to the last bin: one pass, no separate isnan.
+            return np.searchsorted(self.count_edges, column, side="right")
         other, missing_bin = self.size - 2, self.size - 1
         if column.dtype.kind == "O":
             # A dict lookup per value, all in C (map over dict.get): strings compare far
@@ -203,12 +198,13 @@ def _binning(data: Any, n_sizes: int, where: str) -> Binning:
         shares = _numbers(data.get("shares"), f"{where}.shares", len(edges) + 2)
         low, high = data.get("min"), data.get("max")
         bounds = None if low is None else _numbers([low, high], f"{where}.min and max")
-        count_edges = fold = None
+        count_edges, fold = np.array([*edges, np.nan]), None
         if bounds is not None:
             if not bounds[0] <= edges[0] <= edges[-1] <= bounds[1]:
                 raise ProfileError(f"{PROFILE_FILE}: {where}: edges outside min and max")
             # x > max exactly when x >= the next double above max.
-            count_edges = np.array([bounds[0], *edges, np.nextafter(bounds[1], np.inf)])
+            above = np.nextafter(bounds[1], np.inf)
+            count_edges = np.array([bounds[0], *edges, above, np.nan])
             fold = np.array([0, *range(len(edges) + 1), len(edges), len(edges) + 1])
         return Binning(
             name,
