@@ -1,6 +1,7 @@
-"""The drift monitor: once every DRIFT_CHECK_S it takes the rows each profiled version counted,
-bins them in a worker thread, closes the windows that are due, and publishes what they show
-(GET /models/{name}/drift, gauges, a warning when a version's state changes).
+"""The drift monitor: once every DRIFT_CHECK_S it takes the rows each profiled version noted,
+bins them (on the event loop, a chunk at a time), closes the windows that are due, and
+publishes what they show (GET /models/{name}/drift, gauges, a warning when a version's state
+changes).
 
 With one process every row is seen here in order, and windows end exactly at DRIFT_WINDOW_ROWS.
 With WORKERS > 1 each worker writes its running counts to a file of its own in the metrics'
@@ -164,15 +165,23 @@ class DriftMonitor:
                 await task
 
     async def check(self, registry: ModelRegistry) -> None:
-        """Take every profiled version's new rows (on the loop, where they are added), then
-        bin them and close windows in a worker thread."""
+        """Take every profiled version's new rows and bin them, on the loop where they are
+        added, a chunk at a time with other work let in between (a thread would hold the
+        interpreter's lock against the requests); then close the windows that are due."""
         tracked = [
             _Tracked(entry.name, version, status.model.drift, status.model.drift.take())
             for entry in registry
             for version, status in entry.versions.items()
             if status.model is not None and status.model.drift is not None
         ]
-        views, closed = await asyncio.to_thread(self._work, tracked, self._clock())
+        now = self._clock()
+        if self._folder is None:
+            views, closed = await self._close_alone(tracked, now)
+        else:
+            for item in tracked:
+                for _ in item.counter.absorbing(item.pending):
+                    await asyncio.sleep(0)
+            views, closed = await asyncio.to_thread(self._close_shared, tracked, now, self._folder)
         self._views = views
         for item, reports, previous in closed:
             if reports:  # the last window is what the gauges show
@@ -196,25 +205,20 @@ class DriftMonitor:
             self.gauges.forget(model, version)
             self._shown.discard((model, version))
 
-    # -- in a worker thread -----------------------------------------------------------------
-
-    def _work(
+    async def _close_alone(
         self, tracked: list[_Tracked], now: float
     ) -> tuple[dict[VersionKey, dict[str, Any]], list[tuple[_Tracked, list[Any], str | None]]]:
-        if self._folder is None:
-            return self._work_alone(tracked, now)
-        return self._work_shared(tracked, now, self._folder)
-
-    def _work_alone(
-        self, tracked: list[_Tracked], now: float
-    ) -> tuple[dict[VersionKey, dict[str, Any]], list[tuple[_Tracked, list[Any], str | None]]]:
+        """One process: windows end exactly every DRIFT_WINDOW_ROWS rows."""
         states: dict[str, dict[str, Any]] = {}
         closed = []
         for item in tracked:
             state = self._states.get(item.key) or new_state(now)
             states[item.key] = state
             counter = item.counter
-            marks = counter.absorb(item.pending, self.rule.rows, state["open_rows"])
+            marks: list[np.ndarray] = []
+            for chunk_marks in counter.absorbing(item.pending, self.rule.rows, state["open_rows"]):
+                marks += chunk_marks
+                await asyncio.sleep(0)
             previous = _last_state(state)
             reports = advance(
                 state, counter.profile, {counter.serial: counter.total}, marks, self.rule, now
@@ -223,11 +227,13 @@ class DriftMonitor:
         self._states = states  # versions no longer served are forgotten
         return _views(tracked, states), closed
 
-    def _work_shared(
+    # -- in a worker thread -----------------------------------------------------------------
+
+    def _close_shared(
         self, tracked: list[_Tracked], now: float, folder: Path
     ) -> tuple[dict[VersionKey, dict[str, Any]], list[tuple[_Tracked, list[Any], str | None]]]:
-        for item in tracked:
-            item.counter.absorb(item.pending)
+        """Several workers: publish this worker's counts, then, under the lock, add up every
+        worker's and close what is due in the shared file of windows."""
         own = {item.key: {item.counter.serial: item.counter.total.tolist()} for item in tracked}
         _write(folder / f"{COUNTS_PREFIX}{os.getpid()}.json", own)
         closed = []

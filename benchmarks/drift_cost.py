@@ -9,7 +9,7 @@ with single-row POSTs, then with 64-row batches. It prints the medians over roun
 ratios that the README's targets are about: single-row p50 (profiled / plain) and 64-row
 throughput (profiled / plain). It also checks that the profiled server did count: its drift
 windows closed. Last, it times the counting in process: what a request adds on its path, and
-what the monitor spends a row in its thread (steadier than wrk on a busy machine).
+what the monitor spends a row between requests (steadier than wrk on a busy machine).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def write_profile(version_dir: Path) -> None:
 
 def counting_cost(version_dir: Path, batch_rows: int, batches: int = 2000) -> dict[str, float]:
     """What counting costs in process, the best of a few repetitions: the request path's
-    `add` per request, and the monitor's binning and judging per row (in its thread)."""
+    `add` per request, and the monitor's binning and judging per row."""
     model = load_model("iris", IRIS_VERSION, version_dir, ModelConfig())
     counter = model.drift
     assert counter is not None
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"in process, {rows}-row requests: add {cost['add_us_per_request']:.2f} us a "
                 f"request on the request path; binning and windows {cost['monitor_us_per_row']:.2f}"
-                " us a row in the monitor's thread"
+                " us a row in the monitor, between requests"
             )
     if not closed.get(IRIS_VERSION):
         print("error: the profiled server closed no drift window: nothing was counted")

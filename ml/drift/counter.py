@@ -1,8 +1,8 @@
 """Per-version counts of served rows by profile bin, added up off the request path.
 
 A request only appends references to its input arrays and its answers (`add`, on the event
-loop); once a second the drift monitor takes what accumulated (`take`, on the loop) and bins it
-all at once with numpy in a worker thread (`absorb`). Every count lives in one flat vector (see
+loop); once a second the drift monitor takes what accumulated (`take`) and bins it with numpy,
+a chunk of rows at a time (`absorbing`), also on the loop. Every count lives in one flat vector (see
 Layout), so windows are differences of two vectors, and workers add up by plain addition.
 """
 
@@ -24,8 +24,9 @@ from ml.signature import InputLayout, OutputKind, Signature
 MAX_PENDING_ROWS = 1_000_000
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-# Rows binned at a time: arrays this small stay in the processor's caches and off fresh pages.
-CHUNK_ROWS = 8192
+# Rows binned at a time: arrays this small stay in the processor's caches, and the event loop,
+# where binning runs, is never held for long.
+CHUNK_ROWS = 4096
 
 
 @dataclass(slots=True)
@@ -133,13 +134,19 @@ class DriftCounter:
         """Add `pending` to `total`. With `every`, also return copies of `total` at each point
         where the open window (holding `open_rows` rows before these) reached `every` rows, in
         arrival order: the exact ends of windows, for a monitor that sees every row."""
-        marks: list[np.ndarray] = []
+        return [mark for marks in self.absorbing(pending, every, open_rows) for mark in marks]
+
+    def absorbing(
+        self, pending: Pending, every: int | None = None, open_rows: int = 0
+    ) -> Iterator[list[np.ndarray]]:
+        """`absorb`, one chunk of about CHUNK_ROWS rows at a time: the marks of each chunk,
+        for a caller that lets other work run in between."""
         for chunk, n_rows in pending.chunks():
             binned = self._binned(chunk, n_rows)
             cuts: list[int] = []
             if every is not None:
                 cuts = list(range(every - open_rows % every, n_rows + 1, every))
-            start = 0
+            marks, start = [], 0
             for end in cuts:
                 self._add(binned, start, end)
                 marks.append(self.total.copy())
@@ -147,7 +154,7 @@ class DriftCounter:
             if start < n_rows:
                 self._add(binned, start, n_rows)
             open_rows += n_rows
-        return marks
+            yield marks
 
     def _add(self, binned: list[tuple[int, int, np.ndarray]], start: int, end: int) -> None:
         for offset, size, bins in binned:
