@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     """Serve /docs, /redoc and /openapi.json."""
     ui_enabled: bool = True
     """Serve the status page at /ui and the JSON it polls."""
+    drift_window_rows: int = Field(10_000, ge=10)
+    """A version's drift window closes once it holds this many rows..."""
+    drift_window_s: float = Field(300.0, gt=0)
+    """...or after this many seconds, if it holds DRIFT_MIN_ROWS rows by then."""
+    drift_min_rows: int = Field(100, ge=1)
+    drift_check_s: float = Field(1.0, gt=0, le=60)
+    """How often served rows are binned and due windows closed."""
 
     @field_validator("admin_token", "default_model", mode="before")
     @classmethod

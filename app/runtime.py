@@ -8,8 +8,9 @@ import gc
 from collections.abc import AsyncIterator
 
 from app.config import Settings
+from app.drift import DriftMonitor
 from app.logs import configure_logging
-from app.metrics import Metrics
+from app.metrics import Metrics, multiprocess_dir
 from app.recent import RecentTraffic
 from app.shutdown import not_ready_on_sigterm
 from ml.registry import ModelRegistry
@@ -27,6 +28,8 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.drift = DriftMonitor(settings, self.metrics.registry, multiprocess_dir())
+        """Drift windows of the versions with a profile.json (app.drift)."""
         self.draining = False
         """Set on SIGTERM (and by tests): readiness turns 503 while in-flight requests end."""
         self.recent_traffic: RecentTraffic | None = None
@@ -64,7 +67,11 @@ class Runtime:
         self._watcher = StoreWatcher(registry, settings.poll_interval_s)
         self.draining = False
         with not_ready_on_sigterm(self):
-            async with self.metrics.flushing(), self._watcher.running():
+            async with (
+                self.metrics.flushing(),
+                self._watcher.running(),
+                self.drift.running(registry),
+            ):
                 yield
                 self.draining = True
         await registry.close()

@@ -17,6 +17,8 @@ import onnxruntime as ort
 
 from ml.batching import MicroBatcher
 from ml.config import ModelConfig
+from ml.drift.counter import DriftCounter
+from ml.drift.profile import ProfileError, read_profile
 from ml.errors import InferenceFailed, InvalidInput
 from ml.files import METADATA_MAX_BYTES, MODEL_MAX_BYTES, check_file, check_folder, read_text
 from ml.graph import Classes, read_classes
@@ -64,6 +66,8 @@ class LoadedModel:
     _drained: asyncio.Event | None = None
     _batcher: MicroBatcher | None = None
     observer: ServingObserver | None = None
+    # Counts served rows by profile bin when the version has a profile.json.
+    drift: DriftCounter | None = None
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
         """One blocking inference on the event loop's thread, reported to the observer."""
@@ -162,6 +166,8 @@ class LoadedModel:
             raw = self.run(arrays, n_rows)
         else:
             raw = await self._execute(arrays, n_rows)
+        if self.drift is not None:
+            self.drift.add(arrays, raw, n_rows)
         return self._decode(raw)
 
     def answer(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
@@ -196,6 +202,8 @@ class LoadedModel:
             raw = self.run(checked, n_rows)
         else:
             raw = await self._execute(checked, n_rows)
+        if self.drift is not None:
+            self.drift.add(checked, raw, n_rows)
         return dict(zip(self._output_names, raw, strict=True))
 
     async def _execute(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
@@ -321,6 +329,10 @@ def load_model(
         )
     except SignatureError as exc:
         raise ModelLoadError(str(exc)) from exc
+    try:
+        profile = read_profile(version_dir, signature.feature_names)
+    except ProfileError as exc:
+        raise ModelLoadError(str(exc)) from exc
     model = LoadedModel(
         name=name,
         version=version,
@@ -336,6 +348,9 @@ def load_model(
     if samples is not None:
         _check_samples(model, samples)
     model.observer = observer  # set after the warm-up and the samples, which are not traffic
+    if profile is not None:
+        classes = model.vocabulary.classes if model.vocabulary is not None else None
+        model.drift = DriftCounter(profile, model.signature, classes)
     return model
 
 

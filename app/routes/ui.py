@@ -16,9 +16,11 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from starlette.responses import Response
 
 from app.deps import RuntimeDep
+from app.drift import DriftMonitor
 from app.metrics import multiprocess_dir
 from app.recent import RecentTraffic
 from app.responses import json_response
+from app.routes.drift import drift_summary
 from app.routes.models import model_summary
 from app.runtime import Runtime
 from ml.registry import ModelEntry
@@ -101,11 +103,15 @@ def rollout_of(entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-def _model(entry: ModelEntry, traffic: dict[tuple[str, str], Any]) -> dict[str, Any]:
+def _model(
+    entry: ModelEntry, traffic: dict[tuple[str, str], Any], drift: DriftMonitor
+) -> dict[str, Any]:
     summary = model_summary(entry)
     for version in summary["versions"]:
         version["default"] = version["version"] == summary["default_version"]
         version["traffic"] = traffic.get((entry.name, str(version["version"])))
+        loaded = entry.versions[version["version"]].model
+        version["drift"] = drift_summary(drift, loaded) if loaded is not None else None
     return {**summary, "rollout": rollout_of(entry)}
 
 
@@ -132,7 +138,7 @@ async def status(runtime: RuntimeDep) -> Response:
                 "answered_by": recent.pid,
                 "traffic_from": len(workers),
             },
-            "models": [_model(entry, traffic) for entry in registry],
+            "models": [_model(entry, traffic, runtime.drift) for entry in registry],
         }
     )
     response.headers["Cache-Control"] = "no-store"

@@ -9,7 +9,7 @@
   const COLUMNS = [
     ["Version", ""], ["State", ""], ["Role", ""], ["Samples checked", "num"],
     ["Requests/s", "num"], ["Errors", "num"], ["p50 ms", "num"], ["p99 ms", "num"],
-    ["Latency, last minute", ""],
+    ["Latency, last minute", ""], ["Drift", ""],
   ];
 
   let paused = false;
@@ -112,6 +112,18 @@
     return dash();
   }
 
+  function driftCell(drift) {
+    if (!drift || drift.state === "unprofiled") return dash();
+    if (drift.state === "waiting") return el("span", { class: "tag", text: "first window open" });
+    const moved = drift.moved.map((f) => `${f.name} (PSI ${f.psi} > ${f.threshold})`).join(", ");
+    const text = drift.state === "drift" ? `drift: ${moved}` : "ok";
+    return el("span", {
+      class: `tag drift-${drift.state}`,
+      text: text,
+      title: `window ${drift.window}, ${drift.rows} rows`,
+    });
+  }
+
   function versionRows(model, version) {
     const id = `${slug(model.name)}-v${version.version}`;
     const traffic = version.traffic;
@@ -126,6 +138,7 @@
       fixed(traffic && traffic.p50_ms, 2),
       fixed(traffic && traffic.p99_ms, 2),
       chart(traffic, label),
+      driftCell(version.drift),
     ];
     const row = el("tr", { id: id, role: "row", class: version.error ? "has-error" : null },
       el("th", { scope: "row", role: "rowheader", "data-label": COLUMNS[0][0], text: `v${version.version}` }));

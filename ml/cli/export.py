@@ -41,6 +41,9 @@ def _parse_args(argv: Sequence[str] | None, tasks: Sequence[str]) -> argparse.Na
     parser.add_argument(
         "--sample", required=True, type=Path, help="CSV of rows to check parity on (with header)"
     )
+    parser.add_argument(
+        "--reference", type=Path, help="CSV of training rows to profile for drift (with header)"
+    )
     parser.add_argument("--store", type=Path, default=Path("models_store"), help="store folder")
     parser.add_argument("--version", type=int, help="version to write (default: next free)")
     parser.add_argument("--labels", help="comma-separated class names, in classes_ order")
@@ -114,6 +117,7 @@ def _main(args: argparse.Namespace) -> int:
         rollout = _rollout_settings(args)
         estimator = _load_estimator(args.model)
         sample = _read_sample(args.sample)
+        reference = _read_sample(args.reference) if args.reference else None
         written = export_model(
             estimator,
             args.store,
@@ -127,6 +131,7 @@ def _main(args: argparse.Namespace) -> int:
             description=args.description,
             double=args.double,
             rollout=rollout,
+            reference=reference,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ then written, atomically, as `<store>/<name>/<version>/`.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 from collections.abc import Sequence
@@ -16,11 +17,21 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ml.export.boosting import BOOSTING_LIBRARIES
-from ml.export.check import Checked, Request, checked_conversion, has_column_transformer
+from ml.export.check import (
+    Checked,
+    Request,
+    checked_conversion,
+    has_column_transformer,
+    inputs_like_sample,
+    run_checked,
+)
 from ml.export.convert import step_paths
 from ml.export.errors import ExportError
 from ml.export.parity import ParityError
+from ml.export.profile import MIN_REFERENCE_ROWS, MIN_SAMPLE_ROWS, build_profile
 from ml.export.rollout import RolloutSettings, check_rollout, ship
 from ml.export.samples import build_samples, pick_rows
 from ml.export.tasks import CLASSIFICATION, REGRESSION, TASKS, detect_task
@@ -28,6 +39,8 @@ from ml.export.writer import pick_version, write_version
 from ml.store import MODEL_NAME, is_valid_model_name
 
 __all__ = ["TASKS", "ExportError", "RolloutSettings", "export_model", "has_column_transformer"]
+
+log = logging.getLogger(__name__)
 
 FRAMEWORK_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
 FLOAT32_HINT = (
@@ -58,6 +71,7 @@ def export_model(
     atol: float = 1e-5,
     double: bool = False,
     rollout: RolloutSettings | None = None,
+    reference: Any = None,
 ) -> Path:
     """Convert `estimator`, check it against its own answers on `sample`, write the next
     version: model.onnx, metadata.json and samples.json.
@@ -71,6 +85,8 @@ def export_model(
 
     With `rollout`, the version starts as the candidate of a rollout with those settings, and
     answers no more than its share of traffic from the moment it appears (see ml.export.rollout).
+    `reference` (rows like `sample`, typically the training data) is profiled into profile.json
+    for drift; without it, `sample` is, from 500 rows.
     """
     if not is_valid_model_name(name):
         raise ExportError(f"model name {name!r} must match {MODEL_NAME.pattern}")
@@ -104,7 +120,8 @@ def export_model(
         raise ParityError(f"{exc}\n{hint}") from exc
 
     names = _label_names(checked.classes, labels)
-    files = _files(checked, request, stated_task, names, metrics)
+    profile = _profile(checked, request, reference, names, double)
+    files = _files(checked, request, stated_task, names, metrics, profile)
     if rollout is not None:
         return ship(Path(store), name, version, files, rollout)
     return write_version(model_dir, version, files)
@@ -116,8 +133,10 @@ def _files(
     stated_task: str,
     names: list[str] | None,
     metrics: dict[str, float] | None,
+    profile: dict[str, Any] | None,
 ) -> dict[str, bytes]:
-    """model.onnx, metadata.json and, when some rows can be written, samples.json."""
+    """model.onnx, metadata.json and, when some rows can be written, samples.json; profile.json
+    with a profile."""
     metadata: dict[str, Any] = {"task": stated_task, "features": checked.inputs.features}
     if checked.targets:
         metadata["targets"] = checked.targets
@@ -159,9 +178,46 @@ def _files(
         if samples is not None:
             compact = json.dumps(samples, separators=(",", ":"), allow_nan=False)
             files["samples.json"] = (compact + "\n").encode()
+        if profile is not None:
+            files["profile.json"] = (json.dumps(profile, allow_nan=False) + "\n").encode()
     except ValueError as exc:
         raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
     return files
+
+
+def _profile(
+    checked: Checked, request: Request, reference: Any, labels: list[str] | None, double: bool
+) -> dict[str, Any] | None:
+    """profile.json's content, from `reference` or else from the sample's rows."""
+    inputs = checked.inputs
+    # The sample's own rows: the rows with values left out that the parity check adds are not
+    # data the model was trained on.
+    feed = {name: array[: checked.sample_rows] for name, array in inputs.feed.items()}
+    if reference is not None:
+        if isinstance(reference, pd.DataFrame) and isinstance(request.sample, pd.DataFrame):
+            columns = list(request.sample.columns)
+            lacking = [c for c in columns if c not in reference.columns]
+            if lacking:
+                raise ExportError(f"reference: no column {', '.join(map(repr, lacking))}")
+            reference = reference[columns]  # the sample's columns, in its order
+        feed = inputs_like_sample(
+            request, reference, double=double, missing_string=checked.missing_string
+        ).feed
+    outputs = run_checked(checked, feed, request.estimator)
+    profile = build_profile(
+        feed,
+        inputs.features,
+        outputs,
+        per_column=inputs.per_column,
+        classes=checked.classes,
+        labels=labels,
+        min_rows=MIN_SAMPLE_ROWS if reference is None else MIN_REFERENCE_ROWS,
+    )
+    if profile is None and reference is not None:
+        raise ExportError(f"reference: fewer than {MIN_REFERENCE_ROWS} rows, too few to profile")
+    if profile is None:
+        log.warning("no profile.json: fewer than %d sample rows and no reference", MIN_SAMPLE_ROWS)
+    return profile
 
 
 def _float64_passes(request: Request) -> bool:

@@ -75,20 +75,9 @@ def checked_conversion(request: Request, *, double: bool) -> Checked:
     """The checked conversion; raises ExportError (ParityError when the answers differ)."""
     estimator, sample = request.estimator, request.sample
     vectorizer = text_vectorizer(estimator)
-    tabular = isinstance(sample, pd.DataFrame) and has_column_transformer(estimator)
-    per_column = vectorizer is None and tabular
 
     def inputs_for(rows: Any, missing_string: str) -> Inputs:
-        return build_inputs(
-            estimator,
-            rows,
-            request.feature_names,
-            per_column=per_column,
-            text=vectorizer is not None,
-            int_columns=request.int_columns,
-            double=double,
-            missing_string=missing_string,
-        )
+        return inputs_like_sample(request, rows, double=double, missing_string=missing_string)
 
     inputs = inputs_for(sample, MISSING_STRINGS[0])
     sample_rows = len(inputs.instances)
@@ -159,6 +148,30 @@ def checked_conversion(request: Request, *, double: bool) -> Checked:
         )
     assert first_failure is not None
     raise first_failure
+
+
+def inputs_like_sample(
+    request: Request, rows: Any, *, double: bool, missing_string: str = MISSING_STRINGS[0]
+) -> Inputs:
+    """`rows` (the sample, or other rows of its layout) as the graph and the library take them."""
+    estimator = request.estimator
+    vectorizer = text_vectorizer(estimator)
+    tabular = isinstance(request.sample, pd.DataFrame) and has_column_transformer(estimator)
+    return build_inputs(
+        estimator,
+        rows,
+        request.feature_names,
+        per_column=vectorizer is None and tabular,
+        text=vectorizer is not None,
+        int_columns=request.int_columns,
+        double=double,
+        missing_string=missing_string,
+    )
+
+
+def run_checked(checked: Checked, feed: dict[str, np.ndarray], estimator: Any) -> list[Any]:
+    """onnxruntime's raw outputs of the checked model on `feed`."""
+    return _run(_session(checked.model, estimator), feed, estimator)
 
 
 def _refuse_missing(inputs: Inputs, estimator: Any) -> None:
