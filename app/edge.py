@@ -35,6 +35,7 @@ from app.errors import HTTPProblem, error_response
 from app.logs import ACCESS_LOGGER
 from app.runtime import Runtime
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+from ml.served import SERVED, Served
 
 # The scope key under which a request handed to FastAPI carries its Call (app.deps.CallDep).
 CALL_KEY = "model_server.call"
@@ -146,6 +147,7 @@ class Edge:
         self.timeout_s = settings.request_timeout_s
         self.deadlines = Deadlines(settings.request_timeout_s)
         self.access_log_on = settings.access_log
+        self.prediction_log = runtime.prediction_log
         self.ids = RequestIds()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -165,6 +167,10 @@ class Edge:
         path: str = scope["path"]
         hot = HOT_ROUTES.get(path)
         call = Call(request_id)
+        note = None
+        if self.prediction_log is not None and (hot is not None or path.endswith("/infer")):
+            note = Served()  # filled by the model that answers (ml.served)
+            SERVED.set(note)
         task = self._current_task()
         self.deadlines.start(task)
         try:
@@ -200,7 +206,7 @@ class Edge:
         finally:
             self.deadlines.finish(task)
             route = path if hot is not None else _route(scope)
-            self._record(scope, route, call, time.perf_counter() - started)
+            self._record(scope, route, call, time.perf_counter() - started, note)
 
     async def _fail(
         self, call: Call, path: str, exc: Exception, scope: Scope, receive: Receive, send: Send
@@ -224,9 +230,15 @@ class Edge:
         assert task is not None  # uvicorn runs every request in a task of its own
         return task
 
-    def _record(self, scope: Scope, route: str, call: Call, seconds: float) -> None:
+    def _record(
+        self, scope: Scope, route: str, call: Call, seconds: float, note: Served | None
+    ) -> None:
         status = call.status or 500  # no answer started: the connection was dropped
         self.metrics.answered(route, call.model, call.version, status, seconds)
+        if note is not None and self.prediction_log is not None:
+            request_id = call.request_id.decode()
+            lookup = _HeaderReader(scope).get
+            self.prediction_log.finish(note, request_id, "http", route, status, seconds, lookup)
         if self.access_log_on and access_log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             access_log.info(

@@ -21,10 +21,17 @@ from app.edge import HOT_ROUTES, Edge
 from app.errors import install_error_handlers
 from app.grpc.server import serving_grpc
 from app.openapi import document
-from app.routes import admin, health, metrics, models, redoc, ui, v2
+from app.routes import admin, feedback, health, metrics, models, redoc, ui, v2
 from app.runtime import Runtime
 
-ROUTERS = (models.router, health.router, admin.router, v2.router, metrics.router)
+ROUTERS = (
+    models.router,
+    health.router,
+    admin.router,
+    v2.router,
+    metrics.router,
+    feedback.router,
+)
 # Swagger UI's and ReDoc's files, served from the installed fastapi-offline package.
 DOCS_ASSETS_URL = "/docs-assets"
 

@@ -3,15 +3,20 @@ object that the edge and the routes share (the routes through app.deps)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
 
 from app.config import Settings
+from app.feedback import FeedbackBook
 from app.logs import configure_logging
-from app.metrics import Metrics
+from app.metrics import Metrics, multiprocess_dir
+from app.predlog.log import PredictionLog
 from app.recent import RecentTraffic
 from app.shutdown import not_ready_on_sigterm
+from ml.config import PredictionLogConfig
+from ml.errors import ModelNotFound
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
 from ml.watch import StoreWatcher
@@ -33,6 +38,11 @@ class Runtime:
         """The status page's last minute of traffic, when UI_ENABLED (app.routes.ui)."""
         self._registry: ModelRegistry | None = None
         self._watcher: StoreWatcher | None = None
+        self.prediction_log = PredictionLog.configured(
+            settings, self.metrics, self._prediction_log_config
+        )
+        """The prediction log, when PREDICTION_LOG_DIR or PREDICTION_LOG_URL is set."""
+        self.feedback = FeedbackBook(self.metrics, settings.feedback_window_s, multiprocess_dir())
 
     @property
     def registry(self) -> ModelRegistry:
@@ -63,12 +73,24 @@ class Runtime:
         self._registry = registry
         self._watcher = StoreWatcher(registry, settings.poll_interval_s)
         self.draining = False
+        if self.prediction_log is not None:
+            self.prediction_log.start()
         with not_ready_on_sigterm(self):
             async with self.metrics.flushing(), self._watcher.running():
                 yield
                 self.draining = True
         await registry.close()
+        if self.prediction_log is not None:
+            await asyncio.to_thread(self.prediction_log.stop)
         self.metrics.flush()  # runs that ended while the versions closed
+
+    def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:
+        """`[prediction_log]` of the model's model.toml as it reads now."""
+        try:
+            config = self.registry.get(name).config
+        except ModelNotFound:
+            return None
+        return config.prediction_log if config is not None else None
 
     def not_ready_reason(self) -> str | None:
         """Why the server is not ready, or None when it is (/health/ready, /v2/health/ready)."""

@@ -95,6 +95,15 @@ class RolloutConfig(BaseModel):
     window: int = Field(500, ge=1, le=1_000_000)
 
 
+class PredictionLogConfig(BaseModel):
+    """`[prediction_log]`: this model's share of the prediction log, over the server's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    percent: float | None = Field(None, ge=0, le=100)
+    key_header: str | None = Field(None, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+
+
 class ModelConfig(BaseModel):
     """The whole of `model.toml`; every key is optional."""
 
@@ -105,6 +114,7 @@ class ModelConfig(BaseModel):
     batching: BatchingConfig | None = None
     onnxruntime: RuntimeConfig = RuntimeConfig()
     rollout: RolloutConfig | None = None
+    prediction_log: PredictionLogConfig | None = None
 
     @model_validator(mode="after")
     def _candidate_is_not_the_default(self) -> ModelConfig:

@@ -23,6 +23,7 @@ from ml.observer import ServingObserver
 from ml.outputs import Predictions, Vocabulary, VocabularyError, decode
 from ml.rows import RowCodec
 from ml.samples import Samples, SamplesError, check, read_samples
+from ml.served import SERVED
 from ml.signature import OutputKind, Signature, SignatureError, derive_signature
 from ml.store import METADATA_FILE, MODEL_FILE, SAMPLES_FILE
 
@@ -153,6 +154,9 @@ class LoadedModel:
 
     async def predict(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """Validate `rows`, run them, and decode the outputs; raises InvalidInput for bad rows."""
+        note = SERVED.get()
+        if note is not None:
+            note.model, note.rows = self, rows
         arrays = self.codec.encode(rows, loc)
         n_rows = len(rows)
         if self._runs_inline(n_rows):
@@ -161,7 +165,10 @@ class LoadedModel:
             raw = self.run(arrays, n_rows)
         else:
             raw = await self._execute(arrays, n_rows)
-        return self._decode(raw)
+        result = self._decode(raw)
+        if note is not None:
+            note.arrays, note.predictions = arrays, result
+        return result
 
     def answer(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """What /predict/batch answers for `rows`, computed in the calling thread, unbatched and
@@ -190,12 +197,18 @@ class LoadedModel:
     async def infer_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Check whole input tensors (RowCodec.check_arrays), run them on the same path as
         `predict` (batching included), and return the raw outputs by output name."""
+        note = SERVED.get()
+        if note is not None:
+            note.model, note.arrays = self, arrays
         checked, n_rows = self.codec.check_arrays(arrays)
         if self._runs_inline(n_rows):
             raw = self.run(checked, n_rows)
         else:
             raw = await self._execute(checked, n_rows)
-        return dict(zip(self._output_names, raw, strict=True))
+        outputs = dict(zip(self._output_names, raw, strict=True))
+        if note is not None:
+            note.arrays, note.outputs = checked, outputs
+        return outputs
 
     async def _execute(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
         """Runs that await, batched or in a worker thread, counted in flight so that an unload
@@ -231,13 +244,24 @@ def _read_metadata(version_dir: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{METADATA_FILE}: cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise ModelLoadError(f"{METADATA_FILE}: must hold a JSON object")
-    for key in ("features", "labels"):
+    for key in ("features", "labels", "redact"):
         value = data.get(key)
         if value is not None and not (
             isinstance(value, list) and all(isinstance(v, str | int) for v in value)
         ):
             raise ModelLoadError(f"{METADATA_FILE}: {key!r} must be a list of names")
     return data
+
+
+def _check_redact(metadata: Mapping[str, Any], signature: Signature) -> None:
+    """`redact` names features: a name the model does not take would leave a field in the clear
+    that its author meant to hide, so the version does not serve."""
+    unknown = [str(n) for n in metadata.get("redact") or () if n not in signature.feature_names]
+    if unknown:
+        raise ModelLoadError(
+            f"{METADATA_FILE}: 'redact' names {unknown}, which are not features of the model "
+            f"({', '.join(signature.feature_names)})"
+        )
 
 
 def _session(model_file: Path, config: ModelConfig) -> ort.InferenceSession:
@@ -291,6 +315,7 @@ def load_model(
         )
     except SignatureError as exc:
         raise ModelLoadError(str(exc)) from exc
+    _check_redact(metadata, signature)
     model = LoadedModel(
         name=name,
         version=version,

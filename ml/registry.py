@@ -468,8 +468,9 @@ async def _answered(
 
 
 def _serving_settings(config: ModelConfig) -> ModelConfig:
-    """The settings a loaded session depends on: editing `[rollout]` reloads nothing."""
-    return config.model_copy(update={"rollout": None})
+    """The settings a loaded session depends on: editing `[rollout]` or `[prediction_log]`
+    reloads nothing."""
+    return config.model_copy(update={"rollout": None, "prediction_log": None})
 
 
 def _serving(entry: ModelEntry) -> bool:

@@ -18,6 +18,8 @@ import grpc
 from app.deadlines import RequestIds
 from app.edge import _GIVEN_ID, access_log
 from app.metrics import Metrics
+from app.predlog.log import PredictionLog
+from ml.served import Served
 
 Context = grpc.aio.ServicerContext[Any, Any]
 REQUEST_ID_KEY = "x-request-id"
@@ -30,6 +32,7 @@ class Tags:
     request_id: str
     model: str = ""
     version: str = ""
+    note: Served | None = None  # an infer call the prediction log may keep
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((REQUEST_ID_KEY, self.request_id),)
@@ -38,9 +41,12 @@ class Tags:
 class CallLog:
     """Request ids, metrics and the access log of the gRPC calls of one process."""
 
-    def __init__(self, metrics: Metrics, access_log_on: bool) -> None:
+    def __init__(
+        self, metrics: Metrics, access_log_on: bool, prediction_log: PredictionLog | None = None
+    ) -> None:
         self.metrics = metrics
         self.access_log_on = access_log_on
+        self.prediction_log = prediction_log
         self.ids = RequestIds()
 
     @staticmethod
@@ -64,6 +70,11 @@ class CallLog:
         seconds = time.perf_counter() - started
         status = code.value[0]
         self.metrics.answered(route, tags.model, tags.version, status, seconds)
+        if tags.note is not None and self.prediction_log is not None:
+            lookup = lambda key: self.metadata_value(context, key)  # noqa: E731
+            self.prediction_log.finish(
+                tags.note, tags.request_id, "grpc", route, status, seconds, lookup
+            )
         if self.access_log_on and access_log.isEnabledFor(logging.INFO):
             client = context.peer()
             access_log.info(

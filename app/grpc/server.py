@@ -125,7 +125,7 @@ async def serving_grpc(
             ("grpc.so_reuseport", 1),
         ]
     )
-    calls = CallLog(runtime.metrics, settings.access_log)
+    calls = CallLog(runtime.metrics, settings.access_log, runtime.prediction_log)
     server.add_generic_rpc_handlers(
         (_inference_handlers(InferenceServicer(runtime, server_version, calls)),)
     )

@@ -32,6 +32,7 @@ from app.routes.v2 import (
 from app.runtime import Runtime
 from app.v2_codec import InferCall, bad_request
 from ml.errors import ModelNotReady
+from ml.served import SERVED, Served
 
 Answer = TypeVar("Answer")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -134,6 +135,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest | None, context: Context
     ) -> pb.ModelInferResponse:
         async def infer(tags: Tags) -> pb.ModelInferResponse:
+            if self.calls.prediction_log is not None:
+                tags.note = Served()  # filled by the model that answers (ml.served)
+                SERVED.set(tags.note)
             return await self._infer(request, context, tags)
 
         return await self._answer(context, "ModelInfer", request, infer)
