@@ -52,7 +52,7 @@ def figures(tally: Tally | None, classifier: bool) -> dict[str, Any]:
     return {
         "matched": int(matched),
         "correct": int(correct) if classifier else None,
-        "accuracy": round(correct / matched, 4) if classifier and matched else None,
+        "accuracy": correct / matched if classifier and matched else None,
         "mean_abs_error": None if classifier or not matched else abs_error / matched,
     }
 

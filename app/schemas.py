@@ -8,9 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
+    PlainValidator,
     WithJsonSchema,
 )
 
@@ -228,9 +226,24 @@ class ReloadResult(BaseModel):
 # -- POST /feedback ------------------------------------------------------------------------------
 
 RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+def _outcome(value: Any) -> str | int | float:
+    # One check with one message: a union of strict types would report each member apart.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a class (a string or an integer) or a number, got {value!r}")
+    return value
+
+
 Outcome = Annotated[
-    StrictStr | StrictInt | StrictFloat,
-    Field(description="A class (classifiers) or a number (regressors)"),
+    Any,
+    PlainValidator(_outcome),
+    WithJsonSchema(
+        {
+            "type": ["string", "integer", "number"],
+            "description": "A class (classifiers) or a number (regressors)",
+        }
+    ),
 ]
 
 

@@ -62,18 +62,20 @@ class FileSink(Sink):
                 self.warn("an event could not be written as JSON: %s", exc)
         if not lines:
             return
-        data = b"".join(lines)
         started = time.perf_counter()
         try:
-            handle = self._current(len(data))
-            handle.write(data)
-            handle.flush()  # a line reaches the file as soon as it is written, for the shipper
+            for line in lines:  # rotation is checked line by line: no file passes max_bytes
+                self._current(len(line)).write(line)
+                self._size += len(line)
+            if self._file is not None:
+                self._file.flush()  # lines reach the file as soon as they are written
         except OSError as exc:
+            # Which lines of the batch reached the file before the error is unknown: all of
+            # them count as failed, so that written + dropped + failed is every event.
             self.failed += len(lines)
             self.warn("cannot write to %s: %s", self.folder, exc)
             self._drop_file()  # opened afresh on the next write: the folder may come back
             return
-        self._size += len(data)
         self.written += len(lines)
         self.observe(time.perf_counter() - started)
 

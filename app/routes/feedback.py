@@ -14,6 +14,7 @@ from app.deps import RuntimeDep
 from app.feedback import FeedbackBook
 from app.responses import json_response, problem_docs
 from app.schemas import FeedbackItem, FeedbackRequest, FeedbackResponse
+from app.v2_schemas import inline_schema
 from ml.errors import FieldError, InvalidInput, ModelNotReady
 from ml.model import LoadedModel
 from ml.registry import ModelEntry
@@ -32,7 +33,7 @@ CLASSIFIERS = (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP)
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": inline_schema(FeedbackRequest)}},
         }
     },
 )
