@@ -102,11 +102,15 @@ def rollout_of(entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-def _model(entry: ModelEntry, traffic: dict[tuple[str, str], Any]) -> dict[str, Any]:
+def _model(
+    entry: ModelEntry, traffic: dict[tuple[str, str], Any], feedback: dict[str, Any]
+) -> dict[str, Any]:
     summary = model_summary(entry)
+    scored = feedback.get(entry.name, {})
     for version in summary["versions"]:
         version["default"] = version["version"] == summary["default_version"]
         version["traffic"] = traffic.get((entry.name, str(version["version"])))
+        version["feedback"] = scored.get(version["version"])
     return {**summary, "rollout": rollout_of(entry)}
 
 
@@ -120,6 +124,8 @@ async def status(runtime: RuntimeDep) -> Response:
     others = await asyncio.to_thread(recent.others) if multiprocess_dir() else []
     workers = [slots for slots in (own, *others) if slots]
     traffic = recent.summary(workers)
+    book = runtime.feedback
+    feedback = await asyncio.to_thread(book.summary, book.snapshot())
     settings = runtime.settings
     response = json_response(
         {
@@ -133,7 +139,7 @@ async def status(runtime: RuntimeDep) -> Response:
                 "answered_by": recent.pid,
                 "traffic_from": len(workers),
             },
-            "models": [_model(entry, traffic) for entry in registry],
+            "models": [_model(entry, traffic, feedback) for entry in registry],
         }
     )
     response.headers["Cache-Control"] = "no-store"

@@ -68,6 +68,7 @@ def test_accuracy_per_version_equals_the_tests_own_count(serve, store):
         body = response.json()
         report = client.get("/models/flowers/rollout").json()
         accuracy = gauges(client, "model_server_feedback_accuracy")
+        page = client.get("/ui/status").json()
     assert body["scored"] == len(items) and body["ignored"] == 0
     expected: dict[int, list[int]] = {1: [0, 0], 2: [0, 0]}
     for (_, answer), index in zip(answers, picks, strict=True):
@@ -81,6 +82,10 @@ def test_accuracy_per_version_equals_the_tests_own_count(serve, store):
         assert figures["total"]["accuracy"] == pytest.approx(right / count)
         assert figures["recent"]["accuracy"] == pytest.approx(right / count)
         assert accuracy[("flowers", str(version), "total")] == pytest.approx(right / count)
+    (flowers,) = (m for m in page["models"] if m["name"] == "flowers")
+    for row in flowers["versions"]:  # the status page shows the same figures
+        count, right = expected[row["version"]]
+        assert row["feedback"]["total"]["accuracy"] == pytest.approx(right / count)
     assert report["shadow"]["compared"] == 0  # beside agreement, which is its own
 
 
