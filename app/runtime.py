@@ -3,7 +3,6 @@ object that the edge and the routes share (the routes through app.deps)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -73,15 +72,17 @@ class Runtime:
         self._registry = registry
         self._watcher = StoreWatcher(registry, settings.poll_interval_s)
         self.draining = False
-        if self.prediction_log is not None:
-            self.prediction_log.start()
-        with not_ready_on_sigterm(self):
-            async with self.metrics.flushing(), self._watcher.running():
-                yield
-                self.draining = True
-        await registry.close()
-        if self.prediction_log is not None:
-            await asyncio.to_thread(self.prediction_log.stop)
+        logging_predictions = (
+            self.prediction_log.running()
+            if self.prediction_log is not None
+            else contextlib.nullcontext()
+        )
+        async with logging_predictions:
+            with not_ready_on_sigterm(self):
+                async with self.metrics.flushing(), self._watcher.running():
+                    yield
+                    self.draining = True
+            await registry.close()
         self.metrics.flush()  # runs that ended while the versions closed
 
     def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:

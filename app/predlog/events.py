@@ -1,5 +1,8 @@
-"""One logged request, and the JSON it becomes. Built in the sinks' threads, never on the loop:
-the request path hands over references only (its input arrays and its answer)."""
+"""One logged request, and the JSON it becomes. Formatted on the event loop by the log's
+formatter task, between requests and in slices (app.predlog.log): a worker thread doing this
+Python work would hold the interpreter lock for long stretches, and the loop would wait for it
+after every socket call; the sinks' threads only move finished bytes.
+"""
 
 from __future__ import annotations
 
@@ -47,20 +50,29 @@ class Redactor:
         return digest[:REDACTED_HASH_CHARS]
 
 
-def timestamp(seconds: float) -> str:
-    """RFC 3339 UTC time with milliseconds."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{whole}.{int(seconds % 1 * 1000):03d}Z"
+class Clock:
+    """RFC 3339 UTC times with milliseconds; the seconds part is formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, seconds: float) -> str:
+        whole = int(seconds)
+        if whole != self._second:
+            self._second = whole
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        return f"{self._text}.{int((seconds - whole) * 1000):03d}Z"
 
 
-def record(event: Event, redact: Redactor) -> dict[str, Any]:
-    """The JSON object of one log line (numpy values left for orjson's numpy option)."""
+def record(event: Event, inputs: list[Any] | None, clock: Clock) -> dict[str, Any]:
+    """The JSON object of one log line (numpy values left for orjson's numpy option); `inputs`
+    as `inputs()` gave them."""
     note = event.note
     model = note.model
     assert model is not None  # only requests that reached a model are logged
-    hidden = model.metadata.get("redact") or ()
     return {
-        "time": timestamp(event.at),
+        "time": clock(event.at),
         "request_id": event.request_id,
         "model": model.name,
         "version": model.version,
@@ -69,22 +81,24 @@ def record(event: Event, redact: Redactor) -> dict[str, Any]:
         "status": event.status,
         "error": note.error,
         "latency_ms": round(event.seconds * 1000, 3),
-        "inputs": _inputs(note, hidden, redact),
+        "inputs": inputs,
         "answer": _answer(note),
     }
 
 
-def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> list[Any] | None:
-    """One object per row, by feature name; rows that never reached the model as they were
-    sent (positional rows by name where their width fits)."""
+def inputs(note: Served, redact: Redactor, start: int, end: int) -> list[Any] | None:
+    """Rows `start` to `end` of the request, one object per row by feature name; rows that did
+    not reach the model as they were sent (positional rows by name where their width fits).
+    Features metadata.json lists in `redact` are replaced by `redact`'s hash."""
     model = note.model
     assert model is not None
     names = model.signature.feature_names
+    hidden = model.metadata.get("redact") or ()
     rows: list[dict[Any, Any]] | None = None
     if note.arrays is not None:
-        rows = _rows_of_arrays(note.arrays, model.signature.layout, names)
+        rows = _rows_of_arrays(note.arrays, model.signature.layout, names, start, end)
     if rows is None and note.rows is not None:
-        rows = _rows_as_sent(note.rows, names, bool(hidden))
+        rows = _rows_as_sent(note.rows[start:end], names, bool(hidden))
     if rows is None:
         return None
     for row in rows:
@@ -95,15 +109,19 @@ def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> list[Any] 
 
 
 def _rows_of_arrays(
-    arrays: Mapping[str, np.ndarray], layout: InputLayout, names: Sequence[str]
+    arrays: Mapping[str, np.ndarray],
+    layout: InputLayout,
+    names: Sequence[str],
+    start: int,
+    end: int,
 ) -> list[dict[Any, Any]] | None:
     try:
         if layout is InputLayout.TENSOR:
             (matrix,) = arrays.values()
             if matrix.ndim != 2 or matrix.shape[1] != len(names):
                 return None
-            return [dict(zip(names, row, strict=True)) for row in matrix]
-        columns = [arrays[name].reshape(-1) for name in names]
+            return [dict(zip(names, row, strict=True)) for row in matrix[start:end]]
+        columns = [arrays[name][start:end].reshape(-1) for name in names]
         return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     except (KeyError, ValueError):  # tensors refused for their shape or names: as sent below
         return None

@@ -1,9 +1,11 @@
 """A sink: one thread of its own behind a bounded queue, so that a slow, full or missing
-destination costs requests nothing. The loop only appends to the queue or, when the queue holds
-its cap of rows already, drops the event and counts it; it never waits.
+destination costs requests nothing. The loop only appends finished bytes to the queue or, when
+the queue holds its cap of rows already, drops the event and counts it; it never waits. The
+thread does little Python work per event (the bytes are ready): it spends its time in system
+calls, which release the interpreter lock, so the loop never waits for it either.
 
-Each counter has a single writer (the loop: put rows and drops; the thread: taken rows, written
-and failed), so none needs a lock.
+Each counter has a single writer (the loop: put rows, drops and events that could not become
+JSON; the thread: taken rows, written and failed), so none needs a lock.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-
-from app.predlog.events import Event
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-# How long the thread sleeps when the queue is empty: lines reach the sink this late at most.
+# How long the thread sleeps when the queue is empty: events reach the sink this late at most.
 IDLE_S = 0.05
 # Events taken from the queue for one write.
 BATCH_EVENTS = 512
@@ -27,16 +28,17 @@ WARN_EVERY_S = 60.0
 
 
 class Sink:
-    """Writes events in a thread; subclasses implement `write` (and may `close`)."""
+    """Writes finished events in a thread; subclasses implement `write` (and may `close`)."""
 
     name = "sink"
 
     def __init__(self, queue_rows: int) -> None:
         self.queue_rows = queue_rows
         self.dropped = 0
+        self.unwritable = 0  # events that could not become JSON, counted as failed (the loop's)
         self.written = 0
         self.failed = 0
-        self._queue: deque[Event] = deque()
+        self._queue: deque[tuple[Any, int]] = deque()
         self._put_rows = 0
         self._taken_rows = 0
         self._stopping = threading.Event()
@@ -47,13 +49,13 @@ class Sink:
 
     # -- on the loop ------------------------------------------------------------------------
 
-    def offer(self, event: Event) -> None:
-        """Queue `event`, or drop and count it when the queue is full."""
-        if self._put_rows - self._taken_rows + event.rows > self.queue_rows:
+    def offer(self, payload: Any, rows: int) -> None:
+        """Queue one event's bytes, or drop and count it when the queue is full."""
+        if self._put_rows - self._taken_rows + rows > self.queue_rows:
             self.dropped += 1
             return
-        self._put_rows += event.rows
-        self._queue.append(event)
+        self._put_rows += rows
+        self._queue.append((payload, rows))
 
     @property
     def queued_rows(self) -> int:
@@ -83,16 +85,16 @@ class Sink:
                 continue
             batch = [queue.popleft() for _ in range(min(len(queue), BATCH_EVENTS))]
             try:
-                self.write(batch)
+                self.write([payload for payload, _ in batch])
             except Exception as exc:  # a bug in a sink must not end its thread
                 self.failed += len(batch)
                 self.warn("failed: %r", exc)
             finally:
-                self._taken_rows += sum(event.rows for event in batch)
+                self._taken_rows += sum(rows for _, rows in batch)
         self.close()
 
-    def write(self, batch: Sequence[Event]) -> None:
-        """Write `batch`, adding to `written` and `failed`."""
+    def write(self, batch: Sequence[Any]) -> None:
+        """Write `batch` (payloads as offered), adding to `written` and `failed`."""
         raise NotImplementedError
 
     def close(self) -> None:

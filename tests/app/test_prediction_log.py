@@ -24,10 +24,9 @@ from onnx_factories import (
     write_columns_pipeline,
 )
 
-from app.predlog.events import Event
-from app.predlog.files import JSON_OPTIONS, PREFIX
+from app.predlog.files import PREFIX
+from app.predlog.log import LINE_OPTIONS
 from app.predlog.sink import Sink
-from ml.served import Served
 
 NAMES = ("length", "width", "depth", "height")
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -195,38 +194,35 @@ class _Held(Sink):
     def __init__(self, queue_rows: int) -> None:
         super().__init__(queue_rows)
         self.release = threading.Event()
-        self.seen: list[Event] = []
+        self.seen: list[bytes] = []
 
-    def write(self, batch: Sequence[Event]) -> None:
+    def write(self, batch: Sequence[bytes]) -> None:
         self.release.wait(WAIT_S)
         self.seen.extend(batch)
         self.written += len(batch)
 
 
-def _event(rows: int) -> Event:
-    return Event(Served(), "id", "http", "/predict", 200, 0.001, time.time(), rows)
-
-
 def test_a_full_queue_drops_and_counts_without_waiting():
     sink = _Held(queue_rows=10)
     started = time.perf_counter()
-    for _ in range(25):
-        sink.offer(_event(1))
-    sink.offer(_event(11))  # more rows than the whole queue takes
+    for index in range(25):
+        sink.offer(b"line %d\n" % index, 1)
+    sink.offer(b"eleven rows\n", 11)  # more rows than the whole queue takes
     assert time.perf_counter() - started < 0.5
     assert (sink.queued_rows, sink.dropped) == (10, 16)
     sink.start()
     sink.release.set()
     sink.stop(WAIT_S)
     assert (sink.written, sink.dropped, sink.failed) == (10, 16, 0)
+    assert sink.seen == [b"line %d\n" % index for index in range(10)]
     assert sink.queued_rows == 0
     # Rows taken out free room for more.
-    sink.offer(_event(10))
+    sink.offer(b"ten rows\n", 10)
     assert sink.dropped == 16
 
 
 def test_numpy_values_keep_their_short_form():
     # float32 inputs are written as the shortest text that reads back as the same float32.
     value = np.float32(5.1)
-    assert json.loads(json.dumps(float(value))) != 5.1
-    assert orjson.dumps({"x": value}, option=JSON_OPTIONS) == b'{"x":5.1}\n'
+    assert float(value) != 5.1
+    assert orjson.dumps({"x": value}, option=LINE_OPTIONS) == b'{"x":5.1}\n'
