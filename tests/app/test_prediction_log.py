@@ -226,3 +226,47 @@ def test_numpy_values_keep_their_short_form():
     value = np.float32(5.1)
     assert float(value) != 5.1
     assert orjson.dumps({"x": value}, option=LINE_OPTIONS) == b'{"x":5.1}\n'
+
+
+def test_the_cloudevents_client_counts_refusals_and_keeps_its_connection():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from app.predlog.cloudevents import CloudEventsSink, Target
+
+    statuses = iter([202, 500, 200, 200])
+    received: list[tuple[str, bytes]] = []
+    connections: set[int] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.headers["ce-type"], body))
+            connections.add(self.client_address[1])
+            self.send_response(next(statuses))
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/in"
+        sink = CloudEventsSink(Target(url), queue_rows=10, timeout_s=2.0)
+        request = b"POST /in HTTP/1.1\r\nhost: x\r\nce-type: %s\r\ncontent-length: 2\r\n\r\n{}"
+        pair = (request % b"req", request % b"resp")
+        sink.write([pair, pair])
+        sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The first event's response event was refused (500): failed, and the connection opened
+    # afresh for the second, which was written whole.
+    assert (sink.written, sink.failed) == (1, 1)
+    assert [kind for kind, _ in received] == ["req", "resp", "req", "resp"]
+    assert len(connections) == 2
