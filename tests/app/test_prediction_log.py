@@ -1,7 +1,7 @@
 """The prediction log in process: what a line holds (inputs by feature name for both input
 layouts, the answer, failures), redaction, rotation by size and age, and a sink whose queue is
 full. Sampling across workers, CloudEvents and stalled sinks are tested on real processes
-(tests/process/test_prediction_log.py)."""
+(tests/process/test_prediction_log_workers.py)."""
 
 from __future__ import annotations
 
