@@ -270,3 +270,21 @@ def test_the_cloudevents_client_counts_refusals_and_keeps_its_connection():
     assert (sink.written, sink.failed) == (1, 1)
     assert [kind for kind, _ in received] == ["req", "resp", "req", "resp"]
     assert len(connections) == 2
+
+
+def test_a_models_share_follows_its_model_toml_without_a_reload_of_the_model(
+    serve, store, tmp_path
+):
+    folder = tmp_path / "log"
+    toml = store / "shapes" / "model.toml"
+    toml.write_text("[prediction_log]\npercent = 0\n")
+    auth = {"Authorization": "Bearer t0ken"}
+    with serve(store, prediction_log_dir=folder, admin_token="t0ken") as client:
+        for _ in range(5):
+            assert client.post("/predict", json={"model": "shapes", "features": ROWS[0]}).is_success
+        toml.write_text("[prediction_log]\npercent = 100\n")
+        report = client.post("/admin/reload", headers=auth).json()
+        assert report["loaded"] == []  # the session stays: only the log's share changed
+        answer = client.post("/predict", json={"model": "shapes", "features": ROWS[0]})
+        (line,) = lines(folder, 1)
+    assert line["request_id"] == answer.headers["x-request-id"]
