@@ -2,7 +2,7 @@
 
 Importing this module builds nothing and reads no environment. `python -m app` serves
 `app.main:create_app` in uvicorn's factory mode, in every worker; `app.main:app`, the name the
-contract gives the ASGI app, is built from the environment on first access, for servers started
+README gives the ASGI app, is built from the environment on first access, for servers started
 as `uvicorn app.main:app`.
 """
 

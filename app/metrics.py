@@ -176,6 +176,13 @@ class Metrics:
             ["model", "candidate", "outcome"],
             registry=r,
         )
+        self.rollout_states = Counter(
+            "model_server_rollout_state_changes",
+            "Changes of a model's rollout state, by the state entered (none, pending, active, "
+            "halted); each is also a log line.",
+            ["model", "state"],
+            registry=r,
+        )
 
     def answered(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
         """One request answered: counted, and its duration observed."""
@@ -272,3 +279,6 @@ class Metrics:
 
     def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
         self.shadow_comparisons.labels(model, str(candidate), outcome).inc(rows)
+
+    def rollout_state_changed(self, model: str, state: str) -> None:
+        self.rollout_states.labels(model, state).inc()

@@ -188,8 +188,16 @@ class ShadowReport(BaseModel):
     mean_abs_diff: float | None
 
 
+class PromotionReport(BaseModel):
+    version: int = Field(description="the version promoted to default")
+    previous: int = Field(description="the default before it, kept loaded for a rollback")
+    at: str | None = Field(None, description="when it was promoted (ISO 8601)")
+    previous_state: str | None = Field(description="the previous default's state; None if gone")
+
+
 class RolloutReport(BaseModel):
-    """This process's view of a model's rollout (CONTRACT section 6)."""
+    """This process's view of a model's rollout, its last promotion and what a rollback
+    would restore."""
 
     model: str
     state: str = Field(description="none, pending, active or halted")
@@ -202,6 +210,12 @@ class RolloutReport(BaseModel):
     answered: dict[str, int] | None = Field(None, description="requests by answering version")
     shadow: ShadowReport | None = None
     latency_ms: dict[str, dict[str, float] | None] | None = None
+    last_promotion: PromotionReport | None = None
+    rollback_restores: int | None = Field(
+        None,
+        description="the default version that would serve everything after "
+        "`model-rollout rollback`; None when there is nothing to roll back",
+    )
     feedback: dict[str, FeedbackSpans] | None = Field(
         None, description="POST /feedback figures of the default and the candidate, by version"
     )

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
+from benchmarks.failures import exits_non_zero_on_failure, has_prediction, has_predictions
 from benchmarks.servers import REPO, Served, baseline_server, our_server
 from benchmarks.wrk import WrkResult, run_wrk
 
@@ -46,11 +47,11 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, dict[str
             with start() as server:
                 url = server.url
                 run_wrk(url + "/predict", SINGLE, connections, 2)  # warm-up
-                for route, path, body in (
-                    ("single", "/predict", SINGLE),
-                    ("batch", "/predict/batch", BATCH),
+                for route, path, body, check in (
+                    ("single", "/predict", SINGLE, has_prediction),
+                    ("batch", "/predict/batch", BATCH, has_predictions(BATCH_ROWS)),
                 ):
-                    result = run_wrk(url + path, body, connections, seconds)
+                    result = run_wrk(url + path, body, connections, seconds, check=check)
                     results[name][route].append(result)
                     print(
                         f"round {round_index + 1} {name:45} {route:6} "
@@ -102,6 +103,7 @@ def report(results: dict[str, dict[str, list[WrkResult]]], connections: int) -> 
     return "\n".join(lines)
 
 
+@exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2)

@@ -14,7 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 
+from benchmarks.failures import exits_non_zero_on_failure, require
 from ml.export import export_model
 
 ROW_COUNTS = (1, 64)
@@ -85,6 +86,11 @@ def measure(repeats: int) -> list[tuple[str, int, float, float]]:
             for rows in ROW_COUNTS:
                 batch = x[:rows]
                 feed = {"input": batch.astype(np.float32)}
+                answered = sess.run(None, feed)[-1]  # probabilities, or the regressor's values
+                require(
+                    np.allclose(np.ravel(answered), np.ravel(own(batch)), rtol=1e-4, atol=1e-3),
+                    f"{family}: onnxruntime answers other than the library on {rows} rows",
+                )
                 library = median_us(lambda own=own, batch=batch: own(batch), repeats)
                 onnx = median_us(lambda sess=sess, feed=feed: sess.run(None, feed), repeats)
                 results.append((family, rows, library, onnx))
@@ -103,12 +109,14 @@ def table(results: list[tuple[str, int, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+@exits_non_zero_on_failure
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.export_latency")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per cell")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(table(measure(args.repeats)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

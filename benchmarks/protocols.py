@@ -17,13 +17,15 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
+from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, require
 from benchmarks.servers import REPO, our_server
 from loadtest.server import free_port
 
@@ -60,10 +62,25 @@ def _calls(http_url: str, grpc_url: str, rows: np.ndarray) -> dict[str, Call]:
 def _run(call: Call, seconds: float) -> list[float]:
     latencies = []
     deadline = time.perf_counter() + seconds
-    while (started := time.perf_counter()) < deadline:
-        call()
-        latencies.append(time.perf_counter() - started)
+    try:
+        while (started := time.perf_counter()) < deadline:
+            call()
+            latencies.append(time.perf_counter() - started)
+    except Exception as exc:  # the client's errors: a failed call voids the figures
+        raise BenchmarkFailed(f"a call failed: {exc}") from exc
     return latencies
+
+
+def _check_answers(calls: dict[str, Call], rows: np.ndarray) -> None:
+    """Every protocol answers the probabilities onnxruntime gives for the same rows."""
+    session = ort.InferenceSession(str(STORE / MODEL / "2" / "model.onnx"))
+    expected = session.run(["probabilities"], {"input": rows})[0]
+    for protocol, call in calls.items():
+        answer = np.asarray(call())
+        require(
+            answer.shape == expected.shape and np.allclose(answer, expected, atol=1e-6),
+            f"{protocol} at {len(rows)} rows answered other probabilities than onnxruntime",
+        )
 
 
 def measure(rounds: int, seconds: float) -> dict[str, dict[int, dict[str, float]]]:
@@ -79,6 +96,7 @@ def measure(rounds: int, seconds: float) -> dict[str, dict[int, dict[str, float]
         for n in ROWS:
             calls = _calls(http_url, f"127.0.0.1:{grpc_port}", data[:n])
             latencies: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
+            _check_answers(calls, data[:n])
             for call in calls.values():
                 _run(call, 0.5)  # warm-up: connections, first-call costs
             for _ in range(rounds):
@@ -113,17 +131,19 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+@exits_non_zero_on_failure
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per protocol per round")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = measure(args.rounds, args.seconds)
     print(table(results))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

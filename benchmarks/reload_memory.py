@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.failures import exits_non_zero_on_failure, require
 from benchmarks.servers import REPO, our_server
 
 TOKEN = "reload-memory-benchmark"
@@ -65,10 +66,9 @@ class Cycler:
             "/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60.0
         )
         self.reload_s.append(time.perf_counter() - started)
-        answer.raise_for_status()
+        require(answer.status_code == 200, f"/admin/reload answered {answer.status_code}")
         report: dict[str, list[dict[str, Any]]] = answer.json()
-        if report["failed"]:
-            raise RuntimeError(f"a reload failed: {report['failed']}")
+        require(not report["failed"], f"a reload failed: {report['failed']}")
         return report
 
     def cycle(self) -> None:
@@ -78,15 +78,18 @@ class Cycler:
         shutil.copytree(self.source, staged)
         final = self.model_dir / str(version)
         staged.rename(final)
-        if {"model": name, "version": version} not in self._reload()["loaded"]:
-            raise RuntimeError(f"version {version} was not loaded")
+        loaded = self._reload()["loaded"]
+        require({"model": name, "version": version} in loaded, f"version {version} not loaded")
         answer = self.client.post(
             "/predict", json={"model": name, "version": version, "features": self.row}
         )
-        answer.raise_for_status()
+        require(
+            answer.status_code == 200 and answer.json().get("version") == version,
+            f"version {version} answered {answer.status_code}: {answer.text[:200]}",
+        )
         shutil.rmtree(final)
-        if {"model": name, "version": version} not in self._reload()["unloaded"]:
-            raise RuntimeError(f"version {version} was not unloaded")
+        unloaded = self._reload()["unloaded"]
+        require({"model": name, "version": version} in unloaded, f"version {version} not unloaded")
 
 
 def checkpoint(done: int, cycles: int, warmup: int, every: int) -> str | None:
@@ -152,12 +155,19 @@ def report(model: str, samples: list[Sample], reload_s: list[float]) -> str:
     return "\n".join(lines)
 
 
+@exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--model", default="iris")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--every", type=int, default=50)
+    parser.add_argument(
+        "--max-growth-per-100",
+        type=float,
+        default=5.0,
+        help="MiB of VmRSS per 100 cycles after warm-up above which the run fails",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if not 0 < args.warmup < args.cycles or args.every < 1:
@@ -167,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reload_memory.md").write_text(text + "\n")
     print("\n" + text)
+    warm = next(s for s in samples if s.label == "warm-up")
+    per_100 = (samples[-1].rss_kib - warm.rss_kib) / 1024 / (samples[-1].cycle - warm.cycle) * 100
+    require(
+        per_100 <= args.max_growth_per_100,
+        f"VmRSS grew {per_100:+.2f} MiB per 100 cycles, bound {args.max_growth_per_100:g}",
+    )
     return 0
 
 

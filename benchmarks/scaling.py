@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from benchmarks.bodies import SINGLE
+from benchmarks.failures import exits_non_zero_on_failure, has_prediction
 from benchmarks.servers import REPO, Served
 from benchmarks.wrk import WrkResult, run_wrk
 from loadtest.server import model_server, serve
@@ -54,6 +55,7 @@ SERVERS = {
 }
 
 
+@exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4,8")
@@ -72,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with start(workers, server_cpus) as server:
                 url = server.url + "/predict"
                 run_wrk(url, SINGLE, args.connections, 2, load_cpus, threads)  # warm-up
-                result = run_wrk(url, SINGLE, args.connections, args.seconds, load_cpus, threads)
+                result = run_wrk(
+                    url, SINGLE, args.connections, args.seconds, load_cpus, threads, has_prediction
+                )
             results[(name, workers)] = result
             print(
                 f"WORKERS={workers} {name:44} {result.requests_per_s:9.0f} req/s "

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.bodies import SINGLE
+from benchmarks.failures import exits_non_zero_on_failure, has_prediction
 from benchmarks.servers import REPO, our_server
 from benchmarks.wrk import WrkResult, run_wrk
 
@@ -34,6 +35,7 @@ def stores(root: Path) -> dict[str, Path]:
     return {"plain": plain, "shadow": shadow}
 
 
+@exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -48,7 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with our_server(store) as server:
                     run_wrk(server.url + "/predict", SINGLE, args.connections, 2)  # warm-up
                     result = run_wrk(
-                        server.url + "/predict", SINGLE, args.connections, args.seconds
+                        server.url + "/predict",
+                        SINGLE,
+                        args.connections,
+                        args.seconds,
+                        check=has_prediction,
                     )
                     results[name].append(result)
                     if name == "shadow":

@@ -277,6 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between changes")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument(
+        "--max-rss-growth-mib",
+        type=float,
+        default=10.0,
+        help="the memory bound held: VmRSS at the end over the start (default 10 MiB)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.interval <= 0 or args.threads < 1:
@@ -289,6 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = failures(result)
     if bad:
         print(f"\nFAILED: {bad} answers were not 2xx", file=sys.stderr)
+        return 1
+    growth_mib = (result.rss_kib[-1][1] - result.rss_kib[0][1]) / 1024
+    if growth_mib > args.max_rss_growth_mib:
+        print(
+            f"\nFAILED: VmRSS grew {growth_mib:+.1f} MiB, bound {args.max_rss_growth_mib:g} MiB",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

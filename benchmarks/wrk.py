@@ -9,6 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.failures import BenchmarkFailed, Check, check_answer
+
 SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -52,9 +54,13 @@ def run_wrk(
     seconds: float,
     cpu: str | None = None,
     threads: int = 1,
+    check: Check | None = None,
 ) -> WrkResult:
     """POST `body` (or GET when None) to `url` for `seconds` over `connections` connections,
-    from `threads` wrk threads (pinned to `cpu`, a taskset list, if given)."""
+    from `threads` wrk threads (pinned to `cpu`, a taskset list, if given). The request is sent
+    once first and its answer must be a 200 that `check` accepts; any request wrk saw fail
+    (non-2xx, socket errors, timeouts) raises BenchmarkFailed."""
+    check_answer(url, body, check)
     argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         if body is not None:
@@ -67,6 +73,11 @@ def run_wrk(
         out = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
     finally:
         Path(script.name).unlink()
+    return parse_wrk_output(url, out)
+
+
+def parse_wrk_output(url: str, out: str) -> WrkResult:
+    """The figures of wrk's `--latency` report; BenchmarkFailed when any request failed."""
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
@@ -75,4 +86,9 @@ def run_wrk(
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    if errors:
+        total = re.search(r"(\d+) requests in", out)
+        raise BenchmarkFailed(
+            f"{url}: {errors} of {total.group(1) if total else '?'} requests failed under wrk"
+        )
     return WrkResult(rate, p50, p99, errors)

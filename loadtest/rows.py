@@ -3,7 +3,7 @@
 `GET /models/{name}` names the default version's features and their JSON types; the Open
 Inference Protocol's `GET /v2/models/{name}/versions/{v}` gives every version's input tensors,
 which is how a version other than the default is checked to take the same rows. A version's
-`samples.json` (CONTRACT section 5) holds rows the data scientist signed off: where it is given,
+`samples.json` holds rows the data scientist signed off: where it is given,
 those rows are sent; otherwise rows are drawn at random, by type, from a fixed seed.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -80,7 +81,7 @@ class RuntimeConfig(BaseModel):
 
 
 class RolloutConfig(BaseModel):
-    """`[rollout]`: a candidate version tried on a share of live traffic (CONTRACT section 6)."""
+    """`[rollout]`: a candidate version tried on a share of live traffic."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -93,6 +94,36 @@ class RolloutConfig(BaseModel):
     min_agreement: float | None = Field(None, ge=0, le=1)
     max_error_rate: float | None = Field(None, ge=0, le=1)
     window: int = Field(500, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _halts_can_act(self) -> RolloutConfig:
+        # A halt that nothing can ever trip is refused rather than accepted and left idle:
+        # the data scientist believes the rollout is guarded when it is not.
+        if self.min_agreement is not None and not self.shadow_percent:
+            raise ValueError(
+                "min_agreement needs shadow_percent above 0: agreement is measured on rows the "
+                "candidate scores in the shadow of the default, and with shadow_percent 0 there "
+                "are none, so this halt could never act"
+            )
+        if self.max_error_rate is not None and not (self.traffic_percent or self.shadow_percent):
+            raise ValueError(
+                "max_error_rate needs traffic_percent or shadow_percent above 0: the error rate "
+                "is measured on the candidate's runs, and with both at 0 it never runs, so this "
+                "halt could never act"
+            )
+        return self
+
+
+class PromotionConfig(BaseModel):
+    """`[promotion]`: the last promotion, written by `model-rollout promote`. The version that
+    was the default before it stays loaded, whatever the version policy, so that
+    `model-rollout rollback` can restore it at once; `model-rollout retire` lets it go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    version: int = Field(ge=1)
+    previous: int = Field(ge=1)
+    at: datetime | None = None
 
 
 class PredictionLogConfig(BaseModel):
@@ -114,6 +145,7 @@ class ModelConfig(BaseModel):
     batching: BatchingConfig | None = None
     onnxruntime: RuntimeConfig = RuntimeConfig()
     rollout: RolloutConfig | None = None
+    promotion: PromotionConfig | None = None
     prediction_log: PredictionLogConfig | None = None
 
     @model_validator(mode="after")

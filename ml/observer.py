@@ -27,3 +27,6 @@ class ServingObserver(Protocol):
     def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
         """`rows` shadow rows of a rollout ended as `outcome`: agreed, disagreed, error or
         dropped."""
+
+    def rollout_state_changed(self, model: str, state: str) -> None:
+        """The rollout of `model` is now in `state`: none, pending, active or halted."""

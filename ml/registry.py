@@ -22,7 +22,8 @@ from ml.errors import FieldError, InferenceFailed, InvalidInput, ModelNotFound, 
 from ml.model import LoadedModel, ModelLoadError, load_model
 from ml.observer import ServingObserver
 from ml.outputs import Predictions
-from ml.rollout import Rollout
+from ml.rollout import Rollout, RolloutState, RolloutStates
+from ml.rollout_report import describe_rollout
 from ml.store import Fingerprint, ModelDir, StoreScanner, VersionDir, without_store_path
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ModelEntry:
     versions: dict[int, VersionStatus] = field(default_factory=dict)
     default: LoadedModel | None = None
     rollout: Rollout | None = None
+    states: RolloutStates | None = None
     # True while a sync changes this model: a default that is not available yet (a new pin
     # still loading) leaves the current one serving until the sync ends.
     settling: bool = False
@@ -226,12 +228,7 @@ class ModelRegistry:
 
     def rollout_report(self, name: str) -> dict[str, Any]:
         """GET /models/{name}/rollout: the state and counts of the model's rollout."""
-        entry = self.get(name)
-        if entry.rollout is None:
-            return {"model": name, "state": "none", "default_version": entry.default_version}
-        rollout = entry.rollout
-        report = rollout.report(entry.default_version, entry.available(rollout.candidate))
-        return {"model": name, **report}
+        return describe_rollout(self.get(name))
 
     def _implicit_model(self) -> str:
         if self.default_model is not None:
@@ -287,6 +284,7 @@ class ModelRegistry:
             if entry is not None:
                 entry.settling = False
                 entry.refresh_default()
+                _note_rollout_state(entry)
 
     async def _apply_model(
         self,
@@ -306,6 +304,7 @@ class ModelRegistry:
                 error = without_store_path(error, self.scanner.root)
             if entry is None:
                 entry = self._models[name] = ModelEntry(name, config, model_dir.config_fingerprint)
+                entry.states = RolloutStates(name, self.observer)
             elif config is not None:
                 config_changed = entry.config is not None and _serving_settings(
                     config
@@ -320,7 +319,14 @@ class ModelRegistry:
                 await self._restart_rollout(entry)
         if entry.config is None:
             return  # no valid model.toml ever read: nothing to serve until it is fixed
-        on_disk = {v: d for v, d in model_dir.versions.items() if (name, v) not in unsettled}
+        # A version new to the registry also waits while model.toml is being changed: the
+        # settings written with it (a [rollout] naming it, say) apply before it may serve.
+        settings_unsettled = (name, None) in unsettled
+        on_disk = {
+            v: d
+            for v, d in model_dir.versions.items()
+            if (name, v) not in unsettled and not (settings_unsettled and v not in entry.versions)
+        }
         # Load first, unload after: a removed version serves until its successor does.
         keep = await self._load_wanted(entry, on_disk, config_changed, report)
         for version in [v for v in entry.versions if v not in model_dir.versions]:
@@ -345,6 +351,7 @@ class ModelRegistry:
         assert entry.config is not None
         policy = entry.config.version_policy
         trial = entry.config.rollout.candidate if entry.config.rollout else None
+        promotion = entry.config.promotion
         # A rollout's candidate is loaded whatever the policy, and not counted by it.
         candidates = sorted((v for v in on_disk if v != trial), reverse=True)
         if policy.kind == "specific":
@@ -355,7 +362,9 @@ class ModelRegistry:
                 break
             if await self._ensure_loaded(entry, on_disk[version], reload_all, report):
                 keep.add(version)
-        for extra in (entry.config.default_version, trial):
+        # Loaded whatever the policy: the pinned default, the candidate, and the default before
+        # the last promotion (a rollback then switches to it with nothing to load).
+        for extra in (entry.config.default_version, trial, promotion and promotion.previous):
             if (
                 extra is not None
                 and extra in on_disk
@@ -433,7 +442,7 @@ class ModelRegistry:
             await entry.rollout.close()
             entry.rollout = None
         if entry.config is not None and entry.config.rollout is not None:
-            entry.rollout = Rollout(entry.name, entry.config.rollout, self.observer)
+            entry.rollout = Rollout(entry.name, entry.config.rollout, self.observer, entry.states)
             log.info(
                 "model %s: rollout of version %s configured", entry.name, entry.rollout.candidate
             )
@@ -467,10 +476,31 @@ async def _answered(
     return result
 
 
-def _serving_settings(config: ModelConfig) -> ModelConfig:
-    """The settings a loaded session depends on: editing `[rollout]` or `[prediction_log]`
-    reloads nothing."""
-    return config.model_copy(update={"rollout": None, "prediction_log": None})
+def _serving_settings(config: ModelConfig) -> tuple[object, ...]:
+    """The settings a loaded session depends on: editing the default, the policy, `[rollout]`
+    or `[promotion]` reloads nothing."""
+    return (config.batching, config.onnxruntime)
+
+
+def _note_rollout_state(entry: ModelEntry) -> None:
+    if entry.states is None:
+        return
+    rollout = entry.rollout
+    if rollout is None:
+        why = f"no [rollout] in model.toml; default version {entry.default_version}"
+        entry.states.moved(RolloutState.NONE, why)
+        return
+    state = rollout.state(entry.available(rollout.candidate))
+    if state is RolloutState.PENDING:
+        why = f"version {rollout.candidate} is not available yet; the default answers everything"
+    elif state is RolloutState.ACTIVE:
+        why = (
+            f"version {rollout.candidate} serves beside default {entry.default_version} "
+            f"(traffic {rollout.config.traffic_percent}%, shadow {rollout.config.shadow_percent}%)"
+        )
+    else:
+        why = rollout.halt_reason or "halted"
+    entry.states.moved(state, why)
 
 
 def _serving(entry: ModelEntry) -> bool:

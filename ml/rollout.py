@@ -58,6 +58,27 @@ class RolloutState(StrEnum):
     HALTED = "halted"
 
 
+class RolloutStates:
+    """The rollout state last seen for one model: every change is one log line and one count
+    for the observer, whoever notices it (the registry after a sync, a rollout as it halts)."""
+
+    __slots__ = ("model", "observer", "state")
+
+    def __init__(self, model: str, observer: ServingObserver | None) -> None:
+        self.model = model
+        self.observer = observer
+        self.state = RolloutState.NONE
+
+    def moved(self, state: RolloutState, why: str) -> None:
+        if state is self.state:
+            return
+        level = logging.WARNING if state is RolloutState.HALTED else logging.INFO
+        log.log(level, "model %s: rollout %s -> %s: %s", self.model, self.state, state, why)
+        self.state = state
+        if self.observer is not None:
+            self.observer.rollout_state_changed(self.model, state.value)
+
+
 def bucket(model: str, key: str, buckets: int = BUCKETS) -> int:
     """The bucket (0 to `buckets` - 1) of a routing key: the same on every worker, replica and
     restart."""
@@ -210,6 +231,7 @@ class Rollout:
     model: str
     config: RolloutConfig
     observer: ServingObserver | None = None
+    states: RolloutStates | None = None
     halt_reason: str | None = None
     answered: dict[int, int] = field(default_factory=dict)
     compared: int = 0
@@ -228,6 +250,8 @@ class Rollout:
     def __post_init__(self) -> None:
         self._recent_agreement = _Window(self.config.window)
         self._recent_failures = _Window(self.config.window)
+        if self.states is None:
+            self.states = RolloutStates(self.model, self.observer)
 
     @property
     def candidate(self) -> int:
@@ -388,11 +412,10 @@ class Rollout:
             )
         if reason is not None:
             self.halt_reason = reason
-            log.warning(
-                "rollout of %s version %s halted: %s; edit model.toml to resume",
-                self.model,
-                self.candidate,
-                reason,
+            assert self.states is not None  # set in __post_init__
+            self.states.moved(
+                RolloutState.HALTED,
+                f"version {self.candidate} halted: {reason}; edit model.toml to resume",
             )
 
     def _latency_of(self, version: int) -> deque[float]:
@@ -411,7 +434,8 @@ class Rollout:
     # -- the report -------------------------------------------------------------------------
 
     def report(self, default_version: int | None, candidate: LoadedModel | None) -> dict[str, Any]:
-        """GET /models/{name}/rollout, as CONTRACT section 6 words it."""
+        """The rollout's part of GET /models/{name}/rollout: state, split, shadow agreement and
+        latency by version."""
         interval = wilson_interval(self.agreed, self.compared)
         return {
             "state": self.state(candidate).value,

@@ -1,5 +1,6 @@
 """`samples.json`: rows a version must answer as the data scientist saw at export, checked after
-warm-up and before the version serves (CONTRACT section 5).
+warm-up and before the version serves (the README's "Samples checked
+before a version serves").
 
     {"instances": [row, ...],
      "expected": {"predictions": [...], "probabilities": [{...}, ...]},  # or {"outputs": {...}}
@@ -119,7 +120,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _where(path: Where) -> tuple[int | None, str]:
-    """The row and the field of a difference, as the contract words them: row 3,
+    """The row and the field of a difference, as messages name them: row 3,
     probabilities.setosa; row 0, prediction; row 2, outputs.y[1]."""
     key, rest = path[0], list(path[1:])
     if key == "outputs" and rest:

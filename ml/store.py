@@ -116,12 +116,12 @@ class StoreScanner:
         return models
 
     def _scan_model(self, name: str, path: Path) -> ModelDir:
-        model = ModelDir(name, path, _fingerprint_files(path, [CONFIG_FILE]))
+        versions: dict[int, VersionDir] = {}
         try:
             entries = list(os.scandir(path))
         except OSError as exc:
             self._skip(path, f"cannot read the model folder: {exc.strerror}")
-            return model
+            entries = []
         for entry in entries:
             if entry.name == CONFIG_FILE:
                 continue
@@ -141,7 +141,10 @@ class StoreScanner:
             except OSError:
                 names = []  # unreadable: loading it will say why
             version = int(entry.name)
-            model.versions[version] = VersionDir(
+            versions[version] = VersionDir(
                 version, version_path, _fingerprint_files(version_path, names)
             )
-        return model
+        # model.toml is looked at after the version folders: a tool that writes model.toml
+        # before renaming a new version into place (model-export --rollout) is then always
+        # seen with the settings it wrote, in the same look as the version or an earlier one.
+        return ModelDir(name, path, _fingerprint_files(path, [CONFIG_FILE]), versions)

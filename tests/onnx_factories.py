@@ -159,6 +159,13 @@ def write_iris_classifier(
     return _write(dir, _iris_bytes(zipmap, n_estimators), meta)
 
 
+def write_heavy_iris_classifier(dir: Path) -> Path:
+    """Iris's input and labels, but a forest of deep trees fitted to noise: its session holds
+    megabytes, so a version leaked by a reload shows plainly in the server's memory."""
+    meta = {"task": "classification", "features": list(IRIS_FEATURES), "framework": "scikit-learn"}
+    return _write(dir, _heavy_iris_bytes(), meta)
+
+
 def write_classifier(
     dir: Path,
     estimator: str = "forest",
@@ -302,6 +309,18 @@ def _iris_bytes(zipmap: bool, n_estimators: int) -> bytes:
     model = RandomForestClassifier(n_estimators=n_estimators, max_depth=3, random_state=0)
     model.fit(data.data.astype(np.float32), y)
     return _convert(model, [("input", FloatTensorType([None, 4]))], {id(model): {"zipmap": zipmap}})
+
+
+@functools.cache
+def _heavy_iris_bytes() -> bytes:
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 8.0, (4000, 4)).astype(np.float32)
+    y = np.array(IRIS_LABELS)[rng.integers(0, 3, 4000)]
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
+    return _convert(model, [("input", FloatTensorType([None, 4]))], {id(model): {"zipmap": False}})
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from app.responses import json_response
 from app.routes.models import model_summary
 from app.runtime import Runtime
 from ml.registry import ModelEntry
+from ml.rollout_report import describe_rollout
 
 router = APIRouter(prefix="/ui", tags=["status page"], include_in_schema=False)
 
@@ -52,6 +53,8 @@ NO_ROLLOUT: dict[str, Any] = {
     "agreement": None,
     "agreement_ci95": None,
     "halt_reason": None,
+    "last_promotion": None,
+    "rollback_restores": None,
 }
 
 
@@ -87,18 +90,14 @@ async def asset(name: str) -> Response:
 
 
 def rollout_of(entry: ModelEntry) -> dict[str, Any]:
-    """The model's rollout, as the fields of the `GET /models/{name}/rollout` answer that the
-    page shows (state, candidate, traffic_percent, shadow_percent, agreement, agreement_ci95,
-    halt_reason)."""
-    rollout = entry.rollout
-    if rollout is None:
-        return dict(NO_ROLLOUT)
-    report = rollout.report(entry.default_version, entry.available(rollout.candidate))
-    shadow = report["shadow"]
+    """The fields of the `GET /models/{name}/rollout` answer that the page shows (those of
+    NO_ROLLOUT, with the shadow agreement lifted to the top)."""
+    report = describe_rollout(entry)
+    shadow = report.get("shadow") or {}
     return {
-        **{key: report[key] for key in NO_ROLLOUT if key in report},
-        "agreement": shadow["agreement"],
-        "agreement_ci95": shadow["agreement_ci95"],
+        **{key: report.get(key) for key in NO_ROLLOUT},
+        "agreement": shadow.get("agreement"),
+        "agreement_ci95": shadow.get("agreement_ci95"),
     }
 
 

@@ -167,6 +167,14 @@
       facts.push(["Agreement", agreement]);
       if (rollout.halt_reason) facts.push(["Halted because", rollout.halt_reason]);
     }
+    const promotion = rollout.last_promotion;
+    if (promotion) {
+      const when = promotion.at ? ` at ${promotion.at}` : "";
+      facts.push(["Last promotion", `v${promotion.previous} → v${promotion.version}${when}`]);
+    }
+    if (rollout.rollback_restores !== null && rollout.rollback_restores !== undefined) {
+      facts.push(["Rollback restores", `v${rollout.rollback_restores}`]);
+    }
     return facts;
   }
 

@@ -51,7 +51,48 @@ def _parse_args(argv: Sequence[str] | None, tasks: Sequence[str]) -> argparse.Na
         action="store_true",
         help="feed numbers as float64 (for trees whose thresholds float32 cannot hold)",
     )
+    _add_rollout_options(parser)
     return parser.parse_args(argv)
+
+
+def _add_rollout_options(parser: argparse.ArgumentParser) -> None:
+    from ml.cli.rollout import add_settings
+
+    group = parser.add_argument_group(
+        "shipping into a rollout",
+        "with --rollout, the new version starts as the candidate of a rollout (the options of "
+        "model-rollout start) and never answers more than its share of traffic",
+    )
+    group.add_argument(
+        "--rollout",
+        type=float,
+        metavar="PERCENT",
+        help="the new version's share of requests naming no version (0-100)",
+    )
+    add_settings(group, traffic=False)
+
+
+def _rollout_settings(args: argparse.Namespace) -> Any:
+    """The RolloutSettings the options ask for; None without --rollout."""
+    from ml.export.api import RolloutSettings
+    from ml.export.errors import ExportError
+
+    extras = ("shadow", "sticky_header", "min_agreement", "max_error_rate", "window")
+    if args.rollout is None:
+        given = [
+            f"--{name.replace('_', '-')}" for name in extras if getattr(args, name) is not None
+        ]
+        if given:
+            raise ExportError(f"{', '.join(given)} only apply with --rollout PERCENT")
+        return None
+    return RolloutSettings(
+        traffic_percent=args.rollout,
+        shadow_percent=args.shadow,
+        sticky_header=args.sticky_header,
+        min_agreement=args.min_agreement,
+        max_error_rate=args.max_error_rate,
+        window=args.window,
+    )
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -62,6 +103,7 @@ def _main(args: argparse.Namespace) -> int:
     from ml.export.errors import ExportError
 
     try:
+        rollout = _rollout_settings(args)
         estimator = _load_estimator(args.model)
         sample = _read_sample(args.sample)
         feature_names: list[str] | None = None
@@ -83,6 +125,7 @@ def _main(args: argparse.Namespace) -> int:
             task=args.task,
             description=args.description,
             double=args.double,
+            rollout=rollout,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

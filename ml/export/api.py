@@ -36,11 +36,12 @@ from ml.export.boosting import BOOSTING_LIBRARIES
 from ml.export.convert import InitialTypes, convert, final_estimator, graph_classes, step_paths
 from ml.export.errors import ExportError
 from ml.export.parity import ParityError, check_parity, class_key
+from ml.export.rollout import RolloutSettings, check_rollout, ship
 from ml.export.samples import build_samples
 from ml.export.writer import pick_version, write_version
 from ml.store import MODEL_NAME, is_valid_model_name
 
-__all__ = ["ExportError", "export_model"]
+__all__ = ["ExportError", "RolloutSettings", "export_model"]
 
 TASKS = ("classification", "regression")
 FRAMEWORK_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
@@ -91,6 +92,7 @@ def export_model(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     double: bool = False,
+    rollout: RolloutSettings | None = None,
 ) -> Path:
     """Convert `estimator`, check it against its own predictions on `sample`, write the next
     version: model.onnx, metadata.json and samples.json.
@@ -99,6 +101,9 @@ def export_model(
     per column when the pipeline holds a ColumnTransformer, else one input. Numbers are fed as
     float32, or float64 with `double`. Returns the written version folder; raises ExportError,
     writing nothing, on any failure.
+
+    With `rollout`, the version starts as the candidate of a rollout with those settings, and
+    answers no more than its share of traffic from the moment it appears (see ml.export.rollout).
     """
     if not is_valid_model_name(name):
         raise ExportError(f"model name {name!r} must match {MODEL_NAME.pattern}")
@@ -111,6 +116,8 @@ def export_model(
         raise ExportError("labels are only for classifiers")
     model_dir = Path(store) / name
     version = pick_version(model_dir, version)
+    if rollout is not None:
+        check_rollout(Path(store), name, version, rollout)
 
     inputs = _inputs(estimator, sample, feature_names, double=double)
     try:
@@ -158,6 +165,8 @@ def export_model(
             files["samples.json"] = (compact + "\n").encode()
     except ValueError as exc:
         raise ExportError(f"metadata.json or samples.json would not be valid JSON: {exc}") from exc
+    if rollout is not None:
+        return ship(Path(store), name, version, files, rollout)
     return write_version(model_dir, version, files)
 
 

@@ -1,8 +1,8 @@
 """`samples.json`: rows the export compared, and what `/predict/batch` must answer for them.
 
-The server runs them after warm-up and refuses the version if its answers differ (CONTRACT.md
-section 5). Expected values are onnxruntime's own outputs at export, written exactly (float32
-values as the doubles they are), so only a different runtime or a different file can fail them.
+The server runs them after warm-up and refuses the version if its answers differ. Expected values
+are onnxruntime's own outputs at export, written exactly (float32 values as the doubles they are),
+so only a different runtime or a different file can fail them.
 """
 
 from __future__ import annotations

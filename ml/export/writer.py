@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ml.export.errors import ExportError
@@ -29,8 +30,14 @@ def _version_dirs(model_dir: Path) -> list[Path]:
     return [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
 
 
-def write_version(model_dir: Path, version: int, files: dict[str, bytes]) -> Path:
-    """Stage the files in a dot-folder the server ignores, then rename it into place."""
+def write_version(
+    model_dir: Path,
+    version: int,
+    files: dict[str, bytes],
+    before_rename: Callable[[], None] | None = None,
+) -> Path:
+    """Stage the files in a dot-folder the server ignores, then rename it into place;
+    `before_rename` runs once the files are staged, just before the version becomes visible."""
     target = model_dir / str(version)
     created_model_dir = not model_dir.exists()
     staged = model_dir / f".tmp-{version}-{secrets.token_hex(4)}"
@@ -40,6 +47,8 @@ def write_version(model_dir: Path, version: int, files: dict[str, bytes]) -> Pat
         for file_name, data in files.items():
             _write_synced(staged / file_name, data)
         _fsync_dir(staged)
+        if before_rename is not None:
+            before_rename()
         # Checked again: another export may have taken the version since we picked it, and
         # os.rename would silently replace an empty folder.
         if target.exists():

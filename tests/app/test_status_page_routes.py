@@ -7,11 +7,12 @@ import time
 from importlib import resources
 
 import pytest
+from live_server import copy_demo_store
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 ROLLOUT_KEYS = {
     "state", "candidate", "traffic_percent", "shadow_percent", "agreement", "agreement_ci95",
-    "halt_reason",
+    "halt_reason", "last_promotion", "rollback_restores",
 }  # fmt: skip
 
 
@@ -109,3 +110,22 @@ def test_the_window_forgets_traffic_older_than_a_minute(serve, demo_store, monke
 
     iris = next(m for m in shown["models"] if m["name"] == "iris")
     assert all(v["traffic"] is None for v in iris["versions"])
+
+
+def test_status_and_rollout_report_show_the_last_promotion(serve, tmp_path):
+    store = copy_demo_store(tmp_path / "store")
+    (store / "iris" / "model.toml").write_text(
+        "default_version = 2\n[promotion]\nversion = 2\nprevious = 1\nat = 2026-12-03T08:00:00Z\n"
+    )
+    with serve(store) as client:
+        (model,) = [m for m in status(client)["models"] if m["name"] == "iris"]
+        report = client.get("/models/iris/rollout").json()
+    promotion = {
+        "version": 2,
+        "previous": 1,
+        "at": "2026-12-03T08:00:00+00:00",
+        "previous_state": "AVAILABLE",
+    }
+    assert model["rollout"]["last_promotion"] == report["last_promotion"] == promotion
+    assert model["rollout"]["rollback_restores"] == report["rollback_restores"] == 1
+    assert report["state"] == "none"

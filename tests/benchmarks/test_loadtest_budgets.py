@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,3 +178,40 @@ def test_charts_are_drawn_for_closed_and_open_loop_sweeps(tmp_path: Path):
     assert write_charts(result, tmp_path) == ["throughput.png", "latency.png", "timeline.png"]
     for name in ("throughput.png", "latency.png", "timeline.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_charts_plot_each_versions_own_figures_on_the_named_axes(tmp_path: Path, monkeypatch):
+    """The lines drawn, not only the files: each version's series, on the axes their labels say."""
+    from loadtest import charts
+
+    drawn: dict[str, Any] = {}
+    finish = charts._finish
+
+    def keep(figure, axes, title, path):
+        drawn[path.name] = (
+            axes.get_xlabel(),
+            axes.get_ylabel(),
+            {
+                line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+                for line in axes.lines
+            },
+        )
+        finish(figure, axes, title, path)
+
+    monkeypatch.setattr(charts, "_finish", keep)
+    result = comparison()
+    write_charts(result, tmp_path)
+
+    xlabel, ylabel, lines = drawn["throughput.png"]
+    assert (xlabel, ylabel) == ("concurrent users", "answered requests per second")
+    for version in ("v4", "v3"):
+        steps = sorted(result.of(version), key=lambda s: s.level)
+        assert lines[version] == ([s.level for s in steps], [s.stats.throughput for s in steps])
+
+    xlabel, ylabel, lines = drawn["latency.png"]
+    assert (xlabel, ylabel) == ("answered requests per second", "latency (ms)")
+    for version in ("v4", "v3"):
+        steps = sorted(result.of(version), key=lambda s: s.level)
+        throughputs = [s.stats.throughput for s in steps]
+        assert lines[f"{version} p50"] == (throughputs, [s.stats.p50 for s in steps])
+        assert lines[f"{version} p99"] == (throughputs, [s.stats.p99 for s in steps])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,10 @@ def test_a_comparison_writes_report_csv_and_charts_and_passes_its_budgets(
         [
             "--url", served.url, "--store", str(store), "--model", "iris", "--version", "2",
             "--compare", "1", "--users", "1,2", "--seconds", "1", "--processes", "1",
-            "--max-p99-ratio", "1000", "--min-throughput-ratio", "0.001", "--out", str(out),
+            # Two versions of one small model on one server: a gate a release manager would set,
+            # wide enough for a busy machine, narrow enough that a ratio taken from the wrong
+            # series (the generator's ceiling, another unit) breaks it.
+            "--max-p99-ratio", "4", "--min-throughput-ratio", "0.25", "--out", str(out),
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -69,7 +73,21 @@ def test_a_comparison_writes_report_csv_and_charts_and_passes_its_budgets(
         assert int(step["ok"]) == int(step["requests"])
     report = (folder / "report.md").read_text()
     assert "## iris v2 / iris v1" in report
-    assert "| median |" in report
+    # The ratios the gate judged, recomputed from the CSV: candidate over compared version,
+    # level by level, median over the levels.
+    by = {(s["level"], s["version"]): s for s in steps}
+    expected = {
+        figure: statistics.median(
+            float(by[(level, "iris v2")][column]) / float(by[(level, "iris v1")][column])
+            for level in ("1", "2")
+        )
+        for figure, column in (("throughput", "throughput"), ("p50", "p50_ms"), ("p99", "p99_ms"))
+    }
+    [median_row] = [line for line in report.splitlines() if line.startswith("| median |")]
+    shown = [float(cell.strip(" *x")) for cell in median_row.split("|")[2:5]]
+    assert shown == pytest.approx(
+        [expected["throughput"], expected["p50"], expected["p99"]], abs=0.011, rel=0.01
+    )
     assert "Generator ceiling:" in report
     # Both versions were sent the rows of the candidate's samples.json.
     assert report.count(f"3 rows of {store / 'iris' / '2' / 'samples.json'}") == 2

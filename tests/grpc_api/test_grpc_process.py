@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from live_server import LiveServer, copy_demo_store, free_port, server_environ
 from onnx_factories import write_slow_model
 
@@ -113,16 +112,37 @@ def sigterm_drains_the_call_in_flight(server: LiveServer) -> None:
     assert server.process.wait(10) == 0, server.output()
 
 
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports `pid` listens on: its socket inodes matched with /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue  # closed since the listing
+        if str(target).startswith("socket:["):
+            inodes.add(str(target)[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = fields[3] == "0A"
+            if listening and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def test_grpc_port_0_serves_no_grpc(tmp_path):
-    port = free_port()
-    with (
-        start(tmp_path, GRPC_PORT="0") as server,
-        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
-        pytest.raises(grpc.RpcError) as caught,
-    ):
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    with start(tmp_path, GRPC_PORT="0") as server:
+        # No port at all, not an ephemeral one: the process listens on its HTTP port alone.
+        assert listening_ports(server.process.pid) == {server.port}
     assert "gRPC" not in server.output()
+
+
+def test_the_grpc_port_is_listened_on_when_set(tmp_path):
+    """The other side of the check above, so that it cannot pass by reading no sockets."""
+    with start(tmp_path) as server:
+        assert listening_ports(server.process.pid) == {server.port, server.grpc_port}
 
 
 def test_a_taken_grpc_port_stops_the_start_with_a_clear_error(tmp_path):

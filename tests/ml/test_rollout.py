@@ -35,12 +35,16 @@ class Recorder(ServingObserver):
     def __init__(self) -> None:
         self.answered: Counter[tuple[str, int]] = Counter()
         self.shadow: Counter[tuple[str, int, str]] = Counter()
+        self.states: list[tuple[str, str]] = []
 
     def rollout_answered(self, model: str, version: int) -> None:
         self.answered[(model, version)] += 1
 
     def shadow_compared(self, model: str, candidate: int, outcome: str, rows: int) -> None:
         self.shadow[(model, candidate, outcome)] += rows
+
+    def rollout_state_changed(self, model: str, state: str) -> None:
+        self.states.append((model, state))
 
 
 @pytest.fixture
@@ -144,6 +148,15 @@ def test_pending_until_the_candidate_is_available(store: Path) -> None:
         ("[rollout]\ntraffic_percent = 10\n", "rollout.candidate: Field required"),
         ("[rollout]\ncandidate = 2\nsticky_header = 'two words'\n", "rollout.sticky_header"),
         ("[rollout]\ncandidate = 2\ncanary = 1\n", "rollout.canary"),
+        (
+            "[rollout]\ncandidate = 2\ntraffic_percent = 50\nmin_agreement = 0.95\n",
+            "min_agreement needs shadow_percent above 0",
+        ),
+        (
+            "[rollout]\ncandidate = 2\nmax_error_rate = 0.1\n",
+            "max_error_rate needs traffic_percent or shadow_percent above 0",
+        ),
+        ("[promotion]\nversion = 2\n", "promotion.previous: Field required"),
     ],
 )
 def test_bad_rollout_is_a_configuration_error(store: Path, text: str, message: str) -> None:
@@ -311,14 +324,17 @@ def test_low_agreement_halts_until_model_toml_changes(
     text = "[rollout]\ncandidate = 2\ntraffic_percent = 50\nshadow_percent = 100\n"
     toml(store, text + "min_agreement = 0.999\nwindow = 40\n")
 
+    observer = Recorder()
+
     async def scenario() -> None:
-        registry = await started(store)
+        registry = await started(store, observer)
         for _ in range(20):
             await predict(registry, ROWS)
         report = await settle(registry, 10 * len(ROWS))
         assert report["state"] == "halted"
         assert "below min_agreement 0.999" in report["halt_reason"]
         assert any("halted" in r.message and r.levelno == logging.WARNING for r in caplog.records)
+        assert observer.states == [("iris", "active"), ("iris", "halted")]
         compared = report["shadow"]["compared"]
         assert {(await predict(registry, ROWS[:1]))[0] for _ in range(50)} == {1}
         await asyncio.sleep(0.1)
@@ -326,6 +342,7 @@ def test_low_agreement_halts_until_model_toml_changes(
         toml(store, text + "min_agreement = 0.5\nwindow = 40\n")
         await rescan(registry)
         assert registry.rollout_report("iris")["state"] == "active"
+        assert observer.states[-1] == ("iris", "active")
         await registry.close()
 
     run(scenario)
@@ -352,6 +369,89 @@ def test_errors_beyond_max_error_rate_halt(tmp_path: Path) -> None:
         report = registry.rollout_report("iris")
         assert report["state"] == "halted" and "above max_error_rate 0.2" in report["halt_reason"]
         assert {(await predict(registry, [[9.0, 0.0]]))[0] for _ in range(10)} == {1}
+        await registry.close()
+
+    run(scenario)
+
+
+def test_every_state_change_is_a_log_line_and_an_observer_event(
+    store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    toml(store, "default_version = 1\n[rollout]\ncandidate = 3\n")
+    observer = Recorder()
+
+    async def scenario() -> None:
+        caplog.set_level(logging.INFO, logger="ml.rollout")
+        registry = await started(store, observer)
+        write_classifier(store / "iris" / "3", "knn", (0, 1, 2))
+        await rescan(registry)
+        await rescan(registry)  # nothing changes: nothing reported
+        toml(store, "default_version = 1\n")
+        await rescan(registry)
+        assert observer.states == [("iris", "pending"), ("iris", "active"), ("iris", "none")]
+        moves = [r.message for r in caplog.records if "rollout" in r.message and "->" in r.message]
+        assert len(moves) == 3
+        assert "rollout none -> pending" in moves[0] and "version 3" in moves[0]
+        assert "pending -> active" in moves[1] and "active -> none" in moves[2]
+        await registry.close()
+
+    run(scenario)
+
+
+# -- promotion and rollback --------------------------------------------------------------------
+
+
+def test_the_previous_default_stays_loaded_after_a_promotion_until_retired(store: Path) -> None:
+    toml(store, "default_version = 1\n[rollout]\ncandidate = 2\n")
+
+    async def scenario() -> None:
+        registry = await started(store)
+        report = registry.rollout_report("iris")
+        assert (report["state"], report["rollback_restores"], report["last_promotion"]) == (
+            "active",
+            1,
+            None,
+        )
+        before = registry.resolve("iris", 1)
+        # Promotion: version 1 stays loaded though the policy (latest:1) no longer selects it.
+        toml(store, "default_version = 2\n[promotion]\nversion = 2\nprevious = 1\n")
+        changes = await rescan(registry)
+        assert changes.loaded == changes.unloaded == []
+        assert registry.resolve("iris", 1) is before
+        assert (await predict(registry, ROWS[:1]))[0] == 2
+        report = registry.rollout_report("iris")
+        assert report["state"] == "none"
+        assert report["last_promotion"] == {
+            "version": 2,
+            "previous": 1,
+            "at": None,
+            "previous_state": "AVAILABLE",
+        }
+        assert report["rollback_restores"] == 1
+        # Rollback: the previous default answers at once, with nothing to load.
+        toml(store, "default_version = 1\n")
+        changes = await rescan(registry)
+        assert changes.loaded == changes.unloaded == []
+        assert (await predict(registry, ROWS[:1]))[0] == 1
+        assert registry.rollout_report("iris")["rollback_restores"] is None
+        # Retired (no [promotion]) with 2 the default: the policy lets 1 go.
+        toml(store, "default_version = 2\n[promotion]\nversion = 2\nprevious = 1\n")
+        await rescan(registry)
+        toml(store, "default_version = 2\n")
+        changes = await rescan(registry)
+        assert changes.unloaded == [{"model": "iris", "version": 1}]
+        await registry.close()
+
+    run(scenario)
+
+
+def test_a_promotion_time_is_reported(store: Path) -> None:
+    toml(store, "[promotion]\nversion = 2\nprevious = 1\nat = 2026-12-03T08:00:00Z\n")
+
+    async def scenario() -> None:
+        registry = await started(store)
+        promotion = registry.rollout_report("iris")["last_promotion"]
+        assert promotion["at"] == "2026-12-03T08:00:00+00:00"
         await registry.close()
 
     run(scenario)

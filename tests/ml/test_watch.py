@@ -232,3 +232,63 @@ def test_first_scan_failure_still_marks_the_registry_scanned(
             assert not watch.registry.ready
 
     run(scenario)
+
+
+# -- a version shipped with the settings that name it -------------------------------------------
+
+
+def test_a_new_version_waits_while_model_toml_is_being_changed(store: Path) -> None:
+    """Seen first with the old model.toml, the version is settled one look before the rewritten
+    model.toml is: it must not serve under the old settings meanwhile."""
+    write_iris_classifier(store / "iris" / "1")
+
+    async def scenario() -> None:
+        watch = watcher(store)
+        await watch.reload_now()
+        write_iris_classifier(store / "iris" / "2")
+        await watch.poll_once()  # 2 seen, not settled
+        write_model_toml(store / "iris", "default_version = 1\n[rollout]\ncandidate = 2\n")
+        report = await watch.poll_once()  # 2 settled, model.toml not
+        assert report.loaded == []
+        assert watch.registry.resolve("iris", None).version == 1
+        report = await watch.poll_once()
+        assert report.loaded == [{"model": "iris", "version": 2}]
+        assert watch.registry.resolve("iris", None).version == 1
+        assert watch.registry.rollout_report("iris")["state"] == "active"
+
+    run(scenario)
+
+
+def test_a_reload_never_sees_a_version_without_the_model_toml_written_before_it(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite of model.toml and the rename of the version land in the middle of a scan,
+    just after its first look at any file: the scan must see the version only with them."""
+    import ml.store
+
+    write_iris_classifier(store / "iris" / "1")
+    write_iris_classifier(store / ".staged-2")
+    fingerprint = ml.store._fingerprint_files
+    shipped = [False]
+
+    def racing(folder: Path, names: list[str]) -> ml.store.Fingerprint:
+        looked = fingerprint(folder, names)
+        if not shipped[0]:
+            shipped[0] = True
+            write_model_toml(store / "iris", "default_version = 1\n[rollout]\ncandidate = 2\n")
+            os.rename(store / ".staged-2", store / "iris" / "2")
+        return looked
+
+    async def scenario() -> None:
+        watch = watcher(store)
+        await watch.reload_now()
+        monkeypatch.setattr(ml.store, "_fingerprint_files", racing)
+        await watch.reload_now()
+        assert shipped[0]
+        assert watch.registry.resolve("iris", None).version == 1
+        monkeypatch.setattr(ml.store, "_fingerprint_files", fingerprint)
+        await watch.reload_now()
+        assert watch.registry.resolve("iris", None).version == 1
+        assert watch.registry.rollout_report("iris")["state"] == "active"
+
+    run(scenario)

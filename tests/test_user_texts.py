@@ -1,0 +1,69 @@
+"""What users read never cites a document they do not have: no help text, message, docstring or
+comment of the packages, the status page or the deployment files names the service contract
+(the README is the user's reference)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from loadtest.__main__ import main as loadtest_main
+from ml.cli.demo_models import main as demo_main
+from ml.cli.export import main as export_main
+from ml.cli.rollout import main as rollout_main
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = ("app", "ml", "loadtest", "deploy")
+TEXT_SUFFIXES = {".py", ".js", ".html", ".css", ".proto", ".json", ".yaml", ".yml", ".toml"}
+PRIVATE = re.compile(r"CONTRACT|[Ss]ection \d+ of the contract|contract section \d+")
+
+
+def shipped_files() -> list[Path]:
+    files = [
+        path
+        for folder in SHIPPED
+        for path in sorted((REPO / folder).rglob("*"))
+        if path.suffix in TEXT_SUFFIXES and path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert len(files) > 50  # the packages were found
+    return files
+
+
+def test_no_shipped_file_cites_the_contract() -> None:
+    cited = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in shipped_files()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if PRIVATE.search(line)
+    ]
+    assert not cited, "\n".join(cited)
+
+
+HELP: list[tuple[str, Callable[[Sequence[str]], object], list[str]]] = [
+    ("model-export", export_main, ["--help"]),
+    ("model-rollout", rollout_main, ["--help"]),
+    *[
+        (f"model-rollout {command}", rollout_main, [command, "--help"])
+        for command in ("start", "set", "promote", "rollback", "retire")
+    ],
+    ("model-loadtest", loadtest_main, ["--help"]),
+    ("demo store builder", demo_main, ["--help"]),
+]
+
+
+@pytest.mark.parametrize(("name", "main", "argv"), HELP, ids=[h[0] for h in HELP])
+def test_help_texts_do_not_cite_the_contract(
+    name: str,
+    main: Callable[[Sequence[str]], object],
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage:" in text
+    assert not PRIVATE.search(text), f"{name} --help cites the contract:\n{text}"
