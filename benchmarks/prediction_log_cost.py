@@ -30,6 +30,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bodies import SINGLE
+from benchmarks.failures import exits_non_zero_on_failure, has_prediction
 from benchmarks.servers import REPO, Served, our_server
 from benchmarks.wrk import WrkResult, run_wrk
 
@@ -91,7 +92,9 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
             env = {"PREDICTION_LOG_DIR": str(log_dir / str(round_index))} if name == "on" else {}
             with our_server(store, extra_env=env) as server:
                 run_wrk(server.url + "/predict", SINGLE, connections, 2)  # warm-up
-                result = run_wrk(server.url + "/predict", SINGLE, connections, seconds)
+                result = run_wrk(
+                    server.url + "/predict", SINGLE, connections, seconds, check=has_prediction
+                )
             results[name].append(result)
             print(
                 f"round {round_index + 1} log {name:3} {result.requests_per_s:8.0f} req/s "
@@ -124,7 +127,10 @@ def stall(store: Path, stall_s: float, connections: int) -> bool:
             stop = threading.Event()
             sampler = threading.Thread(target=_sample_rss, args=(server, peak, stop), daemon=True)
             sampler.start()
-            result = run_wrk(server.url + "/predict", SINGLE, connections, stall_s)
+            # Any failed request fails the run (BenchmarkFailed, exit 1).
+            result = run_wrk(
+                server.url + "/predict", SINGLE, connections, stall_s, check=has_prediction
+            )
             stop.set()
             sampler.join()
             answered, counts = _settle(server.url)
@@ -169,6 +175,7 @@ def _settle(url: str) -> tuple[float, dict[str, float]]:
         time.sleep(0.5)
 
 
+@exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)

@@ -12,7 +12,7 @@ inference logger sends them, so that its consumers read them unchanged.
     ce-component: predictor
     content-type: application/json
 
-    {"instances": [{feature: value, ...}, ...]}                          (request event)
+    {"inputs": {feature: [value, ...], ...}}                             (request event)
     {"predictions": [...], "probabilities": [...], "model_name": ...,
      "model_version": ..., "status": ..., "error": ...}                  (response event)
 
@@ -58,7 +58,7 @@ class Target:
 def requests_of(line: dict[str, Any], target: Target) -> tuple[bytes, bytes]:
     """The two HTTP requests (request event, response event) of one log line."""
     options = orjson.OPT_SERIALIZE_NUMPY
-    request_body = orjson.dumps({"instances": line["inputs"]}, option=options)
+    request_body = orjson.dumps({"inputs": line["inputs"]}, option=options)
     response_body = orjson.dumps(
         {
             **(line["answer"] or {}),

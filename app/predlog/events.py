@@ -1,7 +1,8 @@
 """One logged request, and the JSON it becomes. Formatted on the event loop by the log's
-formatter task, between requests and in slices (app.predlog.log): a worker thread doing this
-Python work would hold the interpreter lock for long stretches, and the loop would wait for it
-after every socket call; the sinks' threads only move finished bytes.
+formatter task, between requests (app.predlog.log): a worker thread doing this Python work would
+hold the interpreter lock, and the loop would wait for it after every socket call; the sinks'
+threads only move finished bytes. Inputs are written by column, so that orjson writes them
+from the arrays themselves, with no Python work per value.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from ml.signature import InputLayout
 REDACTED_HASH_CHARS = 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs more to build, once per request
 class Event:
     """A finished request the log keeps: what the model layer noted, and what the caller got."""
 
@@ -65,13 +66,13 @@ class Clock:
         return f"{self._text}.{int((seconds - whole) * 1000):03d}Z"
 
 
-def record(event: Event, inputs: list[Any] | None, clock: Clock) -> dict[str, Any]:
-    """The JSON object of one log line (numpy values left for orjson's numpy option); `inputs`
-    as `inputs()` gave them."""
+def record(event: Event, redact: Redactor, clock: Clock) -> dict[str, Any]:
+    """The JSON object of one log line (numpy arrays left for orjson's numpy option)."""
     note = event.note
     model = note.model
     assert model is not None  # only requests that reached a model are logged
-    return {
+    hidden = model.metadata.get("redact") or ()
+    line = {
         "time": clock(event.at),
         "request_id": event.request_id,
         "model": model.name,
@@ -81,63 +82,60 @@ def record(event: Event, inputs: list[Any] | None, clock: Clock) -> dict[str, An
         "status": event.status,
         "error": note.error,
         "latency_ms": round(event.seconds * 1000, 3),
-        "inputs": inputs,
+        "inputs": _inputs(note, hidden, redact),
         "answer": _answer(note),
     }
+    if line["inputs"] is None and note.rows is not None:
+        line["sent"] = _sent(note.rows, model.signature.feature_names, hidden, redact)
+    return line
 
 
-def inputs(note: Served, redact: Redactor, start: int, end: int) -> list[Any] | None:
-    """Rows `start` to `end` of the request, one object per row by feature name; rows that did
-    not reach the model as they were sent (positional rows by name where their width fits).
-    Features metadata.json lists in `redact` are replaced by `redact`'s hash."""
+def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> dict[str, Any] | None:
+    """The inputs as the model received them: one list of values per feature, by name, in row
+    order (columns cost no Python work per value: orjson writes numpy arrays itself)."""
     model = note.model
     assert model is not None
     names = model.signature.feature_names
-    hidden = model.metadata.get("redact") or ()
-    rows: list[dict[Any, Any]] | None = None
-    if note.arrays is not None:
-        rows = _rows_of_arrays(note.arrays, model.signature.layout, names, start, end)
-    if rows is None and note.rows is not None:
-        rows = _rows_as_sent(note.rows[start:end], names, bool(hidden))
-    if rows is None:
+    if note.arrays is None:
         return None
-    for row in rows:
-        for name in hidden:
-            if name in row:
-                row[name] = redact(row[name])
-    return rows
-
-
-def _rows_of_arrays(
-    arrays: Mapping[str, np.ndarray],
-    layout: InputLayout,
-    names: Sequence[str],
-    start: int,
-    end: int,
-) -> list[dict[Any, Any]] | None:
     try:
-        if layout is InputLayout.TENSOR:
-            (matrix,) = arrays.values()
+        if model.signature.layout is InputLayout.TENSOR:
+            (matrix,) = note.arrays.values()
             if matrix.ndim != 2 or matrix.shape[1] != len(names):
                 return None
-            return [dict(zip(names, row, strict=True)) for row in matrix[start:end]]
-        columns = [arrays[name][start:end].reshape(-1) for name in names]
-        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    except (KeyError, ValueError):  # tensors refused for their shape or names: as sent below
+            columns = dict(zip(names, np.ascontiguousarray(matrix.T), strict=True))
+            if not hidden and matrix.dtype.kind != "O":
+                return columns  # the common case, with nothing to look at per column
+        else:
+            columns = {name: np.ascontiguousarray(note.arrays[name]).reshape(-1) for name in names}
+    except (KeyError, ValueError):  # tensors refused for their shape or names
         return None
+    out: dict[str, Any] = {}
+    for name, column in columns.items():
+        if name in hidden:
+            out[name] = [redact(value) for value in column]
+        elif column.dtype.kind == "O":  # strings: orjson writes numeric arrays only
+            out[name] = column.tolist()
+        else:
+            out[name] = column
+    return out
 
 
-def _rows_as_sent(rows: Sequence[Any], names: Sequence[str], hiding: bool) -> list[Any] | None:
+def _sent(
+    rows: Sequence[Any], names: Sequence[str], hidden: Sequence[Any], redact: Redactor
+) -> list[Any] | None:
+    """Rows the model refused, as they were sent (by name where their width fits), with the
+    redacted features hashed; None when a redacted feature cannot be told apart."""
     out: list[Any] = []
     for row in rows:
+        if isinstance(row, list) and len(row) == len(names):
+            row = dict(zip(names, row, strict=True))
         if isinstance(row, dict):
-            out.append(dict(row))
-        elif isinstance(row, list) and len(row) == len(names):
-            out.append(dict(zip(names, row, strict=True)))
-        elif hiding:
+            out.append({k: redact(v) if k in hidden else v for k, v in row.items()})
+        elif hidden:
             return None  # which value is which feature is unknown: none can be shown
         else:
-            out.append({"row": row})
+            out.append(row)
     return out
 
 

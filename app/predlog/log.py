@@ -7,9 +7,9 @@ scale: one key is always in or always out, on every worker and replica), else at
 request in is set aside, by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS
 rows wait already.
 
-A formatter task, also on the loop, turns what was set aside into bytes every FORMAT_EVERY_S, a
-slice at a time with the loop yielded between slices (so requests never wait behind much of
-it), and offers them to each sink, whose own bounded queue drops and counts what it cannot take.
+A formatter task, also on the loop, turns what was set aside into bytes every FORMAT_EVERY_S,
+yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it), and offers
+them to each sink, whose own bounded queue drops and counts what it cannot take.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prometheus_client import Counter, Histogram
 from app.config import Settings
 from app.metrics import Metrics
 from app.predlog.cloudevents import CloudEventsSink, Target, requests_of
-from app.predlog.events import Clock, Event, Redactor, inputs, record
+from app.predlog.events import Clock, Event, Redactor, record
 from app.predlog.files import FileSink
 from app.predlog.sink import Sink
 from ml.config import PredictionLogConfig
@@ -41,7 +41,7 @@ WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 STOP_TIMEOUT_S = 5.0
 # How often the formatter runs, and the rows it formats between two yields of the loop.
 FORMAT_EVERY_S = 0.02
-SLICE_ROWS = 64
+SLICE_ROWS = 256
 LINE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 # Single-row answers this process logged, kept by request id for feedback that names no version
 # or prediction (app.feedback); the oldest go first.
@@ -197,22 +197,15 @@ class PredictionLog:
         pending, self._pending, self._pending_rows = self._pending, [], 0
         budget = SLICE_ROWS
         for event in pending:
-            rows: list[object] | None = []
-            for start in range(0, max(event.rows, 1), SLICE_ROWS):
-                part = inputs(event.note, self.redact, start, start + SLICE_ROWS)
-                if part is None or rows is None:
-                    rows = None
-                    break
-                rows.extend(part)
-                budget -= len(part) or 1
-                if budget <= 0:
-                    await asyncio.sleep(0)  # let requests in between slices
-                    budget = SLICE_ROWS
-            self._offer(event, rows)
+            self._offer(event)
+            budget -= event.rows
+            if budget <= 0:
+                await asyncio.sleep(0)  # let requests in between slices
+                budget = SLICE_ROWS
 
-    def _offer(self, event: Event, rows: list[object] | None) -> None:
+    def _offer(self, event: Event) -> None:
         try:
-            line = record(event, rows, self._clock)
+            line = record(event, self.redact, self._clock)
             if self.files is not None:
                 self.files.offer(orjson.dumps(line, option=LINE_OPTIONS), event.rows)
             if self.events is not None:

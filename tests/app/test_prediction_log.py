@@ -80,19 +80,20 @@ def test_a_line_per_request_names_inputs_by_feature_with_the_answer(serve, store
     assert first["request_id"] == one.headers["x-request-id"]
     assert (first["model"], first["version"], first["protocol"]) == ("shapes", 1, "http")
     assert (first["route"], first["status"], first["error"]) == ("/predict", 200, None)
-    assert first["inputs"] == [dict(zip(NAMES, ROWS[0], strict=True))]
+    # One list per feature, by name, one value per row.
+    assert first["inputs"] == {name: [value] for name, value in zip(NAMES, ROWS[0], strict=True)}
     answer = one.json()
     assert first["answer"] == {
         "predictions": [answer["prediction"]],
         "probabilities": [answer["probabilities"]],
     }
     assert first["latency_ms"] > 0
-    # One [N, 1] input per column: each row by its column names, strings and integers kept.
-    assert second["inputs"] == [{name: row[name] for name in COLUMNS} for row in rows]
+    # One [N, 1] input per column, strings and integers kept.
+    assert second["inputs"] == {name: [row[name] for row in rows] for name in COLUMNS}
     assert second["answer"] == {"predictions": batch.json()["predictions"]}
     # The V2 tensors, read back as rows by feature name, and the answer as /predict words it.
     assert third["route"] == "/v2/models/{name}/infer"
-    assert third["inputs"] == [dict(zip(NAMES, ROWS[1], strict=True))]
+    assert third["inputs"] == {name: [value] for name, value in zip(NAMES, ROWS[1], strict=True)}
     classes = next(o for o in v2.json()["outputs"] if o["name"] == "label")["data"]
     named = {3: "a", 7: "b", 9: "c"}  # metadata.json's labels, in the order of the classes
     assert third["answer"]["predictions"] == [named[c] for c in classes]
@@ -108,7 +109,8 @@ def test_failed_requests_are_logged_with_their_status_and_error(serve, store, tm
     assert line["status"] == 422
     assert line["error"] == refused.json()["detail"]
     assert line["answer"] is None
-    assert line["inputs"] == [{"row": [1.0, 2.0]}]
+    assert line["inputs"] is None  # the model never received them
+    assert line["sent"] == [[1.0, 2.0]]  # as sent: two values cannot be named by feature
 
 
 def keyed(key: str, value: Any) -> str:
@@ -130,8 +132,8 @@ def test_redacted_features_become_a_keyed_hash_or_null_without_a_key(serve, stor
             response = client.post("/predict/batch", json={"model": "parts", "instances": rows})
             assert response.status_code == 200, response.text
             (line,) = lines(folder, 1)
-        assert [row["color"] for row in line["inputs"]] == expected
-        assert [row["count"] for row in line["inputs"]] == [row["count"] for row in rows]
+        assert line["inputs"]["color"] == expected
+        assert line["inputs"]["count"] == [row["count"] for row in rows]
 
 
 def test_redact_naming_no_feature_keeps_the_version_out(serve, store):

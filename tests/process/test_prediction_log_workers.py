@@ -286,8 +286,8 @@ def test_sampling_keys_overrides_redaction_rotation_and_cloudevents(
         line = lines[f"key-{j}-0"]
         row = sent[f"key-{j}-0"][0]
         digest = hmac.new(KEY.encode(), str(row[1]).encode(), hashlib.sha256).hexdigest()[:32]
-        expected = dict(zip(NAMES, row, strict=True)) | {"width": digest}
-        assert line["inputs"] == [expected]
+        expected = {name: [value] for name, value in zip(NAMES, row, strict=True)}
+        assert line["inputs"] == expected | {"width": [digest]}
         assert line["answer"]["predictions"] == [sent[f"key-{j}-0"][1].json()["prediction"]]
 
     # gRPC calls are logged like HTTP ones.
@@ -313,7 +313,7 @@ def test_sampling_keys_overrides_redaction_rotation_and_cloudevents(
             assert headers["ce-source"] == "/models/shop/versions/1"
             assert headers["ce-inferenceservicename"] == "shop"
             assert headers["content-type"] == "application/json"
-        assert request_body == {"instances": lines[rid]["inputs"]}
+        assert request_body == {"inputs": lines[rid]["inputs"]}  # V1's columnar inputs
         assert response_body["predictions"] == [sent[rid][1].json()["prediction"]]
 
 
