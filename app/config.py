@@ -76,6 +76,45 @@ class Settings(BaseSettings):
     drift_check_s: float = Field(1.0, gt=0, le=60)
     """How often served rows are binned and due windows closed."""
 
+    # -- the prediction log and feedback (app.predlog, app.feedback) ----------------------------
+    prediction_log_dir: Path | None = None
+    """Folder of the prediction log's JSONL files; unset (and no PREDICTION_LOG_URL): no log."""
+    prediction_log_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    """Also send each logged request as CloudEvents over HTTP (KServe's logger's shape)."""
+    prediction_log_percent: float = Field(100.0, ge=0, le=100)
+    """Share of prediction requests logged; model.toml `[prediction_log] percent` overrides."""
+    prediction_log_key_header: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$"
+    )
+    """A header whose value decides in or out by its hash: one key always in, or always out."""
+    prediction_log_redact_key: SecretStr | None = None
+    """Key of the hash that replaces the features metadata.json lists in `redact`; unset: null."""
+    prediction_log_max_bytes: int = Field(100 * 1024 * 1024, ge=4096)
+    """A log file is closed and a new one started past this size..."""
+    prediction_log_max_age_s: float = Field(3600.0, gt=0)
+    """...or this age."""
+    prediction_log_max_files: int = Field(100, ge=1, le=100_000)
+    """Closed files a worker keeps; its oldest are deleted past this."""
+    prediction_log_queue_rows: int = Field(20_000, ge=1, le=10_000_000)
+    """Rows waiting for each sink; a request that would pass this is dropped and counted."""
+    prediction_log_http_timeout_s: float = Field(2.0, gt=0, le=60)
+    """Longest wait for the CloudEvents receiver; an event that takes longer has failed."""
+    feedback_max_items: int = Field(1000, ge=1, le=100_000)
+    """Items one POST /feedback may carry."""
+    feedback_window_s: int = Field(3600, ge=60, le=7 * 86400)
+    """The span of the recent accuracy and error figures (also kept in total)."""
+
+    @field_validator(
+        "prediction_log_dir",
+        "prediction_log_url",
+        "prediction_log_key_header",
+        "prediction_log_redact_key",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("admin_token", "default_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

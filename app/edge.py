@@ -40,6 +40,7 @@ from app.deadlines import Deadlines, RequestIds
 from app.errors import HTTPProblem, error_response
 from app.runtime import Runtime
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+from ml.served import SERVED, Served
 
 # The scope key under which a request handed to FastAPI carries its Call (app.deps.CallDep).
 CALL_KEY = "model_server.call"
@@ -159,6 +160,7 @@ class Edge:
         self.access_log_on = settings.access_log
         self.max_errors = settings.max_errors_listed
         self.http_limits = HttpLimits.from_settings(settings)  # for app.connections
+        self.prediction_log = runtime.prediction_log
         self.ids = RequestIds()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -179,6 +181,10 @@ class Edge:
         hot = HOT_ROUTES.get(path)
         infer = None if hot is not None else v2_infer.match(path)
         call = Call(request_id)
+        note = None
+        if self.prediction_log is not None and (hot is not None or infer is not None):
+            note = Served()  # filled by the model that answers (ml.served)
+            SERVED.set(note)
         task = self._current_task()
         self.deadlines.start(task)
         try:
@@ -230,7 +236,7 @@ class Edge:
                 route = infer.route.path
             else:
                 route = _route(scope)
-            self._record(scope, route, call, time.perf_counter() - started)
+            self._record(scope, route, call, time.perf_counter() - started, note)
 
     def refuse(self, problem: HTTPProblem) -> ASGIApp:
         """An app that answers every request with `problem`, as the edge answers errors (request
@@ -306,9 +312,20 @@ class Edge:
         assert task is not None  # uvicorn runs every request in a task of its own
         return task
 
-    def _record(self, scope: Scope, route: str, call: Call, seconds: float) -> None:
+    def _record(
+        self,
+        scope: Scope,
+        route: str,
+        call: Call,
+        seconds: float,
+        note: Served | None = None,
+    ) -> None:
         status = call.status or 500  # no answer started: the connection was dropped
         self.metrics.answered(route, call.model, call.version, status, seconds)
+        if note is not None and self.prediction_log is not None:
+            request_id = call.request_id.decode()
+            lookup = _HeaderReader(scope).get
+            self.prediction_log.finish(note, request_id, "http", route, status, seconds, lookup)
         if self.access_log_on and logging_access():
             client = scope.get("client")
             log_access(

@@ -45,6 +45,7 @@ from ml.errors import (
     StoreUnavailable,
     summary,
 )
+from ml.served import SERVED
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,15 @@ class Failure:
 
 def failure(exc: BaseException, where: str = "") -> Failure:
     """The table lookup; an error of no known kind is logged here (`where` it happened) and
-    becomes a bare 500."""
+    becomes a bare 500. A request noted for the prediction log notes what it was told."""
+    found = _failure(exc, where)
+    note = SERVED.get()
+    if note is not None:
+        note.error = found.detail
+    return found
+
+
+def _failure(exc: BaseException, where: str) -> Failure:
     if isinstance(exc, ServingError):
         status, title, code = SERVING_ERRORS.get(
             type(exc), (500, "Serving error", GrpcCode.INTERNAL)

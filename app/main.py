@@ -21,11 +21,19 @@ from app.edge import HOT_ROUTES, Edge
 from app.errors import install_error_handlers
 from app.grpc.server import serving_grpc
 from app.openapi import document
-from app.routes import admin, drift, health, metrics, models, redoc, ui, v2
+from app.routes import admin, drift, feedback, health, metrics, models, redoc, ui, v2
 from app.runtime import Runtime
 from app.v2_infer import INFER_ROUTES
 
-ROUTERS = (models.router, drift.router, health.router, admin.router, v2.router, metrics.router)
+ROUTERS = (
+    models.router,
+    drift.router,
+    health.router,
+    admin.router,
+    v2.router,
+    metrics.router,
+    feedback.router,
+)
 # Swagger UI's and ReDoc's files, served from the installed fastapi-offline package.
 DOCS_ASSETS_URL = "/docs-assets"
 

@@ -31,6 +31,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -113,6 +114,7 @@ class Metrics:
         self._flush_listeners: list[FlushListener] = []
         self._runs: dict[tuple[str, int], tuple[_HistogramTally, _HistogramTally]] = {}
         self._rollout_children: dict[tuple[str, int], Any] = {}
+        self._collectors: list[Collector] = []
         r = self.registry
         self.requests = Counter(
             "model_server_requests",
@@ -206,6 +208,12 @@ class Metrics:
         tally.count += 1
         tally.latency.observe(seconds)
 
+    def add_collector(self, collector: Collector) -> None:
+        """A collector computed when /metrics is read, from every worker's figures (it is not
+        written to the multiprocess folder, so it is added to the exposition as it is)."""
+        self.registry.register(collector)
+        self._collectors.append(collector)
+
     def on_flush(self, listener: FlushListener) -> None:
         """Have `listener` read the answers' tallies at each flush, before they are emptied: a
         view of recent traffic that costs nothing per request."""
@@ -247,6 +255,8 @@ class Metrics:
             return generate_latest(self.registry), TEXT_FORMAT
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined, path=folder)
+        for collector in self._collectors:
+            combined.register(collector)
         return generate_latest(combined), TEXT_FORMAT
 
     # -- the model layer's observer (ml.model.RunObserver, ml.registry.LoadObserver) ----------

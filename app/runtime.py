@@ -9,10 +9,14 @@ from collections.abc import AsyncIterator
 
 from app.config import Settings
 from app.drift import DriftMonitor
+from app.feedback import FeedbackBook
 from app.logs import configure_logging
 from app.metrics import Metrics, multiprocess_dir
+from app.predlog.log import PredictionLog
 from app.recent import RecentTraffic
 from app.shutdown import not_ready_on_sigterm
+from ml.config import PredictionLogConfig
+from ml.errors import ModelNotFound
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
 from ml.watch import StoreWatcher
@@ -36,6 +40,11 @@ class Runtime:
         """The status page's last minute of traffic, when UI_ENABLED (app.routes.ui)."""
         self._registry: ModelRegistry | None = None
         self._watcher: StoreWatcher | None = None
+        self.prediction_log = PredictionLog.configured(
+            settings, self.metrics, self._prediction_log_config
+        )
+        """The prediction log, when PREDICTION_LOG_DIR or PREDICTION_LOG_URL is set."""
+        self.feedback = FeedbackBook(self.metrics, settings.feedback_window_s, multiprocess_dir())
 
     @property
     def registry(self) -> ModelRegistry:
@@ -66,16 +75,30 @@ class Runtime:
         self._registry = registry
         self._watcher = StoreWatcher(registry, settings.poll_interval_s)
         self.draining = False
-        with not_ready_on_sigterm(self):
-            async with (
-                self.metrics.flushing(),
-                self._watcher.running(),
-                self.drift.running(registry),
-            ):
-                yield
-                self.draining = True
-        await registry.close()
+        logging_predictions = (
+            self.prediction_log.running()
+            if self.prediction_log is not None
+            else contextlib.nullcontext()
+        )
+        async with logging_predictions:
+            with not_ready_on_sigterm(self):
+                async with (
+                    self.metrics.flushing(),
+                    self._watcher.running(),
+                    self.drift.running(registry),
+                ):
+                    yield
+                    self.draining = True
+            await registry.close()
         self.metrics.flush()  # runs that ended while the versions closed
+
+    def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:
+        """`[prediction_log]` of the model's model.toml as it reads now."""
+        try:
+            config = self.registry.get(name).config
+        except ModelNotFound:
+            return None
+        return config.prediction_log if config is not None else None
 
     def not_ready_reason(self) -> str | None:
         """Why the server is not ready, or None when it is (/health/ready, /v2/health/ready)."""

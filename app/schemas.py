@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+)
 
 from ml.store import MODEL_NAME
 
@@ -246,6 +252,9 @@ class RolloutReport(BaseModel):
         description="the default version that would serve everything after "
         "`model-rollout rollback`; None when there is nothing to roll back",
     )
+    feedback: dict[str, FeedbackSpans] | None = Field(
+        None, description="POST /feedback figures of the default and the candidate, by version"
+    )
 
 
 class Health(BaseModel):
@@ -262,3 +271,74 @@ class ReloadResult(BaseModel):
     loaded: list[ReloadItem]
     unloaded: list[ReloadItem]
     failed: list[ReloadItem]
+
+
+# -- POST /feedback ------------------------------------------------------------------------------
+
+RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+def _outcome(value: Any) -> str | int | float:
+    # One check with one message: a union of strict types would report each member apart.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a class (a string or an integer) or a number, got {value!r}")
+    return value
+
+
+Outcome = Annotated[
+    Any,
+    PlainValidator(_outcome),
+    WithJsonSchema(
+        {
+            "type": ["string", "integer", "number"],
+            "description": "A class (classifiers) or a number (regressors)",
+        }
+    ),
+]
+
+
+class FeedbackItem(BaseModel):
+    """The true outcome of one earlier single-row answer."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: RequestId = Field(description="The x-request-id header of the answer")
+    actual: Outcome
+    version: int | None = Field(None, ge=1, description="The version that answered")
+    prediction: Outcome | None = Field(None, description="What the answer predicted")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(pattern=MODEL_NAME.pattern)
+    items: list[FeedbackItem] = Field(min_length=1, description="At most FEEDBACK_MAX_ITEMS")
+
+
+class FeedbackResult(BaseModel):
+    request_id: str
+    version: int | None
+    outcome: str = Field(description="correct, incorrect, scored, unknown or duplicate")
+
+
+class FeedbackResponse(BaseModel):
+    model: str
+    scored: int
+    ignored: int
+    items: list[FeedbackResult]
+
+
+class FeedbackFigures(BaseModel):
+    matched: int
+    correct: int | None
+    accuracy: float | None
+    mean_abs_error: float | None
+    window_s: int | None = None
+
+
+class FeedbackSpans(BaseModel):
+    total: FeedbackFigures
+    recent: FeedbackFigures
+
+
+RolloutReport.model_rebuild()  # its feedback figures are declared after it

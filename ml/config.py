@@ -128,6 +128,15 @@ class PromotionConfig(BaseModel):
     at: datetime | None = None
 
 
+class PredictionLogConfig(BaseModel):
+    """`[prediction_log]`: this model's share of the prediction log, over the server's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    percent: float | None = Field(None, ge=0, le=100)
+    key_header: str | None = Field(None, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+
+
 class ModelConfig(BaseModel):
     """The whole of `model.toml`; every key is optional."""
 
@@ -139,6 +148,7 @@ class ModelConfig(BaseModel):
     onnxruntime: RuntimeConfig = RuntimeConfig()
     rollout: RolloutConfig | None = None
     promotion: PromotionConfig | None = None
+    prediction_log: PredictionLogConfig | None = None
 
     @model_validator(mode="after")
     def _candidate_is_not_the_default(self) -> ModelConfig:

@@ -26,6 +26,7 @@ from ml.observer import ServingObserver
 from ml.outputs import Predictions, Vocabulary, VocabularyError, decode
 from ml.rows import RowCodec
 from ml.samples import Samples, SamplesError, check, read_samples
+from ml.served import SERVED
 from ml.signature import OutputKind, Signature, SignatureError, derive_signature
 from ml.store import METADATA_FILE, MODEL_FILE, SAMPLES_FILE
 
@@ -158,6 +159,9 @@ class LoadedModel:
 
     async def predict(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """Validate `rows`, run them, and decode the outputs; raises InvalidInput for bad rows."""
+        note = SERVED.get()
+        if note is not None:
+            note.model, note.rows = self, rows
         arrays = self.codec.encode(rows, loc)
         n_rows = len(rows)
         if self._runs_inline(n_rows):
@@ -168,7 +172,10 @@ class LoadedModel:
             raw = await self._execute(arrays, n_rows)
         if self.drift is not None:
             self.drift.add(arrays, raw, n_rows)
-        return self._decode(raw)
+        result = self._decode(raw)
+        if note is not None:
+            note.arrays, note.predictions = arrays, result
+        return result
 
     def answer(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """What /predict/batch answers for `rows`, computed in the calling thread, unbatched and
@@ -197,6 +204,9 @@ class LoadedModel:
     async def infer_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Check whole input tensors (RowCodec.check_arrays), run them on the same path as
         `predict` (batching included), and return the raw outputs by output name."""
+        note = SERVED.get()
+        if note is not None:
+            note.model, note.arrays = self, arrays
         checked, n_rows = self.codec.check_arrays(arrays)
         if self._runs_inline(n_rows):
             raw = self.run(checked, n_rows)
@@ -204,7 +214,10 @@ class LoadedModel:
             raw = await self._execute(checked, n_rows)
         if self.drift is not None:
             self.drift.add(checked, raw, n_rows)
-        return dict(zip(self._output_names, raw, strict=True))
+        outputs = dict(zip(self._output_names, raw, strict=True))
+        if note is not None:
+            note.arrays, note.outputs = checked, outputs
+        return outputs
 
     async def _execute(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
         """Runs that await, batched or in a worker thread, counted in flight so that an unload
@@ -242,7 +255,7 @@ def _read_metadata(version_dir: Path, within: Path | None) -> dict[str, Any]:
         raise ModelLoadError(f"{METADATA_FILE}: nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{METADATA_FILE}: must hold a JSON object")
-    for key in ("features", "labels"):
+    for key in ("features", "labels", "redact"):
         value = data.get(key)
         if value is not None and not (
             isinstance(value, list) and all(isinstance(v, str | int) for v in value)
@@ -268,6 +281,17 @@ def _check_serving_keys(data: Mapping[str, Any]) -> None:
         raise ModelLoadError(f"{METADATA_FILE}: 'missing_values' must be true or false")
     if "missing_string" in data and not isinstance(data["missing_string"], str):
         raise ModelLoadError(f"{METADATA_FILE}: 'missing_string' must be a string")
+
+
+def _check_redact(metadata: Mapping[str, Any], signature: Signature) -> None:
+    """`redact` names features: a name the model does not take would leave a field in the clear
+    that its author meant to hide, so the version does not serve."""
+    unknown = [str(n) for n in metadata.get("redact") or () if n not in signature.feature_names]
+    if unknown:
+        raise ModelLoadError(
+            f"{METADATA_FILE}: 'redact' names {unknown}, which are not features of the model "
+            f"({', '.join(signature.feature_names)})"
+        )
 
 
 def _session(model_file: Path, config: ModelConfig) -> ort.InferenceSession:
@@ -333,6 +357,7 @@ def load_model(
         profile = read_profile(version_dir, signature.feature_names)
     except ProfileError as exc:
         raise ModelLoadError(str(exc)) from exc
+    _check_redact(metadata, signature)
     model = LoadedModel(
         name=name,
         version=version,

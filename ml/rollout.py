@@ -79,10 +79,11 @@ class RolloutStates:
             self.observer.rollout_state_changed(self.model, state.value)
 
 
-def bucket(model: str, key: str) -> int:
-    """The bucket (0-99) of a routing key: the same on every worker, replica and restart."""
+def bucket(model: str, key: str, buckets: int = BUCKETS) -> int:
+    """The bucket (0 to `buckets` - 1) of a routing key: the same on every worker, replica and
+    restart."""
     digest = hashlib.blake2b(f"{model}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    return int.from_bytes(digest, "big") % buckets
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float] | None:

@@ -17,6 +17,8 @@ import grpc
 from app.access import log_access, logging_access, well_formed_id
 from app.deadlines import RequestIds
 from app.metrics import Metrics
+from app.predlog.log import PredictionLog
+from ml.served import Served
 
 Context = grpc.aio.ServicerContext[Any, Any]
 REQUEST_ID_KEY = "x-request-id"
@@ -29,6 +31,7 @@ class Tags:
     request_id: str
     model: str = ""
     version: str = ""
+    note: Served | None = None  # an infer call the prediction log may keep
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((REQUEST_ID_KEY, self.request_id),)
@@ -37,9 +40,12 @@ class Tags:
 class CallLog:
     """Request ids, metrics and the access log of the gRPC calls of one process."""
 
-    def __init__(self, metrics: Metrics, access_log_on: bool) -> None:
+    def __init__(
+        self, metrics: Metrics, access_log_on: bool, prediction_log: PredictionLog | None = None
+    ) -> None:
         self.metrics = metrics
         self.access_log_on = access_log_on
+        self.prediction_log = prediction_log
         self.ids = RequestIds()
 
     @staticmethod
@@ -63,6 +69,11 @@ class CallLog:
         seconds = time.perf_counter() - started
         status = code.value[0]
         self.metrics.answered(route, tags.model, tags.version, status, seconds)
+        if tags.note is not None and self.prediction_log is not None:
+            lookup = lambda key: self.metadata_value(context, key)  # noqa: E731
+            self.prediction_log.finish(
+                tags.note, tags.request_id, "grpc", route, status, seconds, lookup
+            )
         if self.access_log_on and logging_access():
             log_access(
                 client=context.peer(),

@@ -186,7 +186,7 @@ async def serving_grpc(
             ("grpc.server.max_pending_requests_hard_limit", pending_limit(runtime)),
         ]
     )
-    calls = CallLog(runtime.metrics, settings.access_log)
+    calls = CallLog(runtime.metrics, settings.access_log, runtime.prediction_log)
     server.add_generic_rpc_handlers(
         (
             _inference_handlers(

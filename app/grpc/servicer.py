@@ -27,6 +27,7 @@ from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.grpc.status import grpc_status
 from app.runtime import Runtime
+from ml.served import SERVED, Served
 
 Answer = TypeVar("Answer")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -130,6 +131,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest | None, context: Context
     ) -> pb.ModelInferResponse:
         async def infer(tags: Tags) -> pb.ModelInferResponse:
+            if self.calls.prediction_log is not None:
+                tags.note = Served()  # filled by the model that answers (ml.served)
+                SERVED.set(tags.note)
             return await self._infer(request, context, tags)
 
         return await self._answer(context, "ModelInfer", request, infer)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Path
 from starlette.responses import Response
 
-from app.deps import RegistryDep
+from app.deps import RegistryDep, RuntimeDep
+from app.feedback import FeedbackBook
 from app.responses import json_response, problem_docs
 from app.schemas import ModelDetail, ModelList, RolloutReport
 from ml.errors import ModelNotReady
@@ -84,7 +86,21 @@ async def describe_model(
 
 @router.get("/{name}/rollout", response_model=RolloutReport, responses=problem_docs(404))
 async def describe_rollout(
-    registry: RegistryDep, name: str = Path(description="Model name", max_length=64)
+    registry: RegistryDep,
+    runtime: RuntimeDep,
+    name: str = Path(description="Model name", max_length=64),
 ) -> Response:
-    """The model's rollout: state, traffic split, shadow agreement and latency by version."""
-    return json_response(registry.rollout_report(name))
+    """The model's rollout: state, traffic split, shadow agreement and latency by version, and
+    the feedback figures of both versions."""
+    report = registry.rollout_report(name)
+    if report["state"] != "none":
+        report["feedback"] = await rollout_feedback(runtime.feedback, report)
+    return json_response(report)
+
+
+async def rollout_feedback(book: FeedbackBook, report: dict[str, Any]) -> dict[str, Any]:
+    """POST /feedback's figures of a rollout's default and candidate, every worker's added up."""
+    own = book.snapshot()
+    found = (await asyncio.to_thread(book.summary, own)).get(report["model"], {})
+    versions = (report.get("default_version"), report.get("candidate"))
+    return {str(v): found[v] for v in versions if v is not None and v in found}

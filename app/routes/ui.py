@@ -104,14 +104,19 @@ def rollout_of(entry: ModelEntry) -> dict[str, Any]:
 
 
 def _model(
-    entry: ModelEntry, traffic: dict[tuple[str, str], Any], drift: DriftMonitor
+    entry: ModelEntry,
+    traffic: dict[tuple[str, str], Any],
+    drift: DriftMonitor,
+    feedback: dict[str, Any],
 ) -> dict[str, Any]:
     summary = model_summary(entry)
+    scored = feedback.get(entry.name, {})
     for version in summary["versions"]:
         version["default"] = version["version"] == summary["default_version"]
         version["traffic"] = traffic.get((entry.name, str(version["version"])))
         loaded = entry.versions[version["version"]].model
         version["drift"] = drift_summary(drift, loaded) if loaded is not None else None
+        version["feedback"] = scored.get(version["version"])
     return {**summary, "rollout": rollout_of(entry)}
 
 
@@ -125,6 +130,8 @@ async def status(runtime: RuntimeDep) -> Response:
     others = await asyncio.to_thread(recent.others) if multiprocess_dir() else []
     workers = [slots for slots in (own, *others) if slots]
     traffic = recent.summary(workers)
+    book = runtime.feedback
+    feedback = await asyncio.to_thread(book.summary, book.snapshot())
     settings = runtime.settings
     response = json_response(
         {
@@ -138,7 +145,7 @@ async def status(runtime: RuntimeDep) -> Response:
                 "answered_by": recent.pid,
                 "traffic_from": len(workers),
             },
-            "models": [_model(entry, traffic, runtime.drift) for entry in registry],
+            "models": [_model(entry, traffic, runtime.drift, feedback) for entry in registry],
         }
     )
     response.headers["Cache-Control"] = "no-store"

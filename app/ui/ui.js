@@ -9,7 +9,7 @@
   const COLUMNS = [
     ["Version", ""], ["State", ""], ["Role", ""], ["Samples checked", "num"],
     ["Requests/s", "num"], ["Errors", "num"], ["p50 ms", "num"], ["p99 ms", "num"],
-    ["Latency, last minute", ""], ["Drift", ""],
+    ["Feedback", "num"], ["Latency, last minute", ""], ["Drift", ""],
   ];
 
   let paused = false;
@@ -102,6 +102,16 @@
     return svg;
   }
 
+  // Accuracy (classifiers) or mean absolute error (regressors) of POST /feedback, in total,
+  // with the number of items scored.
+  function feedbackText(feedback) {
+    const total = feedback && feedback.total;
+    if (!total || !total.matched) return dash();
+    const figure = total.accuracy !== null
+      ? percent(total.accuracy) : `MAE ${total.mean_abs_error.toPrecision(4)}`;
+    return el("span", { title: `${total.matched} scored in total`, text: `${figure} of ${total.matched}` });
+  }
+
   function role(model, version) {
     const rollout = model.rollout || {};
     if (rollout.state !== "none" && rollout.candidate === version.version) {
@@ -137,6 +147,7 @@
       traffic ? String(traffic.errors) : fixed(null),
       fixed(traffic && traffic.p50_ms, 2),
       fixed(traffic && traffic.p99_ms, 2),
+      feedbackText(version.feedback),
       chart(traffic, label),
       driftCell(version.drift),
     ];

@@ -242,3 +242,28 @@ def test_fifo_oversized_file_and_link_out_of_the_store(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="link to outside the model store"):
         read_model_config(model, store)
     assert str(read_model_config(model).version_policy) == "all"  # no store: not confined
+
+
+# -- [prediction_log] ----------------------------------------------------------------------------
+
+
+def test_prediction_log_table_overrides_the_share_and_the_key(tmp_path: Path) -> None:
+    write_toml(tmp_path, "[prediction_log]\npercent = 2.5\nkey_header = 'X-Customer'\n")
+    config = read_model_config(tmp_path).prediction_log
+    assert config is not None
+    assert (config.percent, config.key_header) == (2.5, "X-Customer")
+    assert read_model_config(write_toml(tmp_path, "")).prediction_log is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[prediction_log]\npercent = 101\n", "prediction_log.percent"),
+        ("[prediction_log]\npercent = -1\n", "prediction_log.percent"),
+        ("[prediction_log]\npercent = 'all'\n", "prediction_log.percent"),
+        ("[prediction_log]\nkey_header = 'two words'\n", "prediction_log.key_header"),
+        ("[prediction_log]\nsample = 5\n", "prediction_log.sample"),
+    ],
+)
+def test_prediction_log_table_is_checked(tmp_path: Path, text: str, key: str) -> None:
+    assert key in config_error(tmp_path, text)

@@ -1,0 +1,179 @@
+"""The CloudEvents sink: each logged request as two events over HTTP in binary mode, as KServe's
+inference logger sends them, so that its consumers read them unchanged.
+
+    POST <PREDICTION_LOG_URL>
+    ce-specversion: 1.0
+    ce-type: org.kubeflow.serving.inference.request     (then ...inference.response)
+    ce-id: <the request id>                             (the same for both events)
+    ce-source: /models/<model>/versions/<version>
+    ce-time: <RFC 3339>
+    ce-inferenceservicename: <model>
+    ce-modelversion: <version>
+    ce-component: predictor
+    content-type: application/json
+
+    {"inputs": {feature: [value, ...], ...}}                             (request event)
+    {"predictions": [...], "probabilities": [...], "model_name": ...,
+     "model_version": ..., "status": ..., "error": ...}                  (response event)
+
+The requests are written out whole on the loop (`requests_of`); the sink's thread sends them on
+one kept-alive connection and reads the status of each answer, a few lines of Python around two
+system calls. A receiver slower than PREDICTION_LOG_HTTP_TIMEOUT_S, or answering other than
+2xx, fails the event (counted) and the connection is opened afresh.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from app.predlog.sink import Sink
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+SPEC_VERSION = "1.0"
+# The most of an answer's head read before giving up on it.
+MAX_HEAD_BYTES = 16 * 1024
+
+
+class Target:
+    """Where the events go: host, port and path of PREDICTION_LOG_URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.https else 80)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        default = 443 if self.https else 80
+        self.authority = self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+def requests_of(line: dict[str, Any], target: Target) -> tuple[bytes, bytes]:
+    """The two HTTP requests (request event, response event) of one log line."""
+    options = orjson.OPT_SERIALIZE_NUMPY
+    request_body = orjson.dumps({"inputs": line["inputs"]}, option=options)
+    response_body = orjson.dumps(
+        {
+            **(line["answer"] or {}),
+            "model_name": line["model"],
+            "model_version": str(line["version"]),
+            "status": line["status"],
+            "error": line["error"],
+        },
+        option=options,
+    )
+    common = (
+        f"POST {target.path} HTTP/1.1\r\nhost: {target.authority}\r\n"
+        f"ce-specversion: {SPEC_VERSION}\r\nce-id: {line['request_id']}\r\n"
+        f"ce-source: /models/{line['model']}/versions/{line['version']}\r\n"
+        f"ce-time: {line['time']}\r\nce-inferenceservicename: {line['model']}\r\n"
+        f"ce-modelversion: {line['version']}\r\nce-component: predictor\r\n"
+        "content-type: application/json\r\n"
+    )
+    return tuple(  # type: ignore[return-value]
+        f"{common}ce-type: {kind}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+        for kind, body in ((REQUEST_TYPE, request_body), (RESPONSE_TYPE, response_body))
+    )
+
+
+class CloudEventsSink(Sink):
+    """Sends each event's two requests in turn on one connection."""
+
+    name = "http"
+
+    def __init__(self, target: Target, *, queue_rows: int, timeout_s: float) -> None:
+        super().__init__(queue_rows)
+        self.target = target
+        self.timeout_s = timeout_s
+        self._socket: socket.socket | None = None
+        self._buffer = b""
+
+    def write(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+        for requests in batch:
+            started = time.perf_counter()
+            try:
+                for request in requests:
+                    self._send(request)
+            except (OSError, _Refused) as exc:
+                self.failed += 1
+                self.warn("cannot send to %s: %s", self.target.authority, exc)
+                self._disconnect()
+                continue
+            self.written += 1
+            self.observe(time.perf_counter() - started)
+
+    def _send(self, request: bytes) -> None:
+        if self._socket is None:
+            self._socket = self._connect()
+        self._socket.sendall(request)
+        self._read_answer()
+
+    def _connect(self) -> socket.socket:
+        target = self.target
+        sock = socket.create_connection((target.host, target.port), timeout=self.timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.https:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+        self._buffer = b""
+        return sock
+
+    def _read_answer(self) -> None:
+        """Read one answer (its head, and its body by content-length); raise unless 2xx."""
+        head_end = self._fill_until(b"\r\n\r\n")
+        head, self._buffer = self._buffer[:head_end], self._buffer[head_end + 4 :]
+        status_line, _, fields = head.partition(b"\r\n")
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise _Refused(f"not an HTTP answer: {status_line[:80]!r}")
+        length, close = 0, False
+        for field in fields.split(b"\r\n"):
+            name, _, value = field.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value.strip() or 0)
+            elif name == b"transfer-encoding" or (
+                name == b"connection" and value.strip().lower() == b"close"
+            ):
+                close = True  # the body's end is not known by length: read no further
+        while len(self._buffer) < length:
+            self._receive()
+        self._buffer = self._buffer[length:]
+        if close:
+            self._disconnect()
+        status = int(parts[1])
+        if not 200 <= status < 300:
+            raise _Refused(f"the receiver answered {status}")
+
+    def _fill_until(self, marker: bytes) -> int:
+        while (found := self._buffer.find(marker)) < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise _Refused("the answer's head is too long")
+            self._receive()
+        return found
+
+    def _receive(self) -> None:
+        assert self._socket is not None
+        chunk = self._socket.recv(65536)
+        if not chunk:
+            raise ConnectionError("the receiver closed the connection")
+        self._buffer += chunk
+
+    def _disconnect(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self._buffer = b""
+
+    def close(self) -> None:
+        self._disconnect()
+
+
+class _Refused(Exception):
+    """The receiver's answer was not a 2xx HTTP answer."""

@@ -1,0 +1,235 @@
+"""Which requests the prediction log keeps, and how they reach the sinks.
+
+On the loop, once a prediction request has its answer (`finish`): the model's share
+(`[prediction_log]` in model.toml, else PREDICTION_LOG_PERCENT) decides in or out, by the hash of
+the key header's value when the request carries one (the rollout's sticky hash, on a finer
+scale: one key is always in or always out, on every worker and replica), else at random. A
+request in is set aside, by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS
+rows wait already.
+
+A formatter task, also on the loop, turns what was set aside into bytes every FORMAT_EVERY_S,
+yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it), and offers
+them to each sink, whose own bounded queue drops and counts what it cannot take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+from prometheus_client import Counter, Histogram
+
+from app.config import Settings
+from app.metrics import Metrics
+from app.predlog.cloudevents import CloudEventsSink, Target, requests_of
+from app.predlog.events import Clock, Event, Redactor, record
+from app.predlog.files import FileSink
+from app.predlog.sink import Sink
+from ml.config import PredictionLogConfig
+from ml.rollout import bucket
+from ml.served import Served
+
+# The hash of a key picks one of this many slots: shares to a hundredth of a percent.
+KEY_SLOTS = 10_000
+OUTCOMES = ("written", "dropped", "failed")
+WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+STOP_TIMEOUT_S = 5.0
+# How often the formatter runs, and the rows it formats between two yields of the loop.
+FORMAT_EVERY_S = 0.02
+SLICE_ROWS = 256
+LINE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+# Single-row answers this process logged, kept by request id for feedback that names no version
+# or prediction (app.feedback); the oldest go first.
+RECENT_ANSWERS = 10_000
+
+HeaderLookup = Callable[[str], str | None]
+ConfigLookup = Callable[[str], PredictionLogConfig | None]
+
+
+def log_metrics(metrics: Metrics) -> tuple[Counter, Histogram]:
+    """The prediction log's metrics, registered once per app whether the log is on or not (a
+    dashboard finds them described either way)."""
+    events = Counter(
+        "model_server_prediction_log_events",
+        "Requests the prediction log kept, by sink and outcome: written, dropped (a queue was "
+        "full) or failed (the sink refused it or took too long).",
+        ["sink", "outcome"],
+        registry=metrics.registry,
+    )
+    write = Histogram(
+        "model_server_prediction_log_write_seconds",
+        "Time of one write to a sink: a batch of lines to a file, or one event over HTTP.",
+        ["sink"],
+        buckets=WRITE_BUCKETS,
+        registry=metrics.registry,
+    )
+    return events, write
+
+
+class PredictionLog:
+    """The sampling rule, the formatter, the sinks and their counts, for one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        instruments: tuple[Counter, Histogram],
+        config_of: ConfigLookup,
+    ) -> None:
+        key = settings.prediction_log_redact_key
+        self.redact = Redactor(key.get_secret_value().encode() if key is not None else None)
+        self.percent = settings.prediction_log_percent
+        self.key_header = settings.prediction_log_key_header
+        self.config_of = config_of
+        self.queue_rows = settings.prediction_log_queue_rows
+        self.files: FileSink | None = None
+        self.events: CloudEventsSink | None = None
+        if settings.prediction_log_dir is not None:
+            self.files = FileSink(
+                settings.prediction_log_dir,
+                queue_rows=self.queue_rows,
+                max_bytes=settings.prediction_log_max_bytes,
+                max_age_s=settings.prediction_log_max_age_s,
+                max_files=settings.prediction_log_max_files,
+            )
+        if settings.prediction_log_url is not None:
+            self.events = CloudEventsSink(
+                Target(settings.prediction_log_url),
+                queue_rows=self.queue_rows,
+                timeout_s=settings.prediction_log_http_timeout_s,
+            )
+        self.sinks: list[Sink] = [s for s in (self.files, self.events) if s is not None]
+        self.recent: dict[str, Served] = {}
+        """The last RECENT_ANSWERS logged single-row answers, by request id."""
+        self._pending: list[Event] = []
+        self._pending_rows = 0
+        self._clock = Clock()
+        self._counted = {(sink.name, outcome): 0 for sink in self.sinks for outcome in OUTCOMES}
+        events, write = instruments
+        self._children = {key: events.labels(*key) for key in self._counted}
+        for sink in self.sinks:
+            sink.observe = write.labels(sink.name).observe
+        metrics.on_flush(lambda _answers: self.flush())
+
+    @classmethod
+    def configured(
+        cls, settings: Settings, metrics: Metrics, config_of: ConfigLookup
+    ) -> PredictionLog | None:
+        """The log, when a sink is set (PREDICTION_LOG_DIR, PREDICTION_LOG_URL); else None.
+        Its metrics are registered either way."""
+        instruments = log_metrics(metrics)
+        if settings.prediction_log_dir is None and settings.prediction_log_url is None:
+            return None
+        return cls(settings, metrics, instruments, config_of)
+
+    # -- on the loop ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The sinks' threads and the formatter while the block runs; what is queued when it
+        ends is written for up to STOP_TIMEOUT_S."""
+        for sink in self.sinks:
+            sink.start()
+        task = asyncio.get_running_loop().create_task(self._format_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self._format_pending()
+            for sink in self.sinks:
+                await asyncio.to_thread(sink.stop, STOP_TIMEOUT_S)
+            self.flush()
+
+    def finish(
+        self,
+        note: Served,
+        request_id: str,
+        protocol: str,
+        route: str,
+        status: int,
+        seconds: float,
+        header: HeaderLookup,
+    ) -> None:
+        """A prediction request got its answer: keep it if it is in the model's share."""
+        model = note.model
+        if model is None:  # refused before any model took it: nothing of a model to keep
+            return
+        percent, key_header = self.percent, self.key_header
+        config = self.config_of(model.name)
+        if config is not None:
+            percent = percent if config.percent is None else config.percent
+            key_header = key_header if config.key_header is None else config.key_header
+        if percent < 100:
+            key = header(key_header) if key_header is not None else None
+            if key is not None:
+                if bucket(model.name, key, KEY_SLOTS) >= percent * (KEY_SLOTS // 100):
+                    return
+            elif random.random() * 100 >= percent:  # noqa: S311 - sampling, not a secret
+                return
+        rows = _rows(note)
+        if self._pending_rows + rows > self.queue_rows:
+            for sink in self.sinks:
+                sink.dropped += 1
+            return
+        self._pending.append(
+            Event(note, request_id, protocol, route, status, seconds, time.time(), rows)
+        )
+        self._pending_rows += rows
+        if rows == 1 and note.error is None:
+            recent = self.recent
+            recent[request_id] = note
+            if len(recent) > RECENT_ANSWERS:
+                del recent[next(iter(recent))]
+
+    async def _format_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FORMAT_EVERY_S)
+            await self._format_pending()
+
+    async def _format_pending(self) -> None:
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        budget = SLICE_ROWS
+        for event in pending:
+            self._offer(event)
+            budget -= event.rows
+            if budget <= 0:
+                await asyncio.sleep(0)  # let requests in between slices
+                budget = SLICE_ROWS
+
+    def _offer(self, event: Event) -> None:
+        try:
+            line = record(event, self.redact, self._clock)
+            if self.files is not None:
+                self.files.offer(orjson.dumps(line, option=LINE_OPTIONS), event.rows)
+            if self.events is not None:
+                self.events.offer(requests_of(line, self.events.target), event.rows)
+        except (TypeError, orjson.JSONEncodeError):  # a value JSON cannot hold: count it
+            for sink in self.sinks:
+                sink.unwritable += 1
+
+    def flush(self) -> None:
+        """Move the sinks' counts into the metrics (at each metrics flush)."""
+        for sink in self.sinks:
+            for outcome, now in (
+                ("written", sink.written),
+                ("dropped", sink.dropped),
+                ("failed", sink.failed + sink.unwritable),
+            ):
+                key = (sink.name, outcome)
+                if now > self._counted[key]:
+                    self._children[key].inc(now - self._counted[key])
+                    self._counted[key] = now
+
+
+def _rows(note: Served) -> int:
+    if note.arrays:
+        first = next(iter(note.arrays.values()))
+        return int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+    return len(note.rows) if note.rows is not None else 1

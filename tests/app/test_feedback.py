@@ -1,0 +1,195 @@
+"""POST /feedback in process: accuracy and mean absolute error per version equal to the figures
+computed from the test's own data, in the rollout report and /metrics; the join on logged
+answers; what is ignored (unknown, duplicate) and what is refused (422, 404); and the window
+and the adding up of workers' figures (app.feedback.FeedbackBook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from onnx_factories import (
+    diabetes_rows,
+    iris_rows,
+    write_classifier,
+    write_model_toml,
+    write_raw_model,
+    write_regressor,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.datasets import load_diabetes, load_iris
+
+from app.feedback import FeedbackBook
+from app.metrics import Metrics
+
+CLASSES = (3, 7, 9)  # integer classes, no labels: answers give the numbers themselves
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    store = tmp_path / "store"
+    write_classifier(store / "flowers" / "1", "forest", CLASSES)
+    write_classifier(store / "flowers" / "2", "naive_bayes", CLASSES)
+    write_model_toml(store / "flowers", "[rollout]\ncandidate = 2\ntraffic_percent = 50\n")
+    write_regressor(store / "sugar" / "1")
+    write_raw_model(store / "raw" / "1")
+    return store
+
+
+def gauges(client: Any, name: str) -> dict[tuple[str, str, str], float]:
+    text = client.get("/metrics").text
+    return {
+        (s.labels["model"], s.labels["version"], s.labels["window"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_accuracy_per_version_equals_the_tests_own_count(serve, store):
+    data = load_iris()
+    picks = list(range(0, 150, 2))
+    with serve(store) as client:
+        answers = []
+        for index in picks:
+            features = [float(v) for v in data.data[index]]
+            response = client.post("/predict", json={"model": "flowers", "features": features})
+            assert response.status_code == 200, response.text
+            answers.append((response.headers["x-request-id"], response.json()))
+        actual = {index: CLASSES[data.target[index]] for index in picks}
+        items = [
+            {"request_id": rid, "actual": actual[index], "version": a["version"],
+             "prediction": a["prediction"]}
+            for (rid, a), index in zip(answers, picks, strict=True)
+        ]  # fmt: skip
+        response = client.post("/feedback", json={"model": "flowers", "items": items})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        report = client.get("/models/flowers/rollout").json()
+        accuracy = gauges(client, "model_server_feedback_accuracy")
+        page = client.get("/ui/status").json()
+    assert body["scored"] == len(items) and body["ignored"] == 0
+    expected: dict[int, list[int]] = {1: [0, 0], 2: [0, 0]}
+    for (_, answer), index in zip(answers, picks, strict=True):
+        expected[answer["version"]][0] += 1
+        expected[answer["version"]][1] += answer["prediction"] == actual[index]
+    assert all(count for count, _ in expected.values()), "both versions answered"
+    for version, (count, right) in expected.items():
+        figures = report["feedback"][str(version)]
+        assert figures["total"]["matched"] == count
+        assert figures["total"]["correct"] == right
+        assert figures["total"]["accuracy"] == pytest.approx(right / count)
+        assert figures["recent"]["accuracy"] == pytest.approx(right / count)
+        assert accuracy[("flowers", str(version), "total")] == pytest.approx(right / count)
+    (flowers,) = (m for m in page["models"] if m["name"] == "flowers")
+    for row in flowers["versions"]:  # the status page shows the same figures
+        count, right = expected[row["version"]]
+        assert row["feedback"]["total"]["accuracy"] == pytest.approx(right / count)
+    assert report["shadow"]["compared"] == 0  # beside agreement, which is its own
+
+
+def test_mean_absolute_error_of_a_regressor(serve, store):
+    rows = diabetes_rows(20)
+    truth = load_diabetes().target[:20]
+    with serve(store) as client:
+        answers = client.post("/predict/batch", json={"model": "sugar", "instances": rows}).json()
+        items = [
+            {"request_id": f"row-{i}", "actual": float(truth[i]), "version": 1,
+             "prediction": answers["predictions"][i]}
+            for i in range(20)
+        ]  # fmt: skip
+        assert client.post("/feedback", json={"model": "sugar", "items": items}).is_success
+        error = gauges(client, "model_server_feedback_mean_abs_error")
+    expected = sum(abs(p - t) for p, t in zip(answers["predictions"], truth, strict=True)) / 20
+    assert error[("sugar", "1", "total")] == pytest.approx(expected)
+
+
+def test_without_version_and_prediction_the_logged_answer_is_joined(serve, store, tmp_path):
+    row = iris_rows(3)[2]
+    with serve(store, prediction_log_dir=tmp_path / "log") as client:
+        answer = client.post("/predict", json={"model": "flowers", "features": row})
+        rid = answer.headers["x-request-id"]
+        actual = answer.json()["prediction"]
+        body = client.post(
+            "/feedback",
+            json={"model": "flowers", "items": [
+                {"request_id": rid, "actual": actual},
+                {"request_id": "never-answered", "actual": actual},
+                {"request_id": rid, "actual": actual},
+            ]},
+        ).json()  # fmt: skip
+    outcomes = [(i["version"], i["outcome"]) for i in body["items"]]
+    version = answer.json()["version"]
+    assert outcomes == [(version, "correct"), (None, "unknown"), (version, "duplicate")]
+    assert (body["scored"], body["ignored"]) == (1, 2)
+
+
+def test_without_the_log_nothing_can_be_joined(serve, store):
+    with serve(store) as client:
+        answer = client.post("/predict", json={"model": "flowers", "features": iris_rows(1)[0]})
+        item = {"request_id": answer.headers["x-request-id"], "actual": 3}
+        body = client.post("/feedback", json={"model": "flowers", "items": [item]}).json()
+    assert body["items"][0]["outcome"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("model", "item", "loc"),
+    [
+        ("flowers", {"request_id": "a", "actual": 4}, ["items", 0, "actual"]),
+        ("flowers", {"request_id": "a", "actual": 3.0}, ["items", 0, "actual"]),
+        ("flowers", {"request_id": "a", "actual": 3, "version": 1, "prediction": "x"},
+         ["items", 0, "prediction"]),
+        ("flowers", {"request_id": "a", "actual": 3, "version": 5, "prediction": 3},
+         ["items", 0, "version"]),
+        ("flowers", {"request_id": "a", "actual": True}, ["items", 0, "actual"]),
+        ("flowers", {"request_id": "a b", "actual": 3}, ["items", 0, "request_id"]),
+        ("flowers", {"request_id": "a", "actual": 3, "extra": 1}, ["items", 0, "extra"]),
+        ("sugar", {"request_id": "a", "actual": "high"}, ["items", 0, "actual"]),
+        ("raw", {"request_id": "a", "actual": 1.0}, ["items", 0, "actual"]),
+    ],
+)  # fmt: skip
+def test_items_that_do_not_fit_the_model_refuse_the_call(serve, store, problem, model, item, loc):
+    with serve(store) as client:
+        good = {"request_id": "fine", "actual": 3, "version": 1, "prediction": 3}
+        response = client.post("/feedback", json={"model": model, "items": [item, good]})
+        problem(response, 422, loc)
+        # Nothing of a refused call is counted.
+        assert "model_server_feedback_total{" not in client.get("/metrics").text
+
+
+def test_limits_and_unknown_models(serve, store, problem):
+    with serve(store, feedback_max_items=2) as client:
+        item = {"request_id": "a", "actual": 3, "version": 1, "prediction": 3}
+        problem(client.post("/feedback", json={"model": "flowers", "items": [item] * 3}), 422,
+                ["items"])  # fmt: skip
+        problem(client.post("/feedback", json={"model": "flowers", "items": []}), 422, ["items"])
+        problem(client.post("/feedback", json={"model": "nothing", "items": [item]}), 404)
+        problem(client.post("/feedback", content=b"{", headers={"content-type":
+                "application/json"}), 400)  # fmt: skip
+
+
+def test_the_window_forgets_and_the_total_keeps(tmp_path):
+    now = [1_000_000.0]
+    book = FeedbackBook(Metrics(), 120, None, clock=lambda: now[0])
+    book.score("m", 1, True, "a", "a")
+    book.score("m", 1, True, "a", "b")
+    now[0] += 200  # past the window
+    book.score("m", 1, True, "a", "a")
+    figures = book.summary()["m"][1]
+    assert (figures["total"]["matched"], figures["total"]["correct"]) == (3, 2)
+    assert (figures["recent"]["matched"], figures["recent"]["correct"]) == (1, 1)
+
+
+def test_every_workers_figures_add_up(tmp_path):
+    books = [FeedbackBook(Metrics(), 3600, str(tmp_path), pid=pid) for pid in (11, 12)]
+    books[0].score("m", 2, False, 10.0, 12.5)
+    books[1].score("m", 2, False, 10.0, 9.0)
+    books[1].score("m", 3, False, 1.0, 1.0)
+    for book in books:
+        book.publish(book.snapshot())
+    for book in books:  # whichever worker answers
+        figures = book.summary()["m"]
+        assert figures[2]["total"]["matched"] == 2
+        assert figures[2]["total"]["mean_abs_error"] == pytest.approx((2.5 + 1.0) / 2)
+        assert figures[3]["recent"]["mean_abs_error"] == 0.0
