@@ -9,7 +9,7 @@
   const COLUMNS = [
     ["Version", ""], ["State", ""], ["Role", ""], ["Samples checked", "num"],
     ["Requests/s", "num"], ["Errors", "num"], ["p50 ms", "num"], ["p99 ms", "num"],
-    ["Feedback", "num"], ["Latency, last minute", ""], ["Drift", ""],
+    ["Feedback", "num"], ["Latency, last minute", "wide"], ["Drift", ""],
   ];
 
   let paused = false;
