@@ -8,6 +8,7 @@ import gc
 from collections.abc import AsyncIterator
 
 from app.config import Settings
+from app.deadlines import Deadlines
 from app.drift import DriftMonitor
 from app.feedback import FeedbackBook
 from app.logs import configure_logging
@@ -34,6 +35,8 @@ class Runtime:
         self.metrics = Metrics()
         self.drift = DriftMonitor(settings, self.metrics.registry, multiprocess_dir())
         """Drift windows of the versions with a profile.json (app.drift)."""
+        self.deadlines = Deadlines(settings.request_timeout_s)
+        """The edge's request deadlines; their sweeping task ends with the lifespan."""
         self.draining = False
         """Set on SIGTERM (and by tests): readiness turns 503 while in-flight requests end."""
         self.recent_traffic: RecentTraffic | None = None
@@ -81,15 +84,18 @@ class Runtime:
             else contextlib.nullcontext()
         )
         async with logging_predictions:
-            with not_ready_on_sigterm(self):
-                async with (
-                    self.metrics.flushing(),
-                    self._watcher.running(),
-                    self.drift.running(registry),
-                ):
-                    yield
-                    self.draining = True
-            await registry.close()
+            try:
+                with not_ready_on_sigterm(self):
+                    async with (
+                        self.metrics.flushing(),
+                        self._watcher.running(),
+                        self.drift.running(registry),
+                    ):
+                        yield
+                        self.draining = True
+                await registry.close()
+            finally:
+                await self.deadlines.close()
         self.metrics.flush()  # runs that ended while the versions closed
 
     def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:
