@@ -13,7 +13,7 @@ from types import FrameType
 
 import uvicorn
 
-from app.config import get_settings
+from app.config import settings_from_environment
 from app.connections import GuardedHttp
 from app.logs import configure_logging
 
@@ -45,7 +45,7 @@ def _allow_open_files(max_connections: int) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_from_environment()
     configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Every worker writes its metrics here and /metrics adds them up (app.metrics).

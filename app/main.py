@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.config import Settings, get_settings
+from app.config import Settings, settings_from_environment
 from app.edge import HOT_ROUTES, Edge
 from app.errors import install_error_handlers
 from app.grpc.server import serving_grpc
@@ -78,7 +78,7 @@ def create_api(runtime: Runtime) -> FastAPI:
 def create_app(settings: Settings | None = None) -> Edge:
     """The served app: the edge (request ids, deadlines, metrics, the hot routes) in front of
     the FastAPI app (`Edge.api`). Without `settings`, they are read from the environment."""
-    runtime = Runtime(settings or get_settings())
+    runtime = Runtime(settings or settings_from_environment())
     return Edge(create_api(runtime), runtime)
 
 
