@@ -1,5 +1,5 @@
-"""`python -m app`: serve the app with uvicorn (factory mode: `app.main:create_app` in every
-worker), configured from the settings."""
+"""`python -m app`: serve the app with uvicorn (factory mode: `app.main:serve_from_environment`
+in every worker), configured from the settings."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _allow_open_files(settings.max_connections)
     uvicorn.run(
-        "app.main:create_app",
-        factory=True,  # each worker builds its own app from the settings
+        "app.main:serve_from_environment",
+        factory=True,  # each worker builds its own app from the settings, and owns its process
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -30,8 +30,13 @@ class NotStarted(RuntimeError):
 class Runtime:
     """Long-lived state of one app: built by `create_app`, filled by the lifespan (`running`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, owns_process: bool = False) -> None:
         self.settings = settings
+        self.owns_process = owns_process
+        """Whether the lifespan may change what the whole process shares: the root log handlers,
+        the collector (gc.freeze) and the SIGTERM handler. Only for the app the process serves
+        (`python -m app`, `app.main:app`); an app embedded in a test or another app leaves them
+        as they are."""
         self.metrics = Metrics()
         self.drift = DriftMonitor(settings, self.metrics.registry, multiprocess_dir())
         """Drift windows of the versions with a profile.json (app.drift)."""
@@ -66,11 +71,12 @@ class Runtime:
         """The registry and the watcher, for the lifespan: models load in the background while
         the process already answers liveness, and readiness turns 200 once they are in."""
         settings = self.settings
-        configure_logging(settings.log_level, settings.log_format)
-        # Everything imported so far lives as long as the process: moved out of the collector's
-        # reach, a full collection no longer walks it in the middle of requests.
-        gc.collect()
-        gc.freeze()
+        if self.owns_process:
+            configure_logging(settings.log_level, settings.log_format)
+            # Everything imported so far lives as long as the process: moved out of the
+            # collector's reach, a full collection no longer walks it in the middle of requests.
+            gc.collect()
+            gc.freeze()
         # Made here, in the running loop: the registry holds asyncio objects.
         registry = ModelRegistry(
             StoreScanner(settings.model_store), settings.default_model, self.metrics
@@ -85,7 +91,7 @@ class Runtime:
         )
         async with logging_predictions:
             try:
-                with not_ready_on_sigterm(self):
+                with not_ready_on_sigterm(self) if self.owns_process else contextlib.nullcontext():
                     async with (
                         self.metrics.flushing(),
                         self._watcher.running(),
