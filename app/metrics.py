@@ -273,7 +273,7 @@ class Metrics:
             combined.register(collector)
         return generate_latest(_WithoutCreated(combined)), TEXT_FORMAT
 
-    # -- the model layer's observer (ml.model.RunObserver, ml.registry.LoadObserver) ----------
+    # -- the model layer's observer (ml.observer.ServingObserver) ------------------------------
 
     def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
         tallies = self._runs.get((model, version))
