@@ -1,5 +1,5 @@
-"""`python -m app`: serve the app with uvicorn (factory mode: `app.main:create_app` in every
-worker), configured from the settings."""
+"""`python -m app`: serve the app with uvicorn (factory mode: `app.main:serve_from_environment`
+in every worker), configured from the settings."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import FrameType
 
 import uvicorn
 
-from app.config import get_settings
+from app.config import settings_from_environment
 from app.connections import GuardedHttp
 from app.logs import configure_logging
 
@@ -45,7 +45,7 @@ def _allow_open_files(max_connections: int) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_from_environment()
     configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Every worker writes its metrics here and /metrics adds them up (app.metrics).
@@ -53,8 +53,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _allow_open_files(settings.max_connections)
     uvicorn.run(
-        "app.main:create_app",
-        factory=True,  # each worker builds its own app from the settings
+        "app.main:serve_from_environment",
+        factory=True,  # each worker builds its own app from the settings, and owns its process
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

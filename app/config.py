@@ -123,6 +123,9 @@ class Settings(BaseSettings):
 
 
 @lru_cache
-def get_settings() -> Settings:
-    """The process's settings, parsed on first use."""
+def settings_from_environment() -> Settings:
+    """The settings in the environment (and .env), parsed on first use: for what builds an app
+    from them (`python -m app`, `app.main:app`). Code inside an app reads the app's own settings
+    (`Runtime.settings`; `app.deps.SettingsDep` in a route), which `create_app(settings)` may
+    have been given instead."""
     return Settings()

@@ -31,7 +31,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.config import Settings, get_settings
+from app.config import Settings, settings_from_environment
 from app.errors import PROBLEM_MEDIA_TYPE, HTTPProblem, failure, problem_body
 
 # How long a refused connection keeps discarding what its client sends before it closes.
@@ -96,7 +96,10 @@ class GuardedHttp(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         served: Refusing | None = self.app if hasattr(self.app, "refuse") else None
         self.served = served
-        self.limits = served.http_limits if served else HttpLimits.from_settings(get_settings())
+        # An app wrapped by uvicorn (trace logging) hides the edge: the environment's limits.
+        self.limits = (
+            served.http_limits if served else HttpLimits.from_settings(settings_from_environment())
+        )
         self.max_header_count = self.limits.max_header_count
         self.head_bytes = 0  # bytes received of the header section under way
         self.in_head = True  # between requests, or receiving a request's headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -45,6 +46,15 @@ class Deadlines:
             self._expired.discard(task)
             return True
         return False
+
+    async def close(self) -> None:
+        """Stop the sweeping task (the lifespan's end): a task left pending would outlive the
+        app in a loop that keeps running, as an embedding test's does."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and not sweeper.done():
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     async def _sweep(self) -> None:
         while True:

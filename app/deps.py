@@ -22,6 +22,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_settings(runtime: RuntimeDep) -> Settings:
+    """The app's settings, as `create_app` was given them (not necessarily the environment's)."""
     return runtime.settings
 
 

@@ -36,7 +36,7 @@ from app.connections import HttpLimits
 from app.dataplane.binary import HEADER_LENGTH
 from app.dataplane.checks import too_many_rows
 from app.dataplane.infer import HeaderLookup
-from app.deadlines import Deadlines, RequestIds
+from app.deadlines import RequestIds
 from app.errors import HTTPProblem, error_response
 from app.runtime import Runtime
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
@@ -156,7 +156,7 @@ class Edge:
         self.metrics = runtime.metrics
         self.max_body_bytes = settings.max_body_bytes
         self.timeout_s = settings.request_timeout_s
-        self.deadlines = Deadlines(settings.request_timeout_s)
+        self.deadlines = runtime.deadlines
         self.access_log_on = settings.access_log
         self.max_errors = settings.max_errors_listed
         self.http_limits = HttpLimits.from_settings(settings)  # for app.connections

@@ -1,8 +1,8 @@
 """The app factory: `create_app(settings)` composes the served ASGI app.
 
 Importing this module builds nothing and reads no environment. `python -m app` serves
-`app.main:create_app` in uvicorn's factory mode, in every worker; `app.main:app`, the name the
-README gives the ASGI app, is built from the environment on first access, for servers started
+`app.main:serve_from_environment` in uvicorn's factory mode, in every worker; `app.main:app`, the
+name the README gives the ASGI app, is built the same way on first access, for servers started
 as `uvicorn app.main:app`.
 """
 
@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.config import Settings, get_settings
+from app.config import Settings, settings_from_environment
 from app.edge import HOT_ROUTES, Edge
 from app.errors import install_error_handlers
 from app.grpc.server import serving_grpc
@@ -75,11 +75,21 @@ def create_api(runtime: Runtime) -> FastAPI:
     return api
 
 
-def create_app(settings: Settings | None = None) -> Edge:
+def create_app(settings: Settings | None = None, *, owns_process: bool = False) -> Edge:
     """The served app: the edge (request ids, deadlines, metrics, the hot routes) in front of
-    the FastAPI app (`Edge.api`). Without `settings`, they are read from the environment."""
-    runtime = Runtime(settings or get_settings())
+    the FastAPI app (`Edge.api`). Without `settings`, they are read from the environment.
+
+    Its lifespan changes nothing outside the app unless `owns_process`: then it also sets up
+    logging, freezes what is loaded out of the collector's reach and turns readiness off on
+    SIGTERM, as the app that a server process serves should."""
+    runtime = Runtime(settings or settings_from_environment(), owns_process=owns_process)
     return Edge(create_api(runtime), runtime)
+
+
+def serve_from_environment() -> Edge:
+    """The app a server process serves: settings from the environment, and the process its own
+    (`python -m app` calls this in every worker; `app.main:app` is built by it)."""
+    return create_app(settings_from_environment(), owns_process=True)
 
 
 _served: Edge | None = None
@@ -90,6 +100,6 @@ def __getattr__(name: str) -> Any:
     global _served
     if name == "app":
         if _served is None:
-            _served = create_app()
+            _served = serve_from_environment()
         return _served
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

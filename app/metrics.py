@@ -19,7 +19,7 @@ import contextlib
 import math
 import os
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -27,10 +27,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
@@ -104,11 +104,25 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
+class _WithoutCreated(Collector):
+    """`registry`'s metrics without their `_created` samples, which double the output and which
+    nobody reads. Dropped here rather than by prometheus-client's switch, which is process-wide
+    and would change every other registry of an app that embeds this one."""
+
+    def __init__(self, registry: Collector) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            created = metric.name + "_created"
+            metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
+
+
 class Metrics:
     """The service's metrics, in a registry of their own (one per app, so tests can build many)."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # `_created` series double the output and nobody reads them
         self.registry = CollectorRegistry(auto_describe=True)
         self._answers: dict[AnswerKey, _AnswerTally] = {}
         self._flush_listeners: list[FlushListener] = []
@@ -252,14 +266,14 @@ class Metrics:
         self.flush()
         folder = multiprocess_dir()
         if folder is None:
-            return generate_latest(self.registry), TEXT_FORMAT
+            return generate_latest(_WithoutCreated(self.registry)), TEXT_FORMAT
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined, path=folder)
         for collector in self._collectors:
             combined.register(collector)
-        return generate_latest(combined), TEXT_FORMAT
+        return generate_latest(_WithoutCreated(combined)), TEXT_FORMAT
 
-    # -- the model layer's observer (ml.model.RunObserver, ml.registry.LoadObserver) ----------
+    # -- the model layer's observer (ml.observer.ServingObserver) ------------------------------
 
     def ran(self, model: str, version: int, rows: int, seconds: float) -> None:
         tallies = self._runs.get((model, version))

@@ -8,6 +8,7 @@ import gc
 from collections.abc import AsyncIterator
 
 from app.config import Settings
+from app.deadlines import Deadlines
 from app.drift import DriftMonitor
 from app.feedback import FeedbackBook
 from app.logs import configure_logging
@@ -29,11 +30,18 @@ class NotStarted(RuntimeError):
 class Runtime:
     """Long-lived state of one app: built by `create_app`, filled by the lifespan (`running`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, owns_process: bool = False) -> None:
         self.settings = settings
+        self.owns_process = owns_process
+        """Whether the lifespan may change what the whole process shares: the root log handlers,
+        the collector (gc.freeze) and the SIGTERM handler. Only for the app the process serves
+        (`python -m app`, `app.main:app`); an app embedded in a test or another app leaves them
+        as they are."""
         self.metrics = Metrics()
         self.drift = DriftMonitor(settings, self.metrics.registry, multiprocess_dir())
         """Drift windows of the versions with a profile.json (app.drift)."""
+        self.deadlines = Deadlines(settings.request_timeout_s)
+        """The edge's request deadlines; their sweeping task ends with the lifespan."""
         self.draining = False
         """Set on SIGTERM (and by tests): readiness turns 503 while in-flight requests end."""
         self.recent_traffic: RecentTraffic | None = None
@@ -63,11 +71,12 @@ class Runtime:
         """The registry and the watcher, for the lifespan: models load in the background while
         the process already answers liveness, and readiness turns 200 once they are in."""
         settings = self.settings
-        configure_logging(settings.log_level, settings.log_format)
-        # Everything imported so far lives as long as the process: moved out of the collector's
-        # reach, a full collection no longer walks it in the middle of requests.
-        gc.collect()
-        gc.freeze()
+        if self.owns_process:
+            configure_logging(settings.log_level, settings.log_format)
+            # Everything imported so far lives as long as the process: moved out of the
+            # collector's reach, a full collection no longer walks it in the middle of requests.
+            gc.collect()
+            gc.freeze()
         # Made here, in the running loop: the registry holds asyncio objects.
         registry = ModelRegistry(
             StoreScanner(settings.model_store), settings.default_model, self.metrics
@@ -81,15 +90,18 @@ class Runtime:
             else contextlib.nullcontext()
         )
         async with logging_predictions:
-            with not_ready_on_sigterm(self):
-                async with (
-                    self.metrics.flushing(),
-                    self._watcher.running(),
-                    self.drift.running(registry),
-                ):
-                    yield
-                    self.draining = True
-            await registry.close()
+            try:
+                with not_ready_on_sigterm(self) if self.owns_process else contextlib.nullcontext():
+                    async with (
+                        self.metrics.flushing(),
+                        self._watcher.running(),
+                        self.drift.running(registry),
+                    ):
+                        yield
+                        self.draining = True
+                await registry.close()
+            finally:
+                await self.deadlines.close()
         self.metrics.flush()  # runs that ended while the versions closed
 
     def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:

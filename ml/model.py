@@ -43,9 +43,20 @@ class ModelLoadError(Exception):
     """A version could not be loaded or failed its warm-up; the message says why."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
+class _Traffic:
+    """What changes while a version serves: its runs in flight, the wait of an unload for them,
+    and the micro-batcher, made on first use (asyncio objects belong to the running loop)."""
+
+    in_flight: int = 0
+    drained: asyncio.Event | None = None
+    batcher: MicroBatcher | None = None
+
+
+@dataclass(eq=False, frozen=True, slots=True)
 class LoadedModel:
-    """A version ready to serve; everything a request needs was built when it loaded."""
+    """A version ready to serve, finished when `load_model` built it: every field is final (a
+    changed copy is `dataclasses.replace`'s job). Only its traffic (`_traffic`) changes."""
 
     name: str
     version: int
@@ -63,12 +74,11 @@ class LoadedModel:
     _output_names: list[str] = field(default_factory=list)
     # One for every run: given none, onnxruntime builds a default per call, on the hot path.
     _run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
-    _in_flight: int = 0
-    _drained: asyncio.Event | None = None
-    _batcher: MicroBatcher | None = None
+    # Hears of served runs only: the warm-up and samples.json were answered before it was set.
     observer: ServingObserver | None = None
     # Counts served rows by profile bin when the version has a profile.json.
     drift: DriftCounter | None = None
+    _traffic: _Traffic = field(default_factory=_Traffic, init=False, repr=False)
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
         """One blocking inference on the event loop's thread, reported to the observer."""
@@ -81,12 +91,11 @@ class LoadedModel:
         """One blocking inference and how long it took, in any thread; rows are split to fit a
         fixed batch dimension."""
         size = self.signature.fixed_batch_size
-        started = time.perf_counter()
         try:
             if size is None or size == n_rows:
-                outputs = self.session.run(self._output_names, arrays, self._run_options)
-            else:
-                outputs = self._run_fixed(arrays, n_rows, size)
+                return _clocked_run(self.session, self._output_names, arrays, self._run_options)
+            started = time.perf_counter()
+            outputs = self._run_fixed(arrays, n_rows, size)
         except Exception as exc:  # onnxruntime raises several unrelated types
             log.exception("inference failed for %s/%s", self.name, self.version)
             raise InferenceFailed(
@@ -141,17 +150,17 @@ class LoadedModel:
         batching = self.config.batching
         if batching is None:
             return None
-        if self._batcher is None:  # made on first use: asyncio objects belong to the running loop
+        traffic = self._traffic
+        if traffic.batcher is None:  # made on first use: asyncio objects belong to the loop
             size = batching.max_batch_size
             if self.signature.fixed_batch_size is not None:
                 size = min(size, self.signature.fixed_batch_size)
-            self._batcher = MicroBatcher(
-                self.infer, size, batching.max_delay_ms, batching.max_queue_size
-            )
+            batcher = MicroBatcher(self.infer, size, batching.max_delay_ms, batching.max_queue_size)
             if self.observer is not None:
                 observer, name, version = self.observer, self.name, self.version
-                self._batcher.on_depth = lambda depth: observer.queued(name, version, depth)
-        return self._batcher
+                batcher.on_depth = lambda depth: observer.queued(name, version, depth)
+            traffic.batcher = batcher
+        return traffic.batcher
 
     def _runs_inline(self, n_rows: int) -> bool:
         """Whether a run of `n_rows` happens right on the event loop, unbatched."""
@@ -223,24 +232,26 @@ class LoadedModel:
         """Runs that await, batched or in a worker thread, counted in flight so that an unload
         waits for them."""
         batcher = self._batcher_for_one_row() if n_rows == 1 else None
-        self._in_flight += 1
+        traffic = self._traffic
+        traffic.in_flight += 1
         try:
             if batcher is not None:
                 return await batcher.submit(arrays)
             return await self.infer(arrays, n_rows)
         finally:
-            self._in_flight -= 1
-            if not self._in_flight and self._drained is not None:
-                self._drained.set()
+            traffic.in_flight -= 1
+            if not traffic.in_flight and traffic.drained is not None:
+                traffic.drained.set()
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Wait for in-flight runs to end; the session is freed with the last reference."""
-        if self._in_flight:
-            self._drained = asyncio.Event()
+        traffic = self._traffic
+        if traffic.in_flight:
+            traffic.drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout_s)
-        if self._batcher is not None:
-            await self._batcher.close()
+                await asyncio.wait_for(traffic.drained.wait(), timeout_s)
+        if traffic.batcher is not None:
+            await traffic.batcher.close()
 
 
 def _read_metadata(version_dir: Path, within: Path | None) -> dict[str, Any]:
@@ -358,57 +369,99 @@ def load_model(
     except ProfileError as exc:
         raise ModelLoadError(str(exc)) from exc
     _check_redact(metadata, signature)
-    model = LoadedModel(
+    codec = RowCodec(name, signature)
+    output_names = [o.name for o in signature.outputs]
+    where = _Where(name, version, version_dir, metadata)
+    warm = _warm_up(
+        where, session, signature, codec, output_names, samples.instances if samples else None
+    )
+    unobserved = LoadedModel(
         name=name,
         version=version,
         path=version_dir,
         config=config,
         metadata=metadata,
-        signature=signature,
-        codec=RowCodec(name, signature),
+        signature=warm.signature,
+        codec=codec,
         session=session,
-        _output_names=[o.name for o in signature.outputs],
+        vocabulary=warm.vocabulary,
+        inline_max_rows=warm.inline_max_rows,
+        _output_names=output_names,
     )
-    _warm_up(model, samples.instances if samples is not None else None)
-    if samples is not None:
-        _check_samples(model, samples)
-    model.observer = observer  # set after the warm-up and the samples, which are not traffic
+    # samples.json is answered before the observer and the drift counter join: it is not traffic.
+    checked = _check_samples(unobserved, samples) if samples is not None else 0
+    drift = None
     if profile is not None:
-        classes = model.vocabulary.classes if model.vocabulary is not None else None
-        model.drift = DriftCounter(profile, model.signature, classes)
-    return model
+        classes = warm.vocabulary.classes if warm.vocabulary is not None else None
+        drift = DriftCounter(profile, warm.signature, classes)
+    return replace(unobserved, samples_checked=checked, observer=observer, drift=drift)
 
 
-def _timed_run(model: LoadedModel, arrays: Mapping[str, np.ndarray]) -> float:
+def _clocked_run(
+    session: ort.InferenceSession,
+    output_names: list[str],
+    arrays: Mapping[str, np.ndarray],
+    run_options: ort.RunOptions | None,
+) -> tuple[list[Any], float]:
+    """One plain run of the session and how long it took: the one clock of the warm-up's timing
+    and of `LoadedModel._timed_run`, which serves."""
     started = time.perf_counter()
-    model.session.run(model._output_names, arrays)
-    return time.perf_counter() - started
+    outputs = session.run(output_names, arrays, run_options)
+    return outputs, time.perf_counter() - started
 
 
-def _warm_up(model: LoadedModel, sample_rows: Sequence[Any] | None) -> None:
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The version being loaded, for the warm-up's messages and class lookup."""
+
+    name: str
+    version: int
+    path: Path
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _WarmedUp:
+    """What the warm-up learnt: the signature as the outputs showed it (a classifier whose
+    classes cannot be told answers raw), the classes' names, and the inline threshold."""
+
+    signature: Signature
+    vocabulary: Vocabulary | None
+    inline_max_rows: int
+
+
+def _warm_up(
+    where: _Where,
+    session: ort.InferenceSession,
+    signature: Signature,
+    codec: RowCodec,
+    output_names: list[str],
+    sample_rows: Sequence[Any] | None,
+) -> _WarmedUp:
     """One real inference before serving; also measures the cost of a row to place runs.
 
     With samples.json, its rows warm the model up: made-up values (empty strings, zeros) can be
     refused by a graph, such as an encoder fitted to fail on unknown categories."""
-    signature = model.signature
     rows = signature.fixed_batch_size or 8
     if sample_rows:
         try:
             chosen = [sample_rows[i % len(sample_rows)] for i in range(rows)]
-            arrays = model.codec.encode(chosen, ("instances",))
+            arrays = codec.encode(chosen, ("instances",))
         except InvalidInput as exc:
             raise ModelLoadError(
                 f"{SAMPLES_FILE}: instances do not fit the model: {exc.detail}"
             ) from exc
     else:
-        arrays = model.codec.encode(_warm_up_rows(signature, rows), ("warm-up",))
+        arrays = codec.encode(_warm_up_rows(signature, rows), ("warm-up",))
     try:
-        raw = model.session.run(model._output_names, arrays)
-        per_row = min(_timed_run(model, arrays) for _ in range(TIMING_RUNS)) / rows
+        raw, _ = _clocked_run(session, output_names, arrays, None)
+        timings = [_clocked_run(session, output_names, arrays, None) for _ in range(TIMING_RUNS)]
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelLoadError(f"warm-up inference failed: {_first_line(exc)}") from exc
+    per_row = min(seconds for _, seconds in timings) / rows
+    vocabulary = None
     if signature.output_kind in (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP):
-        _name_classes(model, raw)
+        signature, vocabulary = _name_classes(where, signature, raw)
     if signature.targets is not None:
         width = np.asarray(raw[0]).shape[-1]
         if width != len(signature.targets):
@@ -416,26 +469,26 @@ def _warm_up(model: LoadedModel, sample_rows: Sequence[Any] | None) -> None:
                 f"{METADATA_FILE} lists {len(signature.targets)} targets but the model gives "
                 f"{width} values per row"
             )
-    model.inline_max_rows = max(1, int(INLINE_BUDGET_S / max(per_row, 1e-9)))
     try:
-        decode(model.signature, model.vocabulary, raw)
+        decode(signature, vocabulary, raw)
     except Exception as exc:  # a shape we misread must fail here, not on a request
         raise ModelLoadError(
-            f"warm-up outputs do not fit a {model.signature.output_kind}: {exc}"
+            f"warm-up outputs do not fit a {signature.output_kind}: {exc}"
         ) from exc
+    inline_max_rows = max(1, int(INLINE_BUDGET_S / max(per_row, 1e-9)))
+    return _WarmedUp(signature, vocabulary, inline_max_rows)
 
 
-def _graph_classes(model: LoadedModel, raw: list[Any]) -> Classes | None:
+def _graph_classes(where: _Where, signature: Signature, raw: list[Any]) -> Classes | None:
     """The classes in probability-column order: from the graph, else from what the warm-up
     showed (a ZipMap's keys; an integer label's column index), else None."""
-    signature = model.signature
     zipmap = signature.output_kind is OutputKind.CLASSIFIER_ZIPMAP
     width = len(raw[1][0]) if zipmap and raw[1] else np.asarray(raw[1]).shape[-1]
     try:
-        classes = read_classes(model.path / MODEL_FILE, signature.outputs[0].name, width)
+        classes = read_classes(where.path / MODEL_FILE, signature.outputs[0].name, width)
     except Exception as exc:  # protobuf's DecodeError, or I/O: onnxruntime read it already
         log.warning(
-            "%s/%s: cannot read the classes from the graph: %s", model.name, model.version, exc
+            "%s/%s: cannot read the classes from the graph: %s", where.name, where.version, exc
         )
         classes = None
     if classes is not None:
@@ -452,29 +505,32 @@ def _graph_classes(model: LoadedModel, raw: list[Any]) -> Classes | None:
     return None
 
 
-def _name_classes(model: LoadedModel, raw: list[Any]) -> None:
-    """Fix the classifier's vocabulary: the graph's classes, named by metadata.json's labels."""
-    classes = _graph_classes(model, raw)
+def _name_classes(
+    where: _Where, signature: Signature, raw: list[Any]
+) -> tuple[Signature, Vocabulary | None]:
+    """The classifier's vocabulary: the graph's classes, named by metadata.json's labels; with
+    no classes to be found, a signature that answers the outputs raw instead."""
+    classes = _graph_classes(where, signature, raw)
     if classes is None:
         log.warning(
             "%s/%s: the graph does not say which class each probability column is; "
             "it answers its outputs by name",
-            model.name,
-            model.version,
+            where.name,
+            where.version,
         )
-        model.signature = replace(
-            model.signature, output_kind=OutputKind.RAW, task=model.metadata.get("task")
+        raw_signature = replace(
+            signature, output_kind=OutputKind.RAW, task=where.metadata.get("task")
         )
-        return
-    labels = model.metadata.get("labels")
+        return raw_signature, None
     try:
-        model.vocabulary = Vocabulary.build(classes, labels)
+        return signature, Vocabulary.build(classes, where.metadata.get("labels"))
     except VocabularyError as exc:
         raise ModelLoadError(str(exc)) from exc
 
 
-def _check_samples(model: LoadedModel, samples: Samples) -> None:
-    """Answer samples.json as /predict/batch would; any difference keeps the version out."""
+def _check_samples(model: LoadedModel, samples: Samples) -> int:
+    """Answer samples.json as /predict/batch would; any difference keeps the version out. The
+    rows checked."""
     try:
         try:
             answer = model.answer(samples.instances, ("instances",))
@@ -485,4 +541,4 @@ def _check_samples(model: LoadedModel, samples: Samples) -> None:
         check(samples, answer)
     except (SamplesError, InferenceFailed) as exc:
         raise ModelLoadError(str(exc)) from exc
-    model.samples_checked = len(samples.instances)
+    return len(samples.instances)

@@ -7,6 +7,7 @@ anywhere else, which the Content-Security-Policy of each answer enforces in the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from importlib import resources
@@ -34,11 +35,19 @@ _CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-_ASSETS = {
-    item.name: (item.read_bytes(), _CONTENT_TYPES[os.path.splitext(item.name)[1]])
-    for item in resources.files("app").joinpath("ui").iterdir()
-    if os.path.splitext(item.name)[1] in _CONTENT_TYPES
-}
+
+
+@functools.cache
+def _assets() -> dict[str, tuple[bytes, str]]:
+    """The page's files by name, read once when the router is installed (UI_ENABLED), never
+    for an app without the status page."""
+    return {
+        item.name: (item.read_bytes(), _CONTENT_TYPES[os.path.splitext(item.name)[1]])
+        for item in resources.files("app").joinpath("ui").iterdir()
+        if os.path.splitext(item.name)[1] in _CONTENT_TYPES
+    }
+
+
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -68,11 +77,12 @@ def install(api: FastAPI, runtime: Runtime) -> None:
     recent = RecentTraffic(multiprocess_dir())
     runtime.metrics.on_flush(recent.take)
     runtime.recent_traffic = recent
+    _assets()  # a missing file fails the start, not the first visit
     api.include_router(router)
 
 
 def _asset(name: str) -> Response:
-    found = _ASSETS.get(name)
+    found = _assets().get(name)
     if found is None:
         raise HTTPException(404, f"no asset {name!r} on the status page")
     body, content_type = found

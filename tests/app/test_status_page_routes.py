@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from importlib import resources
 
 import pytest
-from live_server import copy_demo_store
+from live_server import REPO, copy_demo_store, server_environ
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 ROLLOUT_KEYS = {
@@ -129,3 +131,37 @@ def test_status_and_rollout_report_show_the_last_promotion(serve, tmp_path):
     assert model["rollout"]["last_promotion"] == report["last_promotion"] == promotion
     assert model["rollout"]["rollback_restores"] == report["rollback_restores"] == 1
     assert report["state"] == "none"
+
+
+UI_FILES_READ = """
+import sys
+from pathlib import Path
+from app.config import Settings
+from app.main import create_app
+from app.routes import ui
+
+def read() -> int:
+    return ui._assets.cache_info().currsize
+
+store = Path(sys.argv[1])
+after_import = read()
+create_app(Settings(_env_file=None, model_store=store, ui_enabled=False))
+without_ui = read()
+create_app(Settings(_env_file=None, model_store=store, ui_enabled=True))
+print(after_import, without_ui, read())
+"""
+
+
+def test_page_files_are_read_only_when_the_page_is_installed(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", UI_FILES_READ, str(tmp_path)],
+        cwd=REPO,
+        env=server_environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0", "1"]

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +205,8 @@ def test_int64_input_model(tmp_path: Path) -> None:
 def test_thread_and_inline_runs_agree(tmp_path: Path) -> None:
     model = load(write_iris_classifier(tmp_path))
     rows = iris_rows(20)
-    model.inline_max_rows = 1000
-    inline = predict(model, rows)
-    model.inline_max_rows = 0
-    assert predict(model, rows) == inline
+    inline = predict(replace(model, inline_max_rows=1000), rows)
+    assert predict(replace(model, inline_max_rows=0), rows) == inline
 
 
 def test_invalid_rows_raise_before_running(tmp_path: Path) -> None:
@@ -360,8 +359,8 @@ def test_inference_failure_is_wrapped(tmp_path: Path) -> None:
 def test_close_waits_for_in_flight_predictions(tmp_path: Path) -> None:
     model = load(write_iris_classifier(tmp_path))
     gated = GatedSession(model.session)
-    model.session = gated  # type: ignore[assignment]
-    model.inline_max_rows = 0  # run in a worker thread, as a large batch would
+    # Run in a worker thread, as a large batch would.
+    model = replace(model, session=gated, inline_max_rows=0)
 
     async def scenario() -> None:
         prediction = asyncio.create_task(model.predict(iris_rows(3), ("instances",)))
@@ -389,8 +388,7 @@ def test_close_without_in_flight_predictions_returns_at_once(tmp_path: Path) -> 
 def test_close_gives_up_after_its_timeout(tmp_path: Path) -> None:
     model = load(write_iris_classifier(tmp_path))
     gated = GatedSession(model.session)
-    model.session = gated  # type: ignore[assignment]
-    model.inline_max_rows = 0
+    model = replace(model, session=gated, inline_max_rows=0)
 
     async def scenario() -> None:
         prediction = asyncio.create_task(model.predict(iris_rows(2), ("instances",)))
@@ -408,8 +406,7 @@ def test_failed_run_is_no_longer_in_flight(tmp_path: Path) -> None:
     model = load(write_iris_classifier(tmp_path))
     gated = GatedSession(model.session, fail=True)
     gated.gate.set()
-    model.session = gated  # type: ignore[assignment]
-    model.inline_max_rows = 0
+    model = replace(model, session=gated, inline_max_rows=0)
 
     async def scenario() -> None:
         with pytest.raises(InferenceFailed):
@@ -436,10 +433,9 @@ def test_runs_in_a_thread_are_reported_on_the_loop_even_when_the_request_gave_up
 ) -> None:
     model = load(write_iris_classifier(tmp_path))
     gated = GatedSession(model.session)
-    model.session = gated  # type: ignore[assignment]
-    model.inline_max_rows = 0  # run in a worker thread, as a large batch would
     recorder = RunRecorder()
-    model.observer = recorder
+    # Run in a worker thread, as a large batch would.
+    model = replace(model, session=gated, inline_max_rows=0, observer=recorder)
 
     async def scenario() -> int:
         prediction = asyncio.create_task(model.predict(iris_rows(3), ("instances",)))
