@@ -30,6 +30,7 @@ from sklearn.datasets import load_iris
 
 from app.config import Settings
 from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
+from benchmarks.failures import exits_non_zero_on_failure, has_prediction, has_predictions
 from benchmarks.servers import REPO, our_server
 from benchmarks.wrk import WrkResult, run_wrk
 from ml.config import ModelConfig
@@ -93,6 +94,7 @@ def stores(root: Path) -> dict[str, Path]:
     return {"plain": plain, "profiled": profiled}
 
 
+@exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -112,8 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
             for name in order:
                 url = servers[name].url
-                one = run_wrk(url + "/predict", SINGLE, args.connections, args.seconds)
-                many = run_wrk(url + "/predict/batch", BATCH, args.connections, args.seconds)
+                one = run_wrk(
+                    url + "/predict", SINGLE, args.connections, args.seconds, check=has_prediction
+                )
+                many = run_wrk(
+                    url + "/predict/batch",
+                    BATCH,
+                    args.connections,
+                    args.seconds,
+                    check=has_predictions(BATCH_ROWS),
+                )
                 single[name].append(one)
                 batch[name].append(many)
                 print(
