@@ -77,8 +77,12 @@ def check_answer(
 
 
 def has_prediction(answer: Any) -> str | None:
-    """A single-row answer of /predict (ours and the baselines alike)."""
-    if isinstance(answer, dict) and "prediction" in answer:
+    """A single-row answer: ours and the naive wrapper's `prediction`, or the bare floor's
+    `predictions` holding one."""
+    if isinstance(answer, dict) and (
+        "prediction" in answer
+        or (isinstance(answer.get("predictions"), list) and len(answer["predictions"]) == 1)
+    ):
         return None
     return f"no prediction in {str(answer)[:200]}"
 
