@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
+from app.background import in_background
 from app.config import Settings
 from ml.drift.counter import DriftCounter, Pending
 from ml.drift.windows import WindowRule, advance, new_state
@@ -156,13 +157,8 @@ class DriftMonitor:
                 except Exception:  # one failed check must not end the monitoring
                     log.exception("drift check failed")
 
-        task = asyncio.get_running_loop().create_task(check_forever())
-        try:
+        async with in_background(check_forever()):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def check(self, registry: ModelRegistry) -> None:
         """Take every profiled version's new rows and bin them, on the loop where they are

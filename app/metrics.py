@@ -33,6 +33,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from app.background import in_background
+
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0, 30.0,
@@ -252,13 +254,10 @@ class Metrics:
                 await asyncio.sleep(interval_s)
                 self.flush()
 
-        task = asyncio.get_running_loop().create_task(flush_forever())
         try:
-            yield
+            async with in_background(flush_forever()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self.flush()
 
     def exposition(self) -> tuple[bytes, str]:

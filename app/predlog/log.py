@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from prometheus_client import Counter, Histogram
 
+from app.background import in_background
 from app.config import Settings
 from app.metrics import Metrics
 from app.predlog.cloudevents import CloudEventsSink, Target, requests_of
@@ -135,13 +136,10 @@ class PredictionLog:
         ends is written for up to STOP_TIMEOUT_S."""
         for sink in self.sinks:
             sink.start()
-        task = asyncio.get_running_loop().create_task(self._format_forever())
         try:
-            yield
+            async with in_background(self._format_forever()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await self._format_pending()
             for sink in self.sinks:
                 await asyncio.to_thread(sink.stop, STOP_TIMEOUT_S)
