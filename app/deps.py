@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
-from app.edge import CALL_KEY, Call
 from app.runtime import Runtime
 from ml.registry import ModelRegistry
 from ml.watch import StoreWatcher
@@ -34,13 +33,6 @@ def get_watcher(runtime: RuntimeDep) -> StoreWatcher:
     return runtime.watcher
 
 
-def get_call(request: Request) -> Call:
-    """The edge's record of this request: the route says which model version answered."""
-    call: Call = request.scope[CALL_KEY]
-    return call
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 WatcherDep = Annotated[StoreWatcher, Depends(get_watcher)]
-CallDep = Annotated[Call, Depends(get_call)]

@@ -42,8 +42,6 @@ from app.runtime import Runtime
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 from ml.served import SERVED, Served
 
-# The scope key under which a request handed to FastAPI carries its Call (app.deps.CallDep).
-CALL_KEY = "model_server.call"
 REQUEST_ID = b"x-request-id"
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 BINARY_CONTENT_TYPE = (b"content-type", b"application/octet-stream")
@@ -191,7 +189,6 @@ class Edge:
             if infer is not None:
                 await self._infer(call, infer, scope, receive, send)
             elif hot is None:
-                scope[CALL_KEY] = call
                 try:
                     await self.api(scope, receive, call.tagging(send))
                 except Exception as exc:

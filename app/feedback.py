@@ -152,6 +152,11 @@ class FeedbackBook:
 
     # -- off the loop -----------------------------------------------------------------------
 
+    @property
+    def shared(self) -> bool:
+        """Whether other workers read this process's figures (a metrics folder is set)."""
+        return self._folder is not None
+
     def publish(self, snapshot: dict[str, Any]) -> None:
         """Write this process's figures for the other workers (blocking: in a worker thread)."""
         if self._folder is None:

@@ -20,6 +20,8 @@ from pathlib import Path
 CONFIG_MAX_BYTES = 64 * 1024
 METADATA_MAX_BYTES = 4 * 1024 * 1024
 SAMPLES_MAX_BYTES = 1024 * 1024
+# A drift profile: about a dozen bins per numeric feature, up to 52 values per string feature.
+PROFILE_MAX_BYTES = 16 * 1024 * 1024
 # A single ONNX file cannot be larger: protobuf messages end at 2 GiB (bigger models keep their
 # weights in external data files).
 MODEL_MAX_BYTES = 2 * 1024 * 1024 * 1024

@@ -365,7 +365,7 @@ def load_model(
     except SignatureError as exc:
         raise ModelLoadError(str(exc)) from exc
     try:
-        profile = read_profile(version_dir, signature.feature_names)
+        profile = read_profile(version_dir, signature.feature_names, within)
     except ProfileError as exc:
         raise ModelLoadError(str(exc)) from exc
     _check_redact(metadata, signature)

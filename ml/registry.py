@@ -279,6 +279,15 @@ class ModelRegistry:
                     self.observer.versions_serving(name, 0)
         return report
 
+    def _new_entry(
+        self, name: str, config: ModelConfig | None, fingerprint: Fingerprint
+    ) -> ModelEntry:
+        """A model seen for the first time, however it was first seen (readable or not): its
+        rollout states are tracked, so every later change of state is logged and counted."""
+        entry = self._models[name] = ModelEntry(name, config, fingerprint)
+        entry.states = RolloutStates(name, self.observer)
+        return entry
+
     def _sync_failed(self, name: str, exc: Exception, report: ReloadReport) -> None:
         error = without_store_path(f"unexpected error: {exc!r}"[:500], self.scanner.root)
         report.failed.append({"model": name, "version": None, "error": error})
@@ -325,8 +334,7 @@ class ModelRegistry:
             if error is not None:
                 error = without_store_path(error, self.scanner.root)
             if entry is None:
-                entry = self._models[name] = ModelEntry(name, config, model_dir.config_fingerprint)
-                entry.states = RolloutStates(name, self.observer)
+                entry = self._new_entry(name, config, model_dir.config_fingerprint)
             elif config is not None:
                 config_changed = entry.config is not None and _serving_settings(
                     config
@@ -478,7 +486,7 @@ class ModelRegistry:
         error = without_store_path(model_dir.error or "", self.scanner.root)
         entry = self._models.get(model_dir.name)
         if entry is None:
-            entry = self._models[model_dir.name] = ModelEntry(model_dir.name, None, ())
+            entry = self._new_entry(model_dir.name, None, ())
         if entry.config_error != error:
             log.error("model %s: %s", model_dir.name, error)
             report.failed.append({"model": model_dir.name, "version": None, "error": error})

@@ -89,9 +89,10 @@ class StoreWatcher:
                 outage = exc.detail
                 continue
             except Exception as exc:  # one bad look must not stop the watching
-                if outage != _failure(exc):  # once per change: a traceback each poll floods
-                    log.error("scanning the model store failed: %s", _failure(exc))
-                outage = _failure(exc)
+                failure = _failure(exc)
+                if outage != failure:  # once per change: a traceback each poll floods
+                    log.error("scanning the model store failed: %s", failure)
+                outage = failure
                 continue
             if outage is not None:
                 log.info("the model store is back: %s", root)

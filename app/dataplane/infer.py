@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -59,8 +60,10 @@ def v2_datatype(onnx_type: str) -> str | None:
     return None if datatype is None else datatype.v2
 
 
+@functools.lru_cache(maxsize=256)  # fixed per loaded version: not rebuilt per request
 def output_datatypes(signature: Signature) -> dict[str, str | None]:
-    """Each output's datatype, or None for one that is not a tensor (a ZipMap)."""
+    """Each output's datatype, or None for one that is not a tensor (a ZipMap). Shared: read,
+    never change, the dict it returns."""
     return {info.name: v2_datatype(info.onnx_type) for info in signature.outputs}
 
 

@@ -55,7 +55,8 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
     results = [
         _count(book, entry.name, *each) for each in zip(body.items, joined, classifier, strict=True)
     ]
-    await asyncio.to_thread(book.publish, book.snapshot())
+    if book.shared:  # other workers read this process's figures
+        await asyncio.to_thread(book.publish, book.snapshot())
     scored = sum(r["outcome"] in ("correct", "incorrect", "scored") for r in results)
     return json_response(
         {"model": entry.name, "scored": scored, "ignored": len(results) - scored, "items": results}

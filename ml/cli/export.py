@@ -87,10 +87,11 @@ def _add_rollout_options(parser: argparse.ArgumentParser) -> None:
 
 def _rollout_settings(args: argparse.Namespace) -> Any:
     """The RolloutSettings the options ask for; None without --rollout."""
+    from ml.cli.rollout import OPTIONS
     from ml.export.api import RolloutSettings
     from ml.export.errors import ExportError
 
-    extras = ("shadow", "sticky_header", "min_agreement", "max_error_rate", "window")
+    extras = [option for option in OPTIONS if option != "traffic"]
     if args.rollout is None:
         given = [
             f"--{name.replace('_', '-')}" for name in extras if getattr(args, name) is not None

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ml.files import PROFILE_MAX_BYTES, read_bytes
+
 PROFILE_FILE = "profile.json"
 FORMAT = 1
 NUMERIC = "numeric"
@@ -119,11 +121,14 @@ class Profile:
     digest: str
 
 
-def read_profile(version_dir: Path, feature_names: Sequence[str]) -> Profile | None:
-    """The profile beside a version, checked against its features; None without one."""
+def read_profile(
+    version_dir: Path, feature_names: Sequence[str], within: Path | None = None
+) -> Profile | None:
+    """The profile beside a version, checked against its features; None without one. Read
+    like every store file (ml.files): a regular file, capped, links only within `within`."""
     path = version_dir / PROFILE_FILE
     try:
-        text = path.read_bytes()
+        text = read_bytes(path, within=within, limit=PROFILE_MAX_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -132,6 +137,8 @@ def read_profile(version_dir: Path, feature_names: Sequence[str]) -> Profile | N
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"{PROFILE_FILE}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ProfileError(f"{PROFILE_FILE}: nested too deeply to read") from None
     return parse_profile(data, feature_names, hashlib.sha256(text).hexdigest()[:16])
 
 

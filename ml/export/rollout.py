@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml.cli.rollout import RolloutCommandError, apply, replace_text
+from ml.cli.rollout import OPTIONS, RolloutCommandError, apply, replace_text
 from ml.config import CONFIG_FILE
 from ml.export.errors import ExportError
 from ml.export.writer import write_version
@@ -33,15 +33,7 @@ class RolloutSettings:
 
     def options(self, candidate: int) -> dict[str, Any]:
         """As `model-rollout start` takes them."""
-        return {
-            "candidate": candidate,
-            "traffic": self.traffic_percent,
-            "shadow": self.shadow_percent,
-            "sticky_header": self.sticky_header,
-            "min_agreement": self.min_agreement,
-            "max_error_rate": self.max_error_rate,
-            "window": self.window,
-        }
+        return {"candidate": candidate, **{opt: getattr(self, key) for opt, key in OPTIONS.items()}}
 
 
 def check_rollout(store: Path, name: str, version: int, settings: RolloutSettings) -> None:
