@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import time
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from app.background import in_background
 from app.config import Settings
+from app.worker_files import read_json, write_json
 from ml.drift.counter import DriftCounter, Pending
 from ml.drift.windows import WindowRule, advance, new_state
 from ml.registry import ModelRegistry
@@ -231,10 +231,10 @@ class DriftMonitor:
         """Several workers: publish this worker's counts, then, under the lock, add up every
         worker's and close what is due in the shared file of windows."""
         own = {item.key: {item.counter.serial: item.counter.total.tolist()} for item in tracked}
-        _write(folder / f"{COUNTS_PREFIX}{os.getpid()}.json", own)
+        write_json(folder / f"{COUNTS_PREFIX}{os.getpid()}.json", own)
         closed = []
         with _locked(folder / LOCK_FILE):
-            states = _read(folder / WINDOWS_FILE) or {}
+            states = read_json(folder / WINDOWS_FILE) or {}
             totals = _all_counts(folder)
             for item in tracked:
                 state = states.setdefault(item.key, new_state(now))
@@ -242,7 +242,7 @@ class DriftMonitor:
                 counts = {s: np.asarray(t, dtype=np.int64) for s, t in totals[item.key].items()}
                 reports = advance(state, item.counter.profile, counts, [], self.rule, now)
                 closed.append((item, reports, previous))
-            _write(folder / WINDOWS_FILE, states)
+            write_json(folder / WINDOWS_FILE, states)
         return _views(tracked, states), closed
 
 
@@ -268,21 +268,9 @@ def _all_counts(folder: Path) -> dict[str, dict[str, list[int]]]:
     """Every worker's running counts by key, then by counter serial."""
     totals: dict[str, dict[str, list[int]]] = {}
     for path in folder.glob(f"{COUNTS_PREFIX}*.json"):
-        for key, by_serial in (_read(path) or {}).items():
+        for key, by_serial in (read_json(path) or {}).items():
             totals.setdefault(key, {}).update(by_serial)
     return totals
-
-
-def _read(path: Path) -> Any:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text())
-    return None
-
-
-def _write(path: Path, data: Any) -> None:
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(data))
-    os.replace(staging, path)  # readers never see half a file
 
 
 @contextlib.contextmanager

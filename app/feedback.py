@@ -16,8 +16,6 @@ the whole server, whichever worker answers. Prometheus adds up the replicas.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import time
@@ -30,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.metrics import Metrics
+from app.worker_files import others, write_json
 
 SLOT_S = 60
 FILE_PREFIX = "feedback-"
@@ -161,18 +160,12 @@ class FeedbackBook:
         """Write this process's figures for the other workers (blocking: in a worker thread)."""
         if self._folder is None:
             return
-        path = self._folder / f"{FILE_PREFIX}{self.pid}.json"
-        staging = path.with_suffix(".tmp")
-        staging.write_text(json.dumps(snapshot))
-        os.replace(staging, path)  # readers never see half a file
+        write_json(self._folder / f"{FILE_PREFIX}{self.pid}.json", snapshot)
 
     def _others(self) -> Iterator[dict[str, Any]]:
         if self._folder is None:
             return
-        for path in self._folder.glob(f"{FILE_PREFIX}*.json"):
-            if path.name != f"{FILE_PREFIX}{self.pid}.json":
-                with contextlib.suppress(OSError, ValueError):
-                    yield json.loads(path.read_text())
+        yield from others(self._folder, FILE_PREFIX, self.pid)
 
     def summary(self, own: dict[str, Any] | None = None) -> dict[str, dict[int, dict[str, Any]]]:
         """Every worker's figures added up: model -> version -> {"total", "recent"} (blocking

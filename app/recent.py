@@ -14,7 +14,6 @@ slots of the last minute: the sum over workers, whichever worker answers.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.metrics import LATENCY_BUCKETS, AnswerKey
+from app.worker_files import others, write_json
 
 WINDOW_S = 60
 STEP_S = 5  # the latency chart's resolution
@@ -112,13 +112,8 @@ class RecentTraffic:
 
     def _publish(self) -> None:
         assert self._folder is not None
-        body = json.dumps(
-            [[model, version, slots] for (model, version), slots in self._slots.items()]
-        )
-        path = self._folder / f"{FILE_PREFIX}{self.pid}.json"
-        staging = path.with_suffix(".tmp")
-        staging.write_text(body)
-        os.replace(staging, path)  # readers never see half a file
+        rows = [[model, version, slots] for (model, version), slots in self._slots.items()]
+        write_json(self._folder / f"{FILE_PREFIX}{self.pid}.json", rows)
 
     # -- read by the status route ------------------------------------------------------------
 
@@ -133,13 +128,9 @@ class RecentTraffic:
             return []
         fresh_after = self._clock() - self.window_s
         found = []
-        for path in self._folder.glob(f"{FILE_PREFIX}*.json"):
-            if path.name == f"{FILE_PREFIX}{self.pid}.json":
-                continue
-            with contextlib.suppress(OSError, ValueError):
-                if path.stat().st_mtime < fresh_after:
-                    continue  # a worker that has answered nothing for a minute, or is gone
-                rows = json.loads(path.read_text())
+        # A worker that has answered nothing for a minute, or is gone, is left out.
+        for rows in others(self._folder, FILE_PREFIX, self.pid, fresh_after):
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
                 found.append(
                     {
                         (model, version): {int(s): slot for s, slot in slots.items()}
