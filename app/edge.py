@@ -43,6 +43,8 @@ from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResp
 from ml.served import SERVED, Served
 
 REQUEST_ID = b"x-request-id"
+# A length, not chunked framing: clients and proxies see where the answer ends from its head.
+CONTENT_LENGTH = b"content-length"
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 BINARY_CONTENT_TYPE = (b"content-type", b"application/octet-stream")
 BINARY_HEADER = HEADER_LENGTH.lower().encode()
@@ -214,7 +216,11 @@ class Edge:
                     await self._fail(call, path, exc, scope, receive, send)
                 else:
                     call.status = 200
-                    headers = [JSON_CONTENT_TYPE, (REQUEST_ID, request_id)]
+                    headers = [
+                        JSON_CONTENT_TYPE,
+                        (CONTENT_LENGTH, str(len(content)).encode()),
+                        (REQUEST_ID, request_id),
+                    ]
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     await send({"type": "http.response.body", "body": content})
         except asyncio.CancelledError:
@@ -279,11 +285,12 @@ class Edge:
         call.model = reply.model
         call.version = str(reply.version)
         call.status = 200
+        length = (CONTENT_LENGTH, str(len(reply.body)).encode())
         if reply.json_size is None:
-            headers = [JSON_CONTENT_TYPE, (REQUEST_ID, call.request_id)]
+            headers = [JSON_CONTENT_TYPE, length, (REQUEST_ID, call.request_id)]
         else:
             size = (BINARY_HEADER, str(reply.json_size).encode())
-            headers = [BINARY_CONTENT_TYPE, size, (REQUEST_ID, call.request_id)]
+            headers = [BINARY_CONTENT_TYPE, length, size, (REQUEST_ID, call.request_id)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 
