@@ -4,6 +4,7 @@ refuses); validated by a schema's own validator. Every route that reads a body r
 
 from __future__ import annotations
 
+from functools import cache
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -97,9 +98,15 @@ def parse_json(body: bytes | memoryview) -> Any:
         raise HTTPProblem(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
 
 
+@cache
+def _field_names(schema: type[BaseModel]) -> frozenset[str]:
+    # Once per schema: pydantic's `model_fields` runs a Python descriptor on every read.
+    return frozenset(schema.model_fields)
+
+
 def validate(schema: type[Model], payload: Any) -> Model:
     """`payload` checked against `schema`, or a 422 naming each field at fault."""
-    fields = schema.model_fields
+    fields = _field_names(schema)
     if type(payload) is dict and len(payload) > len(fields):
         # Unknown keys, named here: pydantic would build an error for every one of them, and a
         # body can hold millions.

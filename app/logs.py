@@ -22,7 +22,8 @@ _ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
 
 def escape_controls(text: str) -> str:
     """`text` with every control character written as an escape (`\\n`, `\\x1b`)."""
-    return text.translate(_ESCAPES)
+    # Almost every line is printable: checked in C, it skips translate's lookup of each character.
+    return text if text.isprintable() else text.translate(_ESCAPES)
 
 
 def _printable(value: Any) -> Any:
