@@ -80,7 +80,7 @@ def _joined(entry: ModelEntry, item: FeedbackItem, note: Served | None) -> Joine
         return version, item.prediction
     predictions = note.predictions
     if predictions is None and note.outputs is not None:
-        predictions = model._decode(list(note.outputs.values()))
+        predictions = model.decode_outputs(list(note.outputs.values()))
     if predictions is None or predictions.predictions is None:
         return None
     return version, predictions.predictions[0]
