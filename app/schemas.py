@@ -291,7 +291,8 @@ Outcome = Annotated[
     WithJsonSchema(
         {
             "type": ["string", "integer", "number"],
-            "description": "A class (classifiers) or a number (regressors)",
+            "description": "A class, by its name or its value in the model (classifiers), "
+            "or a number (regressors)",
         }
     ),
 ]

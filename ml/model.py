@@ -181,7 +181,7 @@ class LoadedModel:
             raw = await self._execute(arrays, n_rows)
         if self.drift is not None:
             self.drift.add(arrays, raw, n_rows)
-        result = self._decode(raw)
+        result = self.decode_outputs(raw)
         if note is not None:
             note.arrays, note.predictions = arrays, result
         return result
@@ -191,15 +191,17 @@ class LoadedModel:
         unobserved: for checks off the request path."""
         arrays = self.codec.encode(rows, loc)
         raw, _ = self._timed_run(arrays, len(rows))
-        return self._decode(raw)
+        return self.decode_outputs(raw)
 
     async def score(self, rows: Sequence[Any], loc: tuple[str | int, ...]) -> Predictions:
         """`rows` answered off the request path (a rollout's shadow): validated and decoded on
         the event loop, run there or in a worker thread as `infer` decides, never batched."""
         arrays = self.codec.encode(rows, loc)
-        return self._decode(await self.infer(arrays, len(rows)))
+        return self.decode_outputs(await self.infer(arrays, len(rows)))
 
-    def _decode(self, raw: list[Any]) -> Predictions:
+    def decode_outputs(self, raw: list[Any]) -> Predictions:
+        """The answer that this version's raw session outputs (in output order) stand for, as
+        `predict` gives it; a class the graph did not declare is InferenceFailed."""
         try:
             return decode(self.signature, self.vocabulary, raw)
         except VocabularyError as exc:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from itertools import repeat
 from typing import Any, ClassVar
@@ -31,6 +31,19 @@ class Vocabulary:
     classes: tuple[Any, ...]
     keys: tuple[str, ...]
     names: Mapping[Any, Any] | None
+    # What a client may call a class (its name, its graph value, that value as a string) -> the
+    # class as answers give it; built here so that reading a client's class costs one lookup.
+    _answered: dict[Any, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = self.names
+        answered = list(self.classes if names is None else map(names.__getitem__, self.classes))
+        # A name wins over a class value spelled the same: it is what answers say.
+        table: dict[Any, Any] = dict(zip(self.keys, answered, strict=True))
+        for value, answer in zip(self.classes, answered, strict=True):
+            table.setdefault(value, answer)
+            table.setdefault(str(value), answer)
+        object.__setattr__(self, "_answered", table)
 
     @classmethod
     def build(cls, classes: Sequence[Any], labels: Sequence[str] | None) -> Vocabulary:
@@ -48,6 +61,15 @@ class Vocabulary:
         if labels is None or list(labels) == list(classes):
             return cls(tuple(classes), keys, None)
         return cls(tuple(classes), keys, dict(zip(classes, keys, strict=True)))
+
+    def answered(self, value: Any) -> Any | None:
+        """The class that `value` names, as answers give it: `value` may be the class's name or
+        its value in the graph (`30` or `"30"` for a class 30 named "virginica"); None when it
+        names no class. Booleans and floats are never classes."""
+        if isinstance(value, bool | float):
+            return None
+        found = self._answered.get(value)
+        return self._answered.get(str(value)) if found is None else found
 
     def name(self, predicted: list[Any]) -> list[Any]:
         """`predicted` classes as answered; a class the graph did not declare is a model bug."""

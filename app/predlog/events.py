@@ -144,7 +144,7 @@ def _answer(note: Served) -> dict[str, Any] | None:
     predictions = note.predictions
     if predictions is None and note.outputs is not None and note.model is not None:
         try:  # the protocol's raw tensors, read as /predict reads them
-            predictions = note.model._decode(list(note.outputs.values()))
+            predictions = note.model.decode_outputs(list(note.outputs.values()))
         except Exception:  # a tensor the model layer cannot read: left out, never raised
             return None
     if predictions is None:

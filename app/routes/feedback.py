@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -17,6 +17,7 @@ from app.schemas import FeedbackItem, FeedbackRequest, FeedbackResponse
 from app.v2_schemas import inline_schema
 from ml.errors import FieldError, InvalidInput, ModelNotReady
 from ml.model import LoadedModel
+from ml.outputs import Vocabulary
 from ml.registry import ModelEntry
 from ml.served import Served
 from ml.signature import OutputKind
@@ -24,6 +25,8 @@ from ml.signature import OutputKind
 router = APIRouter(tags=["feedback"])
 
 CLASSIFIERS = (OutputKind.CLASSIFIER, OutputKind.CLASSIFIER_ZIPMAP)
+# Classes named in a refusal, of each kind (names, values): a model may have thousands.
+CLASSES_SHOWN = 20
 
 
 @router.post(
@@ -51,9 +54,9 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
     recent = runtime.prediction_log.recent if runtime.prediction_log is not None else {}
     book = runtime.feedback
     joined = [_joined(entry, item, recent.get(item.request_id)) for item in body.items]
-    classifier = _check(entry, body.items, joined)
+    scorings = _check(entry, body.items, joined)
     results = [
-        _count(book, entry.name, *each) for each in zip(body.items, joined, classifier, strict=True)
+        _count(book, entry.name, *each) for each in zip(body.items, joined, scorings, strict=True)
     ]
     if book.shared:  # other workers read this process's figures
         await asyncio.to_thread(book.publish, book.snapshot())
@@ -80,7 +83,7 @@ def _joined(entry: ModelEntry, item: FeedbackItem, note: Served | None) -> Joine
         return version, item.prediction
     predictions = note.predictions
     if predictions is None and note.outputs is not None:
-        predictions = model._decode(list(note.outputs.values()))
+        predictions = model.decode_outputs(list(note.outputs.values()))
     if predictions is None or predictions.predictions is None:
         return None
     return version, predictions.predictions[0]
@@ -96,11 +99,20 @@ def _kind_model(entry: ModelEntry, version: int | None) -> LoadedModel:
     return model
 
 
-def _check(entry: ModelEntry, items: list[FeedbackItem], joined: list[Joined]) -> list[bool]:
+class Scoring(NamedTuple):
+    """How an item that fits the model is scored: as a classifier's or a regressor's, on its
+    `actual` and `prediction` (None when unknown) as the version's answers give them."""
+
+    classifier: bool
+    actual: Any
+    prediction: Any
+
+
+def _check(entry: ModelEntry, items: list[FeedbackItem], joined: list[Joined]) -> list[Scoring]:
     """Every item fits the model, or the whole call is refused (422) and nothing is counted.
-    Whether each item is scored as a classifier's."""
+    How each item is scored."""
     errors: list[FieldError] = []
-    classifier: list[bool] = []
+    scorings: list[Scoring] = []
     highest = max(entry.versions, default=0)
     for index, (item, found) in enumerate(zip(items, joined, strict=True)):
         loc = ("items", index)
@@ -111,47 +123,65 @@ def _check(entry: ModelEntry, items: list[FeedbackItem], joined: list[Joined]) -
             continue
         model = _kind_model(entry, found[0] if found else item.version)
         kind = model.signature.output_kind
-        classifier.append(kind in CLASSIFIERS)
-        values = [("actual", item.actual)]
+        given = [("actual", item.actual)]
         if found is not None:
-            values.append(("prediction", found[1]))
-        for field, value in values:
-            problem = _problem(model, kind, value)
+            given.append(("prediction", found[1]))
+        read: dict[str, Any] = {}
+        for field, value in given:
+            read[field], problem = _read(model, kind, value)
             if problem is not None:
                 errors.append(FieldError((*loc, field), problem))
+        scorings.append(Scoring(kind in CLASSIFIERS, read["actual"], read.get("prediction")))
     if errors:
         summary = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
         raise InvalidInput(summary, errors)
-    return classifier
+    return scorings
 
 
-def _problem(model: LoadedModel, kind: OutputKind, value: Any) -> str | None:
-    if kind in CLASSIFIERS and model.labels is not None:
-        classes = model.labels
-        if isinstance(value, float) or str(value) not in classes:
-            return f"expected one of the classes {list(classes)}, got {value!r}"
-        return None
+def _read(model: LoadedModel, kind: OutputKind, value: Any) -> tuple[Any, str | None]:
+    """`value` as it is scored (a class as the version's answers give it: its name, when the
+    client sent the graph's class value), or what is wrong with it."""
+    vocabulary = model.vocabulary
+    if kind in CLASSIFIERS and vocabulary is not None:
+        answered = vocabulary.answered(value)
+        if answered is None:
+            return value, f"expected one of {_classes(vocabulary)}, got {value!r}"
+        return answered, None
     if kind is OutputKind.REGRESSOR:
         if isinstance(value, str) or not math.isfinite(value):
-            return f"expected a finite number, got {value!r}"
-        return None
-    return (
+            return value, f"expected a finite number, got {value!r}"
+        return value, None
+    return value, (
         f"model {model.name!r} answers raw outputs: feedback is scored for classifiers and "
         "regressors only"
     )
 
 
+def _classes(vocabulary: Vocabulary) -> str:
+    """The classes a client may send, for a message: their names, and their values in the
+    graph where those differ, the first CLASSES_SHOWN of each."""
+    if vocabulary.names is None:  # answered as they are
+        return f"the classes {_some(vocabulary.classes)}"
+    return f"the classes {_some(vocabulary.keys)} or their values {_some(vocabulary.classes)}"
+
+
+def _some(values: tuple[Any, ...]) -> str:
+    listed = ", ".join(map(repr, values[:CLASSES_SHOWN]))
+    more = len(values) - CLASSES_SHOWN
+    return f"[{listed}, ... {more} more]" if more > 0 else f"[{listed}]"
+
+
 def _count(
-    book: FeedbackBook, model: str, item: FeedbackItem, found: Joined, classifier: bool
+    book: FeedbackBook, model: str, item: FeedbackItem, found: Joined, scoring: Scoring
 ) -> dict[str, Any]:
     """Score the item, or count it as ignored: unknown (no version and prediction to score it
     on) or duplicate (this process scored its request id before)."""
     if found is None:
         outcome = book.ignore(model, item.version, "unknown")
         return {"request_id": item.request_id, "version": item.version, "outcome": outcome}
-    version, prediction = found
+    version = found[0]
     if not book.first_time(model, item.request_id):
         outcome = book.ignore(model, version, "duplicate")
     else:
-        outcome = book.score(model, version, classifier, prediction, item.actual)
+        outcome = book.score(model, version, scoring.classifier, scoring.prediction, scoring.actual)
     return {"request_id": item.request_id, "version": version, "outcome": outcome}

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from onnx_factories import (
+    IRIS_LABELS,
     diabetes_rows,
+    fitted_classifier,
     iris_rows,
     write_classifier,
     write_model_toml,
@@ -24,6 +26,8 @@ from app.feedback import FeedbackBook
 from app.metrics import Metrics
 
 CLASSES = (3, 7, 9)  # integer classes, no labels: answers give the numbers themselves
+VALUES = (10, 20, 30)  # the graph's classes of "petals", named IRIS_LABELS by its metadata.json
+WORDS = ("bloom", "bud", "seed")  # string classes, no labels: answered as they are
 
 
 @pytest.fixture
@@ -34,6 +38,10 @@ def store(tmp_path: Path) -> Path:
     write_model_toml(store / "flowers", "[rollout]\ncandidate = 2\ntraffic_percent = 50\n")
     write_regressor(store / "sugar" / "1")
     write_raw_model(store / "raw" / "1")
+    write_classifier(
+        store / "petals" / "1", "logistic", VALUES, metadata={"labels": list(IRIS_LABELS)}
+    )
+    write_classifier(store / "words" / "1", "logistic", WORDS)
     return store
 
 
@@ -123,6 +131,116 @@ def test_without_version_and_prediction_the_logged_answer_is_joined(serve, store
     version = answer.json()["version"]
     assert outcomes == [(version, "correct"), (None, "unknown"), (version, "duplicate")]
     assert (body["scored"], body["ignored"]) == (1, 2)
+
+
+def test_a_class_is_taken_by_its_name_or_by_its_value_in_the_graph(serve, store):
+    data = load_iris()
+    picks = list(range(0, 150, 3))
+    x = data.data[picks].astype("float32")
+    named = dict(zip(VALUES, IRIS_LABELS, strict=True))  # the test's own vocabulary
+    # What the model predicts, from scikit-learn itself, named as metadata.json says.
+    expected_predictions = [named[int(v)] for v in fitted_classifier("logistic", VALUES).predict(x)]
+    # Iris's classes, every fifth moved on by one: a wrong answer or two beside the model's own.
+    truth = [VALUES[(t + (i % 5 == 1)) % 3] for i, t in enumerate(data.target[picks])]
+    with serve(store) as client:
+        rows = [[float(v) for v in row] for row in x]
+        answers = client.post("/predict/batch", json={"model": "petals", "instances": rows}).json()
+        assert answers["predictions"] == expected_predictions
+        # Each item sends the actual class in one of its spellings, in turn: the value (30), the
+        # value as a string ("30"), the name ("virginica"); some send the prediction by value.
+        by_value = {name: value for value, name in named.items()}
+        items = []
+        for i, (prediction, actual) in enumerate(zip(answers["predictions"], truth, strict=True)):
+            spelled = (actual, str(actual), named[actual])[i % 3]
+            sent = by_value[prediction] if i % 4 == 0 else prediction
+            items.append(
+                {"request_id": f"row-{i}", "actual": spelled, "version": 1, "prediction": sent}
+            )
+        body = client.post("/feedback", json={"model": "petals", "items": items}).json()
+        accuracy = gauges(client, "model_server_feedback_accuracy")
+    right = [named[a] == p for a, p in zip(truth, expected_predictions, strict=True)]
+    assert [i["outcome"] for i in body["items"]] == ["correct" if r else "incorrect" for r in right]
+    assert 0 < sum(right) < len(right), "both outcomes occur"
+    assert body["scored"] == len(right)
+    assert accuracy[("petals", "1", "total")] == pytest.approx(sum(right) / len(right))
+
+
+@pytest.mark.parametrize(
+    ("actual", "prediction", "outcome"),
+    [(30, "virginica", "correct"), ("30", "virginica", "correct"), (10, "virginica", "incorrect"),
+     ("setosa", 10, "correct"), (20, "20", "correct"), ("versicolor", 30, "incorrect")],
+)  # fmt: skip
+def test_a_value_and_a_name_of_the_same_class_agree(serve, store, actual, prediction, outcome):
+    item = {"request_id": "a", "actual": actual, "version": 1, "prediction": prediction}
+    with serve(store) as client:
+        body = client.post("/feedback", json={"model": "petals", "items": [item]}).json()
+    assert body["items"][0]["outcome"] == outcome
+
+
+def test_a_logged_answer_is_scored_against_a_class_value(serve, store, tmp_path):
+    row = iris_rows(3)[2]
+    with serve(store, prediction_log_dir=tmp_path / "log") as client:
+        answer = client.post("/predict", json={"model": "petals", "features": row})
+        named = answer.json()["prediction"]
+        value = VALUES[IRIS_LABELS.index(named)]
+        item = {"request_id": answer.headers["x-request-id"], "actual": value}
+        body = client.post("/feedback", json={"model": "petals", "items": [item]}).json()
+    assert body["items"][0]["outcome"] == "correct"
+
+
+def test_string_classes_without_labels(serve, store, problem):
+    rows = iris_rows(6)
+    x = [[float(v) for v in row] for row in rows]
+    predicted = fitted_classifier("logistic", WORDS).predict([row for row in x]).tolist()
+    with serve(store) as client:
+        items = [
+            {"request_id": f"r{i}", "actual": WORDS[i % 3], "version": 1, "prediction": p}
+            for i, p in enumerate(predicted)
+        ]
+        body = client.post("/feedback", json={"model": "words", "items": items}).json()
+        index = {"request_id": "a", "actual": 0, "version": 1, "prediction": predicted[0]}
+        refused = problem(
+            client.post("/feedback", json={"model": "words", "items": [index]}), 422,
+            ["items", 0, "actual"],
+        )  # fmt: skip
+    expected = ["correct" if WORDS[i % 3] == p else "incorrect" for i, p in enumerate(predicted)]
+    assert [i["outcome"] for i in body["items"]] == expected
+    # No labels: the classes are their own names, and listed once.
+    (error,) = refused["errors"]
+    assert all(repr(word) in error["msg"] for word in WORDS)
+    assert "values" not in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"request_id": "a", "actual": 30.0}, "actual"),
+        ({"request_id": "a", "actual": 40}, "actual"),
+        ({"request_id": "a", "actual": "40"}, "actual"),
+        ({"request_id": "a", "actual": "Virginica"}, "actual"),
+        ({"request_id": "a", "actual": 30, "version": 1, "prediction": 2}, "prediction"),
+        ({"request_id": "a", "actual": 30, "version": 1, "prediction": 20.0}, "prediction"),
+    ],
+)  # fmt: skip
+def test_what_is_neither_name_nor_value_is_refused(serve, store, problem, item, field):
+    with serve(store) as client:
+        response = client.post("/feedback", json={"model": "petals", "items": [item]})
+        body = problem(response, 422, ["items", 0, field])
+    (error,) = body["errors"]
+    # The message lists both ways to name the classes.
+    for name, value in zip(IRIS_LABELS, VALUES, strict=True):
+        assert repr(name) in error["msg"] and str(value) in error["msg"]
+    assert repr(item[field]) in error["msg"]
+
+
+def test_a_long_list_of_classes_is_cut_short(serve, store, problem, monkeypatch):
+    monkeypatch.setattr("app.routes.feedback.CLASSES_SHOWN", 2)
+    with serve(store) as client:
+        item = {"request_id": "a", "actual": 40}
+        body = problem(client.post("/feedback", json={"model": "petals", "items": [item]}), 422)
+    msg = body["errors"][0]["msg"]
+    assert "'setosa', 'versicolor', ... 1 more" in msg and "virginica" not in msg
+    assert "[10, 20, ... 1 more]" in msg
 
 
 def test_without_the_log_nothing_can_be_joined(serve, store):

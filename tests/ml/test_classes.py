@@ -207,6 +207,25 @@ def test_vocabulary_without_renaming_costs_nothing() -> None:
     assert Vocabulary.build((0, 1), ["0", "1"]).names == {0: "0", 1: "1"}
 
 
+def test_a_client_may_name_a_class_or_give_its_graph_value() -> None:
+    vocabulary = Vocabulary.build((10, 20, 30), ["a", "b", "c"])
+    assert [vocabulary.answered(v) for v in (30, "30", "c", 10, "a")] == ["c", "c", "c", "a", "a"]
+    assert [vocabulary.answered(v) for v in (40, "40", "C", 30.0, True, 0)] == [None] * 6
+    unnamed = Vocabulary.build((3, 7, 9), None)  # answered as the numbers themselves
+    assert [unnamed.answered(v) for v in (7, "7", 7.0, "x")] == [7, 7, None, None]
+    words = Vocabulary.build(("no", "yes"), None)
+    assert [words.answered(v) for v in ("yes", 1, 0, False)] == ["yes", None, None, None]
+
+
+def test_a_name_wins_over_a_class_value_spelled_the_same() -> None:
+    # Class 0 is called "1" and class 1 "0": a string is read as a name, an integer as a value.
+    vocabulary = Vocabulary.build((0, 1), ["1", "0"])
+    assert [vocabulary.answered(v) for v in ("1", "0", 1, 0)] == ["1", "0", "0", "1"]
+    # Integer labels are answered as strings; their integers still name them.
+    numbered = Vocabulary.build((10, 20), [1, 2])
+    assert [numbered.answered(v) for v in (1, "2", 20)] == ["1", "2", "2"]
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 
