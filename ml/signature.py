@@ -12,7 +12,7 @@ cluster), by task or by skl2onnx's output names; anything else ("raw") is return
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -126,10 +126,11 @@ class Signature:
     # Whether rows may hold missing values (null, NaN), and what a missing string is fed as.
     missing_values: bool = False
     missing_string: str = ""
+    # Derived from `features` once: read on the request path and by the prediction log.
+    feature_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.features)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_names", tuple(f.name for f in self.features))
 
 
 def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:

@@ -20,6 +20,7 @@ from ml.served import Served
 from ml.signature import InputLayout
 
 REDACTED_HASH_CHARS = 32
+_TENSOR = InputLayout.TENSOR
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs more to build, once per request
@@ -52,18 +53,26 @@ class Redactor:
 
 
 class Clock:
-    """RFC 3339 UTC times with milliseconds; the seconds part is formatted once a second."""
+    """RFC 3339 UTC times with milliseconds; each second's part is formatted once, and a
+    millisecond's whole text is kept while events of that millisecond come."""
 
     def __init__(self) -> None:
         self._second = -1
         self._text = ""
+        self._milli = -1
+        self._milli_text = ""
 
     def __call__(self, seconds: float) -> str:
-        whole = int(seconds)
+        milli = int(seconds * 1000)
+        if milli == self._milli:
+            return self._milli_text
+        whole = milli // 1000
         if whole != self._second:
             self._second = whole
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        return f"{self._text}.{int((seconds - whole) * 1000):03d}Z"
+        self._milli = milli
+        self._milli_text = f"{self._text}.{milli - whole * 1000:03d}Z"
+        return self._milli_text
 
 
 def record(event: Event, redact: Redactor, clock: Clock) -> dict[str, Any]:
@@ -93,21 +102,24 @@ def record(event: Event, redact: Redactor, clock: Clock) -> dict[str, Any]:
 def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> dict[str, Any] | None:
     """The inputs as the model received them: one list of values per feature, by name, in row
     order (columns cost no Python work per value: orjson writes numpy arrays itself)."""
-    model = note.model
-    assert model is not None
-    names = model.signature.feature_names
-    if note.arrays is None:
+    arrays, model = note.arrays, note.model
+    if arrays is None or model is None:
         return None
+    signature = model.signature
+    names = signature.feature_names
     try:
-        if model.signature.layout is InputLayout.TENSOR:
-            (matrix,) = note.arrays.values()
-            if matrix.ndim != 2 or matrix.shape[1] != len(names):
+        if signature.layout is _TENSOR:
+            (matrix,) = arrays.values()
+            shape = matrix.shape
+            if len(shape) != 2 or shape[1] != len(names):
                 return None
-            columns = dict(zip(names, np.ascontiguousarray(matrix.T), strict=True))
+            # One copy makes every column contiguous (orjson writes contiguous arrays only).
+            # Lengths were just checked: a strict zip would cost more than the rest of this.
+            columns = dict(zip(names, np.ascontiguousarray(matrix.T)))  # noqa: B905
             if not hidden and matrix.dtype.kind != "O":
                 return columns  # the common case, with nothing to look at per column
         else:
-            columns = {name: np.ascontiguousarray(note.arrays[name]).reshape(-1) for name in names}
+            columns = {name: np.ascontiguousarray(arrays[name]).reshape(-1) for name in names}
     except (KeyError, ValueError):  # tensors refused for their shape or names
         return None
     out: dict[str, Any] = {}

@@ -4,12 +4,12 @@ On the loop, once a prediction request has its answer (`finish`): the model's sh
 (`[prediction_log]` in model.toml, else PREDICTION_LOG_PERCENT) decides in or out, by the hash of
 the key header's value when the request carries one (the rollout's sticky hash, on a finer
 scale: one key is always in or always out, on every worker and replica), else at random. A
-request in is set aside, by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS
-rows wait already.
+request in of up to INLINE_ROWS rows becomes its JSON line at once; a bigger one is set aside,
+by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS rows wait already.
 
 A formatter task, also on the loop, turns what was set aside into bytes every FORMAT_EVERY_S,
-yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it), and offers
-them to each sink, whose own bounded queue drops and counts what it cannot take.
+yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it). Lines go to
+each sink, whose own bounded queue drops and counts what it cannot take.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
 import orjson
@@ -43,6 +44,8 @@ STOP_TIMEOUT_S = 5.0
 # How often the formatter runs, and the rows it formats between two yields of the loop.
 FORMAT_EVERY_S = 0.02
 SLICE_ROWS = 256
+# Requests of at most this many rows are formatted as they finish; bigger ones by the formatter.
+INLINE_ROWS = 64
 LINE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 # Single-row answers this process logged, kept by request id for feedback that names no version
 # or prediction (app.feedback); the oldest go first.
@@ -105,7 +108,9 @@ class PredictionLog:
                 timeout_s=settings.prediction_log_http_timeout_s,
             )
         self.sinks: list[Sink] = [s for s in (self.files, self.events) if s is not None]
-        self.recent: dict[str, Served] = {}
+        # An OrderedDict: dropping its oldest entry is O(1), where a dict's first key takes a
+        # scan past every entry deleted before it.
+        self.recent: OrderedDict[str, Served] = OrderedDict()
         """The last RECENT_ANSWERS logged single-row answers, by request id."""
         self._pending: list[Event] = []
         self._pending_rows = 0
@@ -172,19 +177,23 @@ class PredictionLog:
             elif random.random() * 100 >= percent:  # noqa: S311 - sampling, not a secret
                 return
         rows = _rows(note)
-        if self._pending_rows + rows > self.queue_rows:
+        event = Event(note, request_id, protocol, route, status, seconds, time.time(), rows)
+        if rows <= INLINE_ROWS:
+            # Formatted at once, while the request's arrays are still in the processor's caches
+            # (later, the same work costs more), and with nothing to hold or queue.
+            self._offer(event)
+        elif self._pending_rows + rows > self.queue_rows:
             for sink in self.sinks:
                 sink.dropped += 1
             return
-        self._pending.append(
-            Event(note, request_id, protocol, route, status, seconds, time.time(), rows)
-        )
-        self._pending_rows += rows
+        else:
+            self._pending.append(event)
+            self._pending_rows += rows
         if rows == 1 and note.error is None:
             recent = self.recent
             recent[request_id] = note
             if len(recent) > RECENT_ANSWERS:
-                del recent[next(iter(recent))]
+                recent.popitem(last=False)
 
     async def _format_forever(self) -> None:
         while True:

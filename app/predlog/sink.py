@@ -19,7 +19,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# How long the thread sleeps when the queue is empty: events reach the sink this late at most.
+# How long the thread lets events gather before a write: they reach the sink this late at most
+# (a queue holding BATCH_EVENTS already is written at once).
 IDLE_S = 0.05
 # Events taken from the queue for one write.
 BATCH_EVENTS = 512
@@ -78,11 +79,15 @@ class Sink:
     def _run(self) -> None:
         queue = self._queue
         while True:
-            if not queue:
-                if self._stopping.is_set():
-                    break
-                time.sleep(IDLE_S)
-                continue
+            stopping = self._stopping.is_set()
+            if not queue and stopping:
+                break
+            if len(queue) < BATCH_EVENTS and not stopping:
+                # Lines gather for a while: one write for many, rather than a write (and a turn
+                # of the interpreter lock, taken from the loop) for every few lines.
+                self._stopping.wait(IDLE_S)
+                if not queue:
+                    continue
             batch = [queue.popleft() for _ in range(min(len(queue), BATCH_EVENTS))]
             try:
                 self.write([payload for payload, _ in batch])
