@@ -42,14 +42,14 @@ class FileSink(Sink):
     def write(self, batch: Sequence[bytes]) -> None:
         started = time.perf_counter()
         try:
-            pending: list[bytes] = []
-            for line in batch:  # rotation is checked line by line: no file passes max_bytes
-                if self._rotating(len(line)):
-                    self._flush(pending)
-                    self._rotate()
-                pending.append(line)
-                self._size += len(line)
-            self._flush(pending)
+            if self._fd is None:
+                self._open()
+            size = sum(map(len, batch))
+            if self._size + size <= self.max_bytes and not self._aged():
+                self._flush(batch)  # the usual case: one call for the batch, no Python per line
+                self._size += size
+            else:
+                self._write_rotating(batch)
         except OSError as exc:
             # Which lines of the batch reached the file before the error is unknown: all of
             # them count as failed, so that written + dropped + failed is every event.
@@ -60,21 +60,28 @@ class FileSink(Sink):
         self.written += len(batch)
         self.observe(time.perf_counter() - started)
 
-    def _rotating(self, adding: int) -> bool:
-        if self._fd is None:
-            self._open()
-            return False
-        return bool(self._size and self._size + adding > self.max_bytes) or (
-            time.time() - self._opened_at >= self.max_age_s
-        )
+    def _write_rotating(self, batch: Sequence[bytes]) -> None:
+        """`batch`, rotating wherever the next line would pass max_bytes (or the file aged):
+        no file passes max_bytes."""
+        pending: list[bytes] = []
+        for line in batch:
+            if self._size and (self._size + len(line) > self.max_bytes or self._aged()):
+                self._flush(pending)
+                pending = []
+                self._rotate()
+            pending.append(line)
+            self._size += len(line)
+        self._flush(pending)
 
-    def _flush(self, pending: list[bytes]) -> None:
-        if pending:
+    def _aged(self) -> bool:
+        return time.time() - self._opened_at >= self.max_age_s
+
+    def _flush(self, lines: Sequence[bytes]) -> None:
+        if lines:
             assert self._fd is not None
-            data = memoryview(b"".join(pending))
+            data = memoryview(b"".join(lines))
             while data:  # one system call, in all but rare cases
                 data = data[os.write(self._fd, data) :]
-            pending.clear()
 
     def _open(self) -> None:
         now = time.time()
