@@ -24,6 +24,7 @@ LINGER_S: closing at once, with unread bytes, would reset the connection and los
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,6 +62,13 @@ class HttpLimits:
         )
 
 
+@functools.cache
+def environment_limits() -> HttpLimits:
+    """The limits the environment sets, read once: for an app wrapped by uvicorn (trace
+    logging), which hides the edge and its limits."""
+    return HttpLimits.from_settings(settings_from_environment())
+
+
 class Refusing(Protocol):
     """What the served app offers this module (app.edge.Edge does)."""
 
@@ -96,10 +104,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         served: Refusing | None = self.app if hasattr(self.app, "refuse") else None
         self.served = served
-        # An app wrapped by uvicorn (trace logging) hides the edge: the environment's limits.
-        self.limits = (
-            served.http_limits if served else HttpLimits.from_settings(settings_from_environment())
-        )
+        self.limits = served.http_limits if served else environment_limits()
         self.max_header_count = self.limits.max_header_count
         self.head_bytes = 0  # bytes received of the header section under way
         self.in_head = True  # between requests, or receiving a request's headers

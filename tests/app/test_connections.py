@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.connections import GuardedHttp, HttpLimits
+from app import connections
+from app.connections import GuardedHttp, HttpLimits, environment_limits
 from app.errors import HTTPProblem, error_response
 
 LIMITS = HttpLimits(
@@ -198,3 +200,37 @@ async def test_on_shutdown_an_idle_connection_answers_a_request_then_closes(
     idle.shutdown()
     await asyncio.sleep(0.3)
     assert idle_transport.closed
+
+
+def test_a_wrapped_app_gets_the_environments_limits_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:  # no `refuse`: no edge
+        pass
+
+    reads: list[int] = []
+    read = connections.settings_from_environment
+
+    def counted() -> Any:
+        reads.append(1)
+        return read()
+
+    monkeypatch.setenv("MAX_HEADER_COUNT", "7")
+    monkeypatch.setenv("MAX_CONNECTIONS", "3")
+    monkeypatch.setattr(connections, "settings_from_environment", counted)
+    environment_limits.cache_clear()
+    try:
+
+        async def two_connections() -> list[HttpLimits]:
+            state = ServerState()
+            found = []
+            for _ in range(2):
+                protocol, _transport = connection(state, wrapped)  # type: ignore[arg-type]
+                found.append(protocol.limits)
+            return found
+
+        first, second = asyncio.run(two_connections())
+    finally:
+        environment_limits.cache_clear()
+    assert (first.max_header_count, first.max_connections) == (7, 3)
+    assert second is first and len(reads) == 1
