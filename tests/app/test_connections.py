@@ -163,6 +163,34 @@ async def test_a_connection_past_the_cap_is_answered_503(state: ServerState) -> 
 
 
 @in_loop
+async def test_probes_past_the_cap_are_answered_then_the_connection_closes(
+    state: ServerState,
+) -> None:
+    served = Served()
+    [connection(state, served) for _ in range(2)]
+    for target in (
+        b"/health/live",
+        b"/health/ready",
+        b"/v2/health/live",
+        b"/v2/health/ready?x=1",
+        b"/v2/models/wine/ready",
+        b"/v2/models/wine/versions/3/ready",
+    ):
+        protocol, transport = connection(state, served)
+        protocol.data_received(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target)
+        await settle()
+        status, head, body = answer(transport)
+        assert (status, body) == (200, {}), target
+        assert b"connection: close" in head and transport.closed, target
+    for target in (b"/health", b"/v2/models/wine", b"/v2/models/wine/infer", b"/healthz/live"):
+        protocol, transport = connection(state, served)
+        protocol.data_received(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target)
+        await settle()
+        assert answer(transport)[0] == 503, target
+    assert served.refusals == ["connections"] * 4
+
+
+@in_loop
 async def test_slow_headers_are_408_and_a_silent_connection_is_closed(state: ServerState) -> None:
     protocol, transport = connection(state, Served())
     protocol.data_received(b"POST /predict HTTP/1.1\r\n")

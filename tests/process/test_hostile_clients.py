@@ -180,6 +180,13 @@ def test_idle_sockets_close_and_connections_past_the_cap_get_503(server):
             assert headers["connection"] == "close"
             assert headers["retry-after"] == "1"
             assert "MAX_CONNECTIONS" in str(body["detail"])
+            # Probes pass the cap: answered, then the connection closes.
+            for probe, answered in (("/health/live", "live"), ("/health/ready", "ready")):
+                with connect(server) as late:
+                    late.sendall(f"GET {probe} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                    status, headers, body = status_and_body(read_all(late))
+                assert (status, body["status"]) == (200, answered)
+                assert headers["connection"] == "close"
             # HEADER_TIMEOUT_S later, the server has closed every socket that sent nothing.
             started = time.monotonic()
             for sock in idle:
