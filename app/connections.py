@@ -8,7 +8,9 @@ moment SIGTERM arrives. `GuardedHttp` adds, per connection and at next to no cos
 - HEADER_TIMEOUT_S: headers that have not arrived in full by then are answered 408 (a
   connection that has sent nothing is closed); BODY_TIMEOUT_S, the same for the body;
 - MAX_CONNECTIONS: a request on a connection beyond them is answered 503 (problem+json,
-  `Retry-After`, `Connection: close`), never an empty reply;
+  `Retry-After`, `Connection: close`), never an empty reply; probes (`/health/...`,
+  `/v2/health/...`, `/v2/models/.../ready`) are answered, then the connection closes, so that
+  a busy server is not taken for a dead one (gRPC's health calls pass its call cap alike);
 - on SIGTERM, an idle connection stays open DRAIN_IDLE_S, so that a request its client wrote
   before it saw the close is answered (with `Connection: close`) rather than reset.
 
@@ -24,6 +26,7 @@ LINGER_S: closing at once, with unread bytes, would reset the connection and los
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,6 +64,21 @@ class HttpLimits:
         )
 
 
+@functools.cache
+def environment_limits() -> HttpLimits:
+    """The limits the environment sets, read once: for an app wrapped by uvicorn (trace
+    logging), which hides the edge and its limits."""
+    return HttpLimits.from_settings(settings_from_environment())
+
+
+def is_probe(target: bytes) -> bool:
+    """Whether a request target is a liveness or readiness route, HTTP's or V2's."""
+    path = target.partition(b"?")[0]
+    if path.startswith((b"/health/", b"/v2/health/")):
+        return True
+    return path.startswith(b"/v2/models/") and path.endswith(b"/ready")
+
+
 class Refusing(Protocol):
     """What the served app offers this module (app.edge.Edge does)."""
 
@@ -96,10 +114,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         served: Refusing | None = self.app if hasattr(self.app, "refuse") else None
         self.served = served
-        # An app wrapped by uvicorn (trace logging) hides the edge: the environment's limits.
-        self.limits = (
-            served.http_limits if served else HttpLimits.from_settings(settings_from_environment())
-        )
+        self.limits = served.http_limits if served else environment_limits()
         self.max_header_count = self.limits.max_header_count
         self.head_bytes = 0  # bytes received of the header section under way
         self.in_head = True  # between requests, or receiving a request's headers
@@ -146,7 +161,7 @@ class GuardedHttp(HttpToolsProtocol):
         if self.timer is not None:
             self._disarm()
         refusal = None
-        if self.over_cap or len(self.headers) > self.max_header_count:
+        if (self.over_cap and not is_probe(self.url)) or len(self.headers) > self.max_header_count:
             refusal = self._refusal()
         if refusal is None or self.served is None:
             super().on_headers_complete()
@@ -159,7 +174,7 @@ class GuardedHttp(HttpToolsProtocol):
                 super().on_headers_complete()
             finally:
                 self.app = app
-        if self.draining and self.cycle is not None:
+        if (self.draining or self.over_cap) and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:

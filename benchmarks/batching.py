@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction
 from benchmarks.servers import REPO, our_server
-from benchmarks.wrk import WrkResult, run_wrk
+from benchmarks.wrk import WrkResult, median, run_wrk
 
 MAX_BATCH_SIZE = 32
 MAX_DELAY_MS = 2.0
@@ -69,9 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(store)
 
-    def med(name: str, connections: int, field: str) -> float:
-        return statistics.median(getattr(r, field) for r in results[(name, connections)])
-
     lines = [
         f"MLP 64-512-512-10 on digits, single-row POST /predict, 1 worker; `mlp_batched` has "
         f"`[batching] max_batch_size = {MAX_BATCH_SIZE}, max_delay_ms = {MAX_DELAY_MS}`. "
@@ -82,18 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for connections in (1, 32):
         for name in ("mlp", "mlp_batched"):
+            runs = results[name, connections]
             lines.append(
-                f"| {connections} | {name} | {med(name, connections, 'requests_per_s'):,.0f} "
-                f"| {med(name, connections, 'p50_ms'):.2f} "
-                f"| {med(name, connections, 'p99_ms'):.2f} |"
+                f"| {connections} | {name} | {median(runs, 'requests_per_s'):,.0f} "
+                f"| {median(runs, 'p50_ms'):.2f} | {median(runs, 'p99_ms'):.2f} |"
             )
     lines.append("")
     for connections in (1, 32):
-        gain = med("mlp_batched", connections, "requests_per_s") / med(
-            "mlp", connections, "requests_per_s"
-        )
+        batched, plain = results["mlp_batched", connections], results["mlp", connections]
+        gain = median(batched, "requests_per_s") / median(plain, "requests_per_s")
         lines.append(f"- {connections} connection(s): batching gives {gain:.2f}x the throughput")
-    growth = med("mlp_batched", 1, "p99_ms") - med("mlp", 1, "p99_ms")
+    growth = median(results["mlp_batched", 1], "p99_ms") - median(results["mlp", 1], "p99_ms")
     lines.append(
         f"- p99 at 1 connection moves by {growth:+.2f} ms with batching "
         f"(the bound is max_delay_ms = {MAX_DELAY_MS})"

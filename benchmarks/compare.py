@@ -18,8 +18,6 @@ baselines` the first.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -33,8 +31,9 @@ from benchmarks.failures import (
     has_prediction,
     has_predictions,
 )
+from benchmarks.options import rounds_parser
 from benchmarks.servers import REPO, Served, baseline_server, our_server
-from benchmarks.wrk import WrkResult, run_wrk
+from benchmarks.wrk import WrkResult, median, run_wrk
 
 STORE = REPO / "models_store"
 MODEL = STORE / "iris" / "2" / "model.onnx"
@@ -74,10 +73,6 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, dict[str
                     )
             time.sleep(1)
     return results
-
-
-def median(results: list[WrkResult], field: str) -> float:
-    return statistics.median(getattr(r, field) for r in results)
 
 
 def report(results: dict[str, dict[str, list[WrkResult]]], connections: int) -> str:
@@ -174,10 +169,7 @@ def report_v2(results: dict[str, list[WrkResult]]) -> str:
 
 @exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--connections", type=int, default=8)
+    parser = rounds_parser(__doc__, rounds=2, seconds=10)
     parser.add_argument("--only", choices=("baselines", "v2"), help="run one section")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)

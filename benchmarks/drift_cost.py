@@ -14,10 +14,7 @@ what the monitor spends a row between requests (steadier than wrk on a busy mach
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,8 +28,9 @@ from sklearn.datasets import load_iris
 from app.config import Settings
 from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction, has_predictions
-from benchmarks.servers import REPO, our_server
-from benchmarks.wrk import WrkResult, run_wrk
+from benchmarks.options import rounds_parser
+from benchmarks.servers import demo_stores, our_server
+from benchmarks.wrk import WrkResult, median, run_wrk
 from ml.config import ModelConfig
 from ml.drift.windows import WindowRule, advance, new_state
 from ml.export.profile import build_profile
@@ -88,18 +86,14 @@ def counting_cost(version_dir: Path, batch_rows: int, batches: int = 2000) -> di
 
 
 def stores(root: Path) -> dict[str, Path]:
-    plain = Path(shutil.copytree(REPO / "models_store", root / "plain"))
-    profiled = Path(shutil.copytree(REPO / "models_store", root / "profiled"))
-    write_profile(profiled / "iris" / str(IRIS_VERSION))
-    return {"plain": plain, "profiled": profiled}
+    copies = demo_stores(root, "plain", "profiled")
+    write_profile(copies["profiled"] / "iris" / str(IRIS_VERSION))
+    return copies
 
 
 @exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--connections", type=int, default=8)
+    parser = rounds_parser(__doc__, rounds=5, seconds=8)
     args = parser.parse_args(argv)
     single: dict[str, list[WrkResult]] = {"plain": [], "profiled": []}
     batch: dict[str, list[WrkResult]] = {"plain": [], "profiled": []}
@@ -136,19 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         drift = httpx.get(servers["profiled"].url + "/models/iris/drift").json()
         closed = {v["version"]: v.get("windows_closed") for v in drift["versions"]}
 
-    def med(results: dict[str, list[WrkResult]], name: str, field: str) -> float:
-        return statistics.median(getattr(r, field) for r in results[name])
-
     print("\n| server | single p50 ms | single p99 ms | single req/s | 64-row req/s |")
     print("| --- | --- | --- | --- | --- |")
     for name in single:
+        one, many = single[name], batch[name]
         print(
-            f"| {name} | {med(single, name, 'p50_ms'):.2f} | {med(single, name, 'p99_ms'):.2f} | "
-            f"{med(single, name, 'requests_per_s'):,.0f} | "
-            f"{med(batch, name, 'requests_per_s'):,.0f} |"
+            f"| {name} | {median(one, 'p50_ms'):.2f} | {median(one, 'p99_ms'):.2f} | "
+            f"{median(one, 'requests_per_s'):,.0f} | {median(many, 'requests_per_s'):,.0f} |"
         )
-    p50 = med(single, "profiled", "p50_ms") / med(single, "plain", "p50_ms")
-    throughput = med(batch, "profiled", "requests_per_s") / med(batch, "plain", "requests_per_s")
+    rate = "requests_per_s"
+    p50 = median(single["profiled"], "p50_ms") / median(single["plain"], "p50_ms")
+    throughput = median(batch["profiled"], rate) / median(batch["plain"], rate)
     print(
         f"\nprofiled / plain: single-row p50 {p50:.3f}x (target <= {P50_TARGET}), "
         f"64-row throughput {throughput:.3f}x (target >= {THROUGHPUT_TARGET})"

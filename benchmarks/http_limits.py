@@ -9,7 +9,6 @@ keep-alive clients (asyncio, raw sockets; no wrk needed). Medians over rounds; r
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -22,6 +21,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from benchmarks.bodies import SINGLE
+from benchmarks.options import rounds_parser
 from benchmarks.servers import REPO
 from loadtest.server import serve
 
@@ -169,10 +169,7 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=8)
+    parser = rounds_parser(__doc__, rounds=3, seconds=5.0)
     args = parser.parse_args(argv)
     cost = protocol_cost(max(args.rounds, 5))
     for name, micros in cost.items():

@@ -15,9 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -31,8 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction
-from benchmarks.servers import REPO, Served, our_server
-from benchmarks.wrk import WrkResult, run_wrk
+from benchmarks.options import rounds_parser
+from benchmarks.servers import Served, demo_stores, our_server
+from benchmarks.wrk import WrkResult, median, median_table, run_wrk
 
 P50_BUDGET = 1.05
 SETTLE_S = 60.0
@@ -96,22 +94,10 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
                     server.url + "/predict", SINGLE, connections, seconds, check=has_prediction
                 )
             results[name].append(result)
-            print(
-                f"round {round_index + 1} log {name:3} {result.requests_per_s:8.0f} req/s "
-                f"p50 {result.p50_ms:5.2f} ms p99 {result.p99_ms:6.2f} ms errors {result.errors}",
-                flush=True,
-            )
+            print(f"round {round_index + 1} log {name:3} {result.summary()}", flush=True)
 
-    def med(name: str, field: str) -> float:
-        return statistics.median(getattr(r, field) for r in results[name])
-
-    print("\n| prediction log | req/s | p50 ms | p99 ms |\n| --- | --- | --- | --- |")
-    for name in results:
-        print(
-            f"| {name} | {med(name, 'requests_per_s'):,.0f} | {med(name, 'p50_ms'):.2f} | "
-            f"{med(name, 'p99_ms'):.2f} |"
-        )
-    ratio = med("on", "p50_ms") / med("off", "p50_ms")
+    print("\n" + median_table(results, "prediction log"))
+    ratio = median(results["on"], "p50_ms") / median(results["off"], "p50_ms")
     verdict = "within" if ratio <= P50_BUDGET else "OVER"
     print(f"\np50 on / off: {ratio:.3f} ({verdict} the budget of {P50_BUDGET})")
     return ratio
@@ -177,14 +163,11 @@ def _settle(url: str) -> tuple[float, dict[str, float]]:
 
 @exits_non_zero_on_failure
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--connections", type=int, default=8)
+    parser = rounds_parser(__doc__, rounds=3, seconds=8)
     parser.add_argument("--stall-seconds", type=float, default=60)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
-        store = Path(shutil.copytree(REPO / "models_store", Path(folder) / "store"))
+        store = demo_stores(Path(folder), "store")["store"]
         ratio = cost(store, Path(folder) / "log", args.rounds, args.seconds, args.connections)
         exact = stall(store, args.stall_seconds, args.connections)
     return 0 if ratio <= P50_BUDGET and exact else 1

@@ -7,6 +7,7 @@ our server the same way for `model-loadtest --store`.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ from loadtest.server import Served, model_server, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "Served", "baseline_server", "our_server"]
+__all__ = ["REPO", "Served", "baseline_server", "demo_stores", "our_server"]
 
 
 def our_server(
@@ -38,3 +39,8 @@ def baseline_server(
         "--host", "127.0.0.1", "--port", "{port}", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return serve(command, {"MODEL_PATH": str(model_path)}, ready_path="/health/live", cwd=REPO)
+
+
+def demo_stores(root: Path, *names: str) -> dict[str, Path]:
+    """A copy of the demo store (models_store) under `root` for each name, to change apart."""
+    return {name: Path(shutil.copytree(REPO / "models_store", root / name)) for name in names}

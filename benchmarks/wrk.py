@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,29 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+
+    def summary(self) -> str:
+        """One line of the figures, for progress output."""
+        return (
+            f"{self.requests_per_s:8.0f} req/s p50 {self.p50_ms:5.2f} ms "
+            f"p99 {self.p99_ms:6.2f} ms errors {self.errors}"
+        )
+
+
+def median(results: Sequence[WrkResult], field: str) -> float:
+    """The median of one figure (a WrkResult field name) over runs."""
+    return statistics.median(getattr(r, field) for r in results)
+
+
+def median_table(results: Mapping[str, Sequence[WrkResult]], heading: str) -> str:
+    """A Markdown table of each name's medians: req/s, p50 and p99, the names under `heading`."""
+    lines = [f"| {heading} | req/s | p50 ms | p99 ms |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {name} | {median(runs, 'requests_per_s'):,.0f} | {median(runs, 'p50_ms'):.2f} "
+        f"| {median(runs, 'p99_ms'):.2f} |"
+        for name, runs in results.items()
+    ]
+    return "\n".join(lines)
 
 
 def _ms(text: str) -> float:

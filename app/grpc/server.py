@@ -5,7 +5,9 @@ Besides the inference service it serves the standard `grpc.health.v1.Health` (fo
 server reflection (so `grpcurl list` works). Every worker process binds the same port
 (SO_REUSEPORT), and the kernel spreads connections over them. At most
 GRPC_MAX_CONCURRENT_CALLS inference calls run at a time (CallGate). From SIGTERM on, new inference
-calls are UNAVAILABLE, and those in flight finish, for up to DRAIN_TIMEOUT_S.
+calls are UNAVAILABLE, and those in flight finish, for up to DRAIN_TIMEOUT_S. The health calls
+(ServerLive, ServerReady, ModelReady) pass the gate: a full or draining server still answers its
+probes, as HTTP's /health routes do.
 """
 
 from __future__ import annotations
@@ -78,13 +80,18 @@ def _lenient(message_type: type[Message]) -> Callable[[bytes], Message | None]:
 
 Behaviour = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
+# The service's health calls: cheap, and what probes ask, so the gate lets them through (a
+# probe turned away for load would have the orchestrator restart a busy server).
+PROBES = frozenset({"ServerLive", "ServerReady", "ModelReady"})
+
 
 class CallGate:
     """Lets in at most GRPC_MAX_CONCURRENT_CALLS inference calls at a time, and none once
     SIGTERM has come: a call turned away is RESOURCE_EXHAUSTED (or UNAVAILABLE), counted in
     `model_server_refused_total` and the requests' metrics, and logged, as every call is.
     Without a limit of its own, grpc queues calls without bound, and callers see theirs end
-    CANCELLED or past their deadline, unseen by the service."""
+    CANCELLED or past their deadline, unseen by the service. Health calls (PROBES) pass: they
+    answer for themselves (ServerReady is false while draining)."""
 
     def __init__(self, runtime: Runtime, calls: CallLog) -> None:
         self.runtime = runtime
@@ -93,6 +100,8 @@ class CallGate:
         self.in_flight = 0
 
     def guard(self, name: str, behaviour: Behaviour) -> Behaviour:
+        if name in PROBES:
+            return behaviour
         route = f"/{SERVICE}/{name}"
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

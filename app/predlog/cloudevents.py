@@ -3,20 +3,21 @@ inference logger sends them, so that its consumers read them unchanged.
 
     POST <PREDICTION_LOG_URL>
     ce-specversion: 1.0
-    ce-type: org.kubeflow.serving.inference.request     (then ...inference.response)
-    ce-id: <the request id>                             (the same for both events)
-    ce-source: /models/<model>/versions/<version>
-    ce-time: <RFC 3339>
-    ce-inferenceservicename: <model>
-    ce-modelversion: <version>
     ce-component: predictor
     content-type: application/json
+    ce-id: <the request id>                             (the same for both events)
+    ce-time: <RFC 3339>
+    ce-source: /models/<model>/versions/<version>
+    ce-inferenceservicename: <model>
+    ce-modelversion: <version>
+    ce-type: org.kubeflow.serving.inference.request     (then ...inference.response)
 
     {"inputs": {feature: [value, ...], ...}}                             (request event)
     {"predictions": [...], "probabilities": [...], "model_name": ...,
      "model_version": ..., "status": ..., "error": ...}                  (response event)
 
-The requests are written out whole on the loop (`requests_of`); the sink's thread sends them on
+The requests are written out whole on the loop (`requests_of`), from parts of their heads made
+once per target (per model version for the fields that name it); the sink's thread sends them on
 one kept-alive connection and reads the status of each answer, a few lines of Python around two
 system calls. A receiver slower than PREDICTION_LOG_HTTP_TIMEOUT_S, or answering other than
 2xx, fails the event (counted) and the connection is opened afresh.
@@ -40,10 +41,15 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 SPEC_VERSION = "1.0"
 # The most of an answer's head read before giving up on it.
 MAX_HEAD_BYTES = 16 * 1024
+# Model versions whose header fields a target keeps made.
+MAX_MODEL_FIELDS = 256
+_REQUEST_TYPE = f"ce-type: {REQUEST_TYPE}\r\ncontent-length: ".encode()
+_RESPONSE_TYPE = f"ce-type: {RESPONSE_TYPE}\r\ncontent-length: ".encode()
 
 
 class Target:
-    """Where the events go: host, port and path of PREDICTION_LOG_URL."""
+    """Where the events go: host, port and path of PREDICTION_LOG_URL, and the parts of the
+    events' heads that are the same for every event, made once."""
 
     def __init__(self, url: str) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -53,6 +59,25 @@ class Target:
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         default = 443 if self.https else 80
         self.authority = self.host if self.port == default else f"{self.host}:{self.port}"
+        self.opening = (
+            f"POST {self.path} HTTP/1.1\r\nhost: {self.authority}\r\n"
+            f"ce-specversion: {SPEC_VERSION}\r\nce-component: predictor\r\n"
+            "content-type: application/json\r\nce-id: "
+        ).encode()
+        self._model_fields: dict[tuple[str, str], bytes] = {}
+
+    def model_fields(self, model: str, version: str) -> bytes:
+        """The header fields that name the model version, made once per version."""
+        key = (model, version)
+        fields = self._model_fields.get(key)
+        if fields is None:
+            if len(self._model_fields) >= MAX_MODEL_FIELDS:
+                self._model_fields.clear()  # versions come and go: start afresh, not grow
+            fields = self._model_fields[key] = (
+                f"ce-source: /models/{model}/versions/{version}\r\n"
+                f"ce-inferenceservicename: {model}\r\nce-modelversion: {version}\r\n"
+            ).encode()
+        return fields
 
 
 def requests_of(line: dict[str, Any], target: Target) -> tuple[bytes, bytes]:
@@ -69,17 +94,16 @@ def requests_of(line: dict[str, Any], target: Target) -> tuple[bytes, bytes]:
         },
         option=options,
     )
-    common = (
-        f"POST {target.path} HTTP/1.1\r\nhost: {target.authority}\r\n"
-        f"ce-specversion: {SPEC_VERSION}\r\nce-id: {line['request_id']}\r\n"
-        f"ce-source: /models/{line['model']}/versions/{line['version']}\r\n"
-        f"ce-time: {line['time']}\r\nce-inferenceservicename: {line['model']}\r\n"
-        f"ce-modelversion: {line['version']}\r\nce-component: predictor\r\n"
-        "content-type: application/json\r\n"
+    head = b"".join(
+        (
+            target.opening,
+            f"{line['request_id']}\r\nce-time: {line['time']}\r\n".encode(),
+            target.model_fields(line["model"], str(line["version"])),
+        )
     )
-    return tuple(  # type: ignore[return-value]
-        f"{common}ce-type: {kind}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
-        for kind, body in ((REQUEST_TYPE, request_body), (RESPONSE_TYPE, response_body))
+    return (
+        b"%s%s%d\r\n\r\n%s" % (head, _REQUEST_TYPE, len(request_body), request_body),
+        b"%s%s%d\r\n\r\n%s" % (head, _RESPONSE_TYPE, len(response_body), response_body),
     )
 
 

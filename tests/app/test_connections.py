@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.connections import GuardedHttp, HttpLimits
+from app import connections
+from app.connections import GuardedHttp, HttpLimits, environment_limits
 from app.errors import HTTPProblem, error_response
 
 LIMITS = HttpLimits(
@@ -161,6 +163,34 @@ async def test_a_connection_past_the_cap_is_answered_503(state: ServerState) -> 
 
 
 @in_loop
+async def test_probes_past_the_cap_are_answered_then_the_connection_closes(
+    state: ServerState,
+) -> None:
+    served = Served()
+    [connection(state, served) for _ in range(2)]
+    for target in (
+        b"/health/live",
+        b"/health/ready",
+        b"/v2/health/live",
+        b"/v2/health/ready?x=1",
+        b"/v2/models/wine/ready",
+        b"/v2/models/wine/versions/3/ready",
+    ):
+        protocol, transport = connection(state, served)
+        protocol.data_received(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target)
+        await settle()
+        status, head, body = answer(transport)
+        assert (status, body) == (200, {}), target
+        assert b"connection: close" in head and transport.closed, target
+    for target in (b"/health", b"/v2/models/wine", b"/v2/models/wine/infer", b"/healthz/live"):
+        protocol, transport = connection(state, served)
+        protocol.data_received(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target)
+        await settle()
+        assert answer(transport)[0] == 503, target
+    assert served.refusals == ["connections"] * 4
+
+
+@in_loop
 async def test_slow_headers_are_408_and_a_silent_connection_is_closed(state: ServerState) -> None:
     protocol, transport = connection(state, Served())
     protocol.data_received(b"POST /predict HTTP/1.1\r\n")
@@ -198,3 +228,37 @@ async def test_on_shutdown_an_idle_connection_answers_a_request_then_closes(
     idle.shutdown()
     await asyncio.sleep(0.3)
     assert idle_transport.closed
+
+
+def test_a_wrapped_app_gets_the_environments_limits_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:  # no `refuse`: no edge
+        pass
+
+    reads: list[int] = []
+    read = connections.settings_from_environment
+
+    def counted() -> Any:
+        reads.append(1)
+        return read()
+
+    monkeypatch.setenv("MAX_HEADER_COUNT", "7")
+    monkeypatch.setenv("MAX_CONNECTIONS", "3")
+    monkeypatch.setattr(connections, "settings_from_environment", counted)
+    environment_limits.cache_clear()
+    try:
+
+        async def two_connections() -> list[HttpLimits]:
+            state = ServerState()
+            found = []
+            for _ in range(2):
+                protocol, _transport = connection(state, wrapped)  # type: ignore[arg-type]
+                found.append(protocol.limits)
+            return found
+
+        first, second = asyncio.run(two_connections())
+    finally:
+        environment_limits.cache_clear()
+    assert (first.max_header_count, first.max_connections) == (7, 3)
+    assert second is first and len(reads) == 1

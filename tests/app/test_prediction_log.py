@@ -230,6 +230,57 @@ def test_numpy_values_keep_their_short_form():
     assert orjson.dumps({"x": value}, option=LINE_OPTIONS) == b'{"x":5.1}\n'
 
 
+def test_cloudevents_requests_carry_each_lines_fields():
+    import http.client
+    import io
+
+    from app.predlog.cloudevents import Target, requests_of
+
+    target = Target("https://events.example:8443/in?x=1")
+    lines_in = [
+        {
+            "request_id": f"rid-{model}",
+            "time": f"2026-01-0{version}T00:00:00Z",
+            "model": model,
+            "version": version,
+            "inputs": {"f": [np.float32(0.5)]},
+            "answer": {"predictions": [label]},
+            "status": status,
+            "error": None,
+        }
+        for model, version, label, status in [("wine", 3, 1, 200), ("digits", 1, 7, 200)] * 2
+    ]
+    for line in lines_in:
+        events = requests_of(line, target)
+        for kind, raw, body in zip(
+            ("request", "response"),
+            events,
+            ({"inputs": {"f": [0.5]}}, {"predictions": [line["answer"]["predictions"][0]]}),
+            strict=True,
+        ):
+            head, _, payload = raw.partition(b"\r\n\r\n")
+            start, _, fields = head.partition(b"\r\n")
+            headers = http.client.parse_headers(io.BytesIO(fields + b"\r\n\r\n"))
+            assert start == b"POST /in?x=1 HTTP/1.1"
+            assert dict(headers) == {
+                "host": "events.example:8443",
+                "ce-specversion": "1.0",
+                "ce-type": f"org.kubeflow.serving.inference.{kind}",
+                "ce-id": line["request_id"],
+                "ce-source": f"/models/{line['model']}/versions/{line['version']}",
+                "ce-time": line["time"],
+                "ce-inferenceservicename": line["model"],
+                "ce-modelversion": str(line["version"]),
+                "ce-component": "predictor",
+                "content-type": "application/json",
+                "content-length": str(len(payload)),
+            }
+            extra = {"model_name": line["model"], "model_version": str(line["version"])}
+            if kind == "response":
+                body = {**body, **extra, "status": line["status"], "error": None}
+            assert json.loads(payload) == body
+
+
 def test_the_cloudevents_client_counts_refusals_and_keeps_its_connection():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import grpc
@@ -180,6 +180,13 @@ def test_idle_sockets_close_and_connections_past_the_cap_get_503(server):
             assert headers["connection"] == "close"
             assert headers["retry-after"] == "1"
             assert "MAX_CONNECTIONS" in str(body["detail"])
+            # Probes pass the cap: answered, then the connection closes.
+            for probe, answered in (("/health/live", "live"), ("/health/ready", "ready")):
+                with connect(server) as late:
+                    late.sendall(f"GET {probe} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                    status, headers, body = status_and_body(read_all(late))
+                assert (status, body["status"]) == (200, answered)
+                assert headers["connection"] == "close"
             # HEADER_TIMEOUT_S later, the server has closed every socket that sent nothing.
             started = time.monotonic()
             for sock in idle:
@@ -347,6 +354,64 @@ def refused(server: LiveServer, protocol: str, reason: str) -> float:
             }:
                 return sample.value
     return 0.0
+
+
+def test_grpc_health_calls_pass_a_full_call_cap(server):
+    """Health calls on one connection, made while a burst of inference calls on another fills
+    GRPC_MAX_CONCURRENT_CALLS (some come back RESOURCE_EXHAUSTED), all answer; only the
+    inference calls are refused and counted."""
+
+    async def infer(stub: pb_grpc.GRPCInferenceServiceStub) -> grpc.StatusCode:
+        try:
+            await stub.ModelInfer(infer_request(5_000), timeout=30)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    async def probe(call: Awaitable[object]) -> object:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+
+    async def probes(stub: pb_grpc.GRPCInferenceServiceStub, until: asyncio.Event) -> list[object]:
+        answers: list[object] = []
+        for _ in range(1_000):
+            if until.is_set():
+                break
+            answers += await asyncio.gather(
+                probe(stub.ServerLive(pb.ServerLiveRequest(), timeout=30)),
+                probe(stub.ServerReady(pb.ServerReadyRequest(), timeout=30)),
+                probe(stub.ModelReady(pb.ModelReadyRequest(name="iris"), timeout=30)),
+            )
+        return answers
+
+    async def burst() -> tuple[list[grpc.StatusCode], list[object]]:
+        async with (
+            grpc.aio.insecure_channel(server.grpc_target) as loaded,
+            grpc.aio.insecure_channel(server.grpc_target) as probing,
+        ):
+            load = pb_grpc.GRPCInferenceServiceStub(loaded)
+            prober = pb_grpc.GRPCInferenceServiceStub(probing)
+            await prober.ServerLive(pb.ServerLiveRequest(), timeout=30)  # connected
+            over = asyncio.Event()
+            probing_task = asyncio.ensure_future(probes(prober, over))
+            codes: list[grpc.StatusCode] = []
+            for round_index in range(20):  # at least 5 rounds, and until the cap was full
+                codes += await asyncio.gather(*(infer(load) for _ in range(40)))
+                if round_index >= 4 and grpc.StatusCode.RESOURCE_EXHAUSTED in codes:
+                    break
+            over.set()
+            return codes, await probing_task
+
+    before = refused(server, "grpc", "concurrency")
+    codes, answers = asyncio.run(burst())
+    exhausted = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert exhausted > 0, "the burst never filled the cap"
+    assert len(answers) >= 3
+    assert all(not isinstance(a, grpc.StatusCode) for a in answers), set(map(str, answers))
+    assert all(a.live if isinstance(a, pb.ServerLiveResponse) else a.ready for a in answers)
+    assert refused(server, "grpc", "concurrency") - before == exhausted
 
 
 def test_grpc_calls_past_the_cap_are_resource_exhausted_and_counted(server):
