@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from live_server import LiveServer, copy_demo_store, free_port, server_environ
+from live_server import LiveServer, copy_demo_store, free_port, server_environ, wait_until
 from onnx_factories import write_slow_model
 
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
@@ -24,7 +24,9 @@ from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 pytestmark = pytest.mark.slow  # real server processes
 
 IRIS_ROW = np.array([[6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
-SLOW_ROWS = 10_000  # MAX_BATCH_ROWS: a run of seconds through write_slow_model's layers
+# A run of seconds through write_slow_model's layers, on a fast machine too (MAX_BATCH_ROWS is
+# raised to allow it; the request and the answer stay under gRPC clients' 4 MiB default).
+SLOW_ROWS = 15_000
 
 
 def start(tmp_path: Path, **env: str) -> LiveServer:
@@ -68,8 +70,8 @@ def two_workers_serve_one_grpc_port(server: LiveServer) -> None:
 
 
 def test_sigterm_drains_the_grpc_call_in_flight_then_exits_0(tmp_path):
-    write_slow_model(copy_demo_store(tmp_path / "store") / "slow" / "1", layers=1000)
-    with start(tmp_path, DRAIN_TIMEOUT_S="30") as server:
+    write_slow_model(copy_demo_store(tmp_path / "store") / "slow" / "1", layers=2000)
+    with start(tmp_path, DRAIN_TIMEOUT_S="30", MAX_BATCH_ROWS=str(SLOW_ROWS)) as server:
         sigterm_drains_the_call_in_flight(server)
 
 
@@ -79,6 +81,9 @@ def sigterm_drains_the_call_in_flight(server: LiveServer) -> None:
 
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        # Ready means the store's first scan is done; the slow model may still be warming up.
+        ready = pb.ModelReadyRequest(name="slow")
+        wait_until(lambda: stub.ModelReady(ready, timeout=5).ready, "slow ready", 60, server=server)
 
         def slow_call() -> None:
             try:
@@ -90,7 +95,7 @@ def sigterm_drains_the_call_in_flight(server: LiveServer) -> None:
         caller = threading.Thread(target=slow_call)
         caller.start()
         time.sleep(0.5)  # the call is running
-        assert "done" not in outcome, "the slow call ended before SIGTERM: the model is too fast"
+        assert "done" not in outcome, f"the slow call ended before SIGTERM: {outcome}"
         server.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         time.sleep(0.3)

@@ -431,7 +431,11 @@ def test_grpc_calls_past_the_cap_are_resource_exhausted_and_counted(server):
             return await asyncio.gather(*(one() for _ in range(n)))
 
     before = refused(server, "grpc", "concurrency")
-    codes = asyncio.run(burst(300, 256))
+    codes: list[grpc.StatusCode] = []
+    for _ in range(10):  # a fast machine may answer a burst within the cap: until it is full
+        codes += asyncio.run(burst(300, 256))
+        if grpc.StatusCode.RESOURCE_EXHAUSTED in codes:
+            break
     # Past grpc's own bound of 1,000 calls waiting for the server, it cancelled calls itself.
     codes += asyncio.run(burst(1_500, 1))
     exhausted = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
