@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
-from app.logs import ACCESS_LOGGER
+from app import logs
+from app.logs import ACCESS_LOGGER, escape_controls
 
 # A caller's request id (the `x-request-id` header or metadata) is kept when it looks like one.
 GIVEN_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -40,7 +42,17 @@ def log_access(
     """One access line: `client "METHOD path" status duration`, with the request's fields as
     the record's extras (LOG_FORMAT=json writes them). `grpc_code` names a gRPC call's status,
     whose number `status` is."""
-    extra = {
+    message = (
+        f'{client or "-"} "{method} {path}" {status if grpc_code is None else grpc_code} '
+        f"{seconds * 1000:.2f}ms"
+    )
+    writer = logs.line_writer
+    if writer is not None and not writer.json:
+        # The line a TextFormatter makes of the record, made without one (logging's record,
+        # formatter and handler cost more than the request's own work).
+        writer.write(f"{logs.text_time(time.time())} {_TEXT_HEAD}{escape_controls(message)}")
+        return
+    fields = {
         "request_id": request_id,
         "method": method,
         "path": path,
@@ -51,14 +63,13 @@ def log_access(
         "version": version or None,
         "client": client,
     }
-    if grpc_code is None:
-        access_log.info(
-            '%s "%s %s" %d %.2fms', client or "-", method, path, status, seconds * 1000,
-            extra=extra,
-        )  # fmt: skip
+    if grpc_code is not None:
+        fields["grpc_code"] = grpc_code
+    if writer is None:  # logging set up by whoever embeds the app: through its handlers
+        access_log.info(message, extra=fields)
     else:
-        extra["grpc_code"] = grpc_code
-        access_log.info(
-            '%s "%s %s" %s %.2fms', client or "-", method, path, grpc_code, seconds * 1000,
-            extra=extra,
-        )  # fmt: skip
+        head = {"ts": logs.json_time(time.time()), "level": "info", "logger": ACCESS_LOGGER}
+        writer.write(logs.json_line({**head, "message": message, **fields}))
+
+
+_TEXT_HEAD = f"INFO    {ACCESS_LOGGER}: "

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -38,6 +42,109 @@ def _printable(value: Any) -> Any:
     return value
 
 
+class _SecondText:
+    """A time's text to the second, formatted once a second (strftime costs more than a line)."""
+
+    def __init__(self, pattern: str, convert: Any) -> None:
+        self.pattern, self.convert = pattern, convert
+        self.second, self.text = -1, ""
+
+    def __call__(self, whole: int) -> str:
+        if whole != self.second:
+            self.second, self.text = whole, time.strftime(self.pattern, self.convert(whole))
+        return self.text
+
+
+_text_seconds = _SecondText("%Y-%m-%d %H:%M:%S", time.localtime)
+_json_seconds = _SecondText("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
+
+def text_time(created: float) -> str:
+    """A time as text lines write it: local time, milliseconds after a comma (logging's own)."""
+    whole = int(created)
+    return f"{_text_seconds(whole)},{int((created - whole) * 1000):03d}"
+
+
+def json_time(created: float) -> str:
+    """A time as JSON lines write it: RFC 3339 UTC, with milliseconds."""
+    whole = int(created)
+    return f"{_json_seconds(whole)}.{int((created - whole) * 1000):03d}Z"
+
+
+def json_line(line: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(line, default=str).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate: the line is kept, escaped
+        return orjson.dumps(_printable(line), default=str).decode()
+
+
+# Lines a turn of the loop may gather before they are written without waiting for its end.
+MAX_GATHERED_LINES = 256
+
+
+class LineWriter:
+    """Writes finished lines to the log handler's stream, under its lock. Lines written on the
+    event loop's thread gather until the end of the loop's turn and go out in one write: the
+    access log costs one system call per turn, not one per request. Anywhere else (another
+    thread, no loop bound), a line is written at once."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], json: bool) -> None:
+        self.handler = handler
+        self.json = json
+        self._gathered: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Gather on `loop` (the running one, on its thread), or stop gathering (None)."""
+        self.flush()
+        self._loop, self._thread = loop, threading.get_ident() if loop is not None else 0
+
+    def write(self, line: str) -> None:
+        if self._loop is None or threading.get_ident() != self._thread:
+            self._write(line + "\n")
+            return
+        gathered = self._gathered
+        gathered.append(line)
+        if len(gathered) == 1:
+            self._loop.call_soon(self.flush)
+        elif len(gathered) >= MAX_GATHERED_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._gathered:
+            lines, self._gathered = self._gathered, []
+            lines.append("")
+            self._write("\n".join(lines))
+
+    def _write(self, text: str) -> None:
+        handler = self.handler
+        with handler.lock or contextlib.nullcontext():
+            try:
+                handler.stream.write(text)
+                handler.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stderr: as logging, go on
+                pass
+
+
+line_writer: LineWriter | None = None
+"""Set by `configure_logging`: the access log writes through it rather than through logging."""
+
+
+@contextlib.contextmanager
+def lines_gathered(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While the block runs, access lines written on `loop` gather for one write per turn."""
+    writer = line_writer
+    if writer is None:
+        yield
+        return
+    writer.bind(loop)
+    try:
+        yield
+    finally:
+        writer.bind(None)  # written out: nothing is left for a loop that stops turning
+
+
 # Attributes every LogRecord has; anything else was passed in `extra` and belongs in the line.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -47,8 +154,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": json_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -56,10 +162,7 @@ class JsonFormatter(logging.Formatter):
         line.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        try:
-            return orjson.dumps(line, default=str).decode()
-        except orjson.JSONEncodeError:  # a lone surrogate: the line is kept, escaped
-            return orjson.dumps(_printable(line), default=str).decode()
+        return json_line(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -69,14 +172,19 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return text_time(record.created)  # logging's default form, the second formatted once
+
     def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
         return escape_controls(super().formatMessage(record))
 
 
 def configure_logging(level: str, log_format: str) -> None:
     """Send every logger (uvicorn's included) to stderr in the chosen format; idempotent."""
+    global line_writer
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    line_writer = LineWriter(handler, json=log_format == "json")
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -3,6 +3,7 @@ object that the edge and the routes share (the routes through app.deps)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from app.config import Settings
 from app.deadlines import Deadlines
 from app.drift import DriftMonitor
 from app.feedback import FeedbackBook
-from app.logs import configure_logging
+from app.logs import configure_logging, lines_gathered
 from app.metrics import Metrics, multiprocess_dir
 from app.predlog.log import PredictionLog
 from app.recent import RecentTraffic
@@ -89,19 +90,26 @@ class Runtime:
             if self.prediction_log is not None
             else contextlib.nullcontext()
         )
-        async with logging_predictions:
-            try:
-                with not_ready_on_sigterm(self) if self.owns_process else contextlib.nullcontext():
-                    async with (
-                        self.metrics.flushing(),
-                        self._watcher.running(),
-                        self.drift.running(registry),
-                    ):
-                        yield
-                        self.draining = True
-                await registry.close()
-            finally:
-                await self.deadlines.close()
+        gathering = (
+            lines_gathered(asyncio.get_running_loop())
+            if self.owns_process
+            else contextlib.nullcontext()
+        )
+        on_sigterm = not_ready_on_sigterm(self) if self.owns_process else contextlib.nullcontext()
+        with gathering:
+            async with logging_predictions:
+                try:
+                    with on_sigterm:
+                        async with (
+                            self.metrics.flushing(),
+                            self._watcher.running(),
+                            self.drift.running(registry),
+                        ):
+                            yield
+                            self.draining = True
+                    await registry.close()
+                finally:
+                    await self.deadlines.close()
         self.metrics.flush()  # runs that ended while the versions closed
 
     def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:
