@@ -806,6 +806,14 @@ def test_compressed_body_is_415(v2):
     v2_error(response, 415, "gzip")
 
 
+def test_a_compressed_body_past_the_size_limit_is_415_unread(v2):
+    # Refused for its encoding before it is read: not read in full only to be refused.
+    body = b"\x1f\x8b" + bytes(128 * 1024)  # twice the fixture's MAX_BODY_BYTES
+    response = v2.post("/v2/models/iris/infer", content=body, headers={"content-encoding": "gzip"})
+
+    v2_error(response, 415, "gzip")
+
+
 def _one_binary_iris_row(size: int | None = None) -> dict[str, Any]:
     return {
         "inputs": [
