@@ -1,8 +1,9 @@
 """Every command the README names exists and takes the flags it is shown with, so that a renamed
 benchmark, module or flag fails the suite instead of leaving a figure nobody can reproduce.
 
-A command is `python -m <module>` (benchmarks included), `model-loadtest` or `model-export`; its
-flags are those written after it up to the end of its code span or line and, for a benchmark,
+A command is `python -m <module>` (benchmarks included), `model-loadtest`, `model-export` or
+`model-rollout`; its flags are those written after it up to the end of its code span or line
+(lines continued with a backslash included) and, for a benchmark,
 those of code spans that hold only flags (`--rounds 4 --seconds 5`) later in the same paragraph,
 as the README names the settings of a run beside the figures it gave. (Beside other commands such
 spans name options of something else: uvicorn's `--http`, docker's `--stop-timeout`.)"""
@@ -20,19 +21,25 @@ import pytest
 
 from loadtest.__main__ import main as loadtest_main
 from ml.cli.export import main as export_main
+from ml.cli.rollout import main as rollout_main
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 
-COMMAND = re.compile(r"(?:\bpython[\d.]* -m ([A-Za-z_][\w.]*)|\b(model-loadtest|model-export)\b)")
-# What follows a command on its line and is still its arguments.
-TAIL = re.compile(r"[^`\n|)]*")
+COMMAND = re.compile(
+    r"(?:\bpython[\d.]* -m ([A-Za-z_][\w.]*)|\b(model-loadtest|model-export|model-rollout)\b)"
+)
+# What follows a command on its line (and on lines continued with a backslash): its arguments.
+TAIL = re.compile(r"(?:[^`\n|)\\]|\\\n|\\)*")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 FLAGS_ONLY_SPAN = re.compile(r"`(--[^`]*)`")
 CONSOLE_SCRIPTS: dict[str, Callable[[Sequence[str]], object]] = {
     "model-loadtest": loadtest_main,
     "model-export": export_main,
+    "model-rollout": rollout_main,
 }
+# Commands whose options live on their subcommands: every subcommand's --help is read too.
+SUBCOMMANDS = {"model-rollout": ("start", "set", "promote", "rollback", "retire")}
 
 
 @dataclass
@@ -81,11 +88,16 @@ def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
             module = importlib.import_module(command)
             assert hasattr(module, "main"), f"{command} has no main to ask for --help"
             main = module.main
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as done:
-            main(["--help"])
-        assert done.value.code == 0, f"{command} --help exited {done.value.code}"
-        HELP[command] = capsys.readouterr().out
+        texts = []
+        for sub in ((), *((name,) for name in SUBCOMMANDS.get(command, ()))):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as done:
+                main([*sub, "--help"])
+            assert done.value.code == 0, (
+                f"{command} {' '.join(sub)} --help exited {done.value.code}"
+            )
+            texts.append(capsys.readouterr().out)
+        HELP[command] = "\n".join(texts)
     return HELP[command]
 
 
