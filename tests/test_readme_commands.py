@@ -1,0 +1,133 @@
+"""Every command the README names exists and takes the flags it is shown with, so that a renamed
+benchmark, module or flag fails the suite instead of leaving a figure nobody can reproduce.
+
+A command is `python -m <module>` (benchmarks included), `model-loadtest`, `model-export` or
+`model-rollout`; its flags are those written after it up to the end of its code span or line
+(lines continued with a backslash included) and, for a benchmark,
+those of code spans that hold only flags (`--rounds 4 --seconds 5`) later in the same paragraph,
+as the README names the settings of a run beside the figures it gave. (Beside other commands such
+spans name options of something else: uvicorn's `--http`, docker's `--stop-timeout`.)"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from loadtest.__main__ import main as loadtest_main
+from ml.cli.export import main as export_main
+from ml.cli.rollout import main as rollout_main
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+
+COMMAND = re.compile(
+    r"(?:\bpython[\d.]* -m ([A-Za-z_][\w.]*)|\b(model-loadtest|model-export|model-rollout)\b)"
+)
+# What follows a command on its line (and on lines continued with a backslash): its arguments.
+TAIL = re.compile(r"(?:[^`\n|)\\]|\\\n|\\)*")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+FLAGS_ONLY_SPAN = re.compile(r"`(--[^`]*)`")
+CONSOLE_SCRIPTS: dict[str, Callable[[Sequence[str]], object]] = {
+    "model-loadtest": loadtest_main,
+    "model-export": export_main,
+    "model-rollout": rollout_main,
+}
+# Commands whose options live on their subcommands: every subcommand's --help is read too.
+SUBCOMMANDS = {"model-rollout": ("start", "set", "promote", "rollback", "retire")}
+
+
+@dataclass
+class Mention:
+    command: str  # a module path, or a console script's name
+    line: int
+    flags: set[str] = field(default_factory=set)
+
+
+def mentions(text: str) -> list[Mention]:
+    """Each command in the README, in order, with the flags shown with it."""
+    found: list[Mention] = []
+    offset = 0
+    for paragraph in re.split(r"\n\s*\n", text):
+        start = text.index(paragraph, offset)
+        offset = start + len(paragraph)
+        events: list[tuple[int, Mention | set[str]]] = []
+        for match in COMMAND.finditer(paragraph):
+            tail = TAIL.match(paragraph, match.end())
+            flags = set(FLAG.findall(tail.group() if tail else ""))
+            line = text.count("\n", 0, start + match.start()) + 1
+            events.append((match.start(), Mention(match.group(1) or match.group(2), line, flags)))
+        for span in FLAGS_ONLY_SPAN.finditer(paragraph):
+            events.append((span.start(), set(FLAG.findall(span.group(1)))))
+        current: Mention | None = None
+        for _, event in sorted(events, key=lambda e: e[0]):
+            if isinstance(event, Mention):
+                current = event
+                found.append(event)
+            elif current is not None and current.command.startswith("benchmarks."):
+                current.flags |= event
+    return found
+
+
+MENTIONS = mentions(README.read_text(encoding="utf-8"))
+
+
+HELP: dict[str, str] = {}  # --help of each command, asked once per session
+
+
+def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The command's --help from its own parser, run in process as its console script would be."""
+    if command not in HELP:
+        main = CONSOLE_SCRIPTS.get(command)
+        if main is None:
+            module = importlib.import_module(command)
+            assert hasattr(module, "main"), f"{command} has no main to ask for --help"
+            main = module.main
+        texts = []
+        for sub in ((), *((name,) for name in SUBCOMMANDS.get(command, ()))):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as done:
+                main([*sub, "--help"])
+            assert done.value.code == 0, (
+                f"{command} {' '.join(sub)} --help exited {done.value.code}"
+            )
+            texts.append(capsys.readouterr().out)
+        HELP[command] = "\n".join(texts)
+    return HELP[command]
+
+
+def test_the_readme_names_the_benchmarks() -> None:
+    """The parser sees what the README shows: at least the benchmarks the figures come from."""
+    named = {m.command for m in MENTIONS}
+    assert {"benchmarks.compare", "benchmarks.graph_reader", "model-loadtest", "app"} <= named
+    compare_flags = set().union(*(m.flags for m in MENTIONS if m.command == "benchmarks.compare"))
+    assert {"--rounds", "--seconds", "--only"} <= compare_flags
+
+
+@pytest.mark.parametrize(
+    "mention", MENTIONS, ids=[f"README:{m.line}:{m.command}" for m in MENTIONS]
+)
+def test_the_command_exists_with_its_flags(
+    mention: Mention, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if mention.command in CONSOLE_SCRIPTS:
+        project = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+        assert re.search(rf'^{mention.command}\s*=\s*"', project, re.M), (
+            f"README line {mention.line}: {mention.command} is not a console script of pyproject"
+        )
+    else:
+        assert importlib.util.find_spec(mention.command) is not None, (
+            f"README line {mention.line}: no module {mention.command}"
+        )
+    if not mention.flags:
+        return
+    accepted = set(FLAG.findall(help_text(mention.command, capsys)))
+    unknown = sorted(mention.flags - accepted)
+    assert not unknown, (
+        f"README line {mention.line}: {mention.command} does not take {', '.join(unknown)}"
+    )
