@@ -7,6 +7,7 @@ from the arrays themselves, with no Python work per value.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ml.served import Served
 from ml.signature import InputLayout
@@ -99,7 +101,7 @@ def record(event: Event, redact: Redactor, clock: Clock) -> dict[str, Any]:
     return line
 
 
-def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> dict[str, Any] | None:
+def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> Any:
     """The inputs as the model received them: one list of values per feature, by name, in row
     order (columns cost no Python work per value: orjson writes numpy arrays itself)."""
     arrays, model = note.arrays, note.model
@@ -113,11 +115,9 @@ def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> dict[str, 
             shape = matrix.shape
             if len(shape) != 2 or shape[1] != len(names):
                 return None
-            # One copy makes every column contiguous (orjson writes contiguous arrays only).
-            # Lengths were just checked: a strict zip would cost more than the rest of this.
-            columns = dict(zip(names, np.ascontiguousarray(matrix.T)))  # noqa: B905
-            if not hidden and matrix.dtype.kind != "O":
-                return columns  # the common case, with nothing to look at per column
+            if not hidden and matrix.dtype.kind in "biuf":
+                return _numeric_columns(names, matrix)  # the common case
+            columns = dict(zip(names, np.ascontiguousarray(matrix.T), strict=True))
         else:
             columns = {name: np.ascontiguousarray(arrays[name]).reshape(-1) for name in names}
     except (KeyError, ValueError):  # tensors refused for their shape or names
@@ -131,6 +131,22 @@ def _inputs(note: Served, hidden: Sequence[Any], redact: Redactor) -> dict[str, 
         else:
             out[name] = column
     return out
+
+
+def _numeric_columns(names: tuple[str, ...], matrix: np.ndarray) -> orjson.Fragment:
+    """A numeric matrix's columns by feature name, as finished JSON: orjson writes the whole
+    transposed matrix at once (`[[column], [column], ...]`) and the columns are set into the
+    object by name. Writing each column as an array of its own costs several times more."""
+    rows = orjson.dumps(np.ascontiguousarray(matrix.T), option=orjson.OPT_SERIALIZE_NUMPY)
+    # Numbers and null hold no brackets: "],[" only ever separates two columns.
+    return orjson.Fragment(_columns_object(names) % tuple(rows[2:-2].split(b"],[")))
+
+
+@functools.lru_cache(maxsize=256)
+def _columns_object(names: tuple[str, ...]) -> bytes:
+    """`{"name": [%s], ...}`: a %-format of one list's values per feature name."""
+    fields = (orjson.dumps(name).replace(b"%", b"%%") + b":[%s]" for name in names)
+    return b"{" + b",".join(fields) + b"}"
 
 
 def _sent(

@@ -4,12 +4,13 @@ On the loop, once a prediction request has its answer (`finish`): the model's sh
 (`[prediction_log]` in model.toml, else PREDICTION_LOG_PERCENT) decides in or out, by the hash of
 the key header's value when the request carries one (the rollout's sticky hash, on a finer
 scale: one key is always in or always out, on every worker and replica), else at random. A
-request in of up to INLINE_ROWS rows becomes its JSON line at once; a bigger one is set aside,
-by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS rows wait already.
+request in is set aside, by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS
+rows wait already.
 
 A formatter task, also on the loop, turns what was set aside into bytes every FORMAT_EVERY_S,
-yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it). Lines go to
-each sink, whose own bounded queue drops and counts what it cannot take.
+yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it): many lines
+formatted in a row cost less each than one line formatted after each request. Lines go to each
+sink, whose own bounded queue drops and counts what it cannot take.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import contextlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import orjson
 from prometheus_client import Counter, Histogram
@@ -32,6 +34,7 @@ from app.predlog.events import Clock, Event, Redactor, record
 from app.predlog.files import FileSink
 from app.predlog.sink import Sink
 from ml.config import PredictionLogConfig
+from ml.model import LoadedModel
 from ml.rollout import bucket
 from ml.served import Served
 
@@ -44,14 +47,15 @@ STOP_TIMEOUT_S = 5.0
 # How often the formatter runs, and the rows it formats between two yields of the loop.
 FORMAT_EVERY_S = 0.02
 SLICE_ROWS = 256
-# Requests of at most this many rows are formatted as they finish; bigger ones by the formatter.
-INLINE_ROWS = 64
 LINE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 # Single-row answers this process logged, kept by request id for feedback that names no version
 # or prediction (app.feedback); the oldest go first.
 RECENT_ANSWERS = 10_000
 
 HeaderLookup = Callable[[str], str | None]
+# A single-row answer kept for feedback: the version that gave it, and its prediction, or the
+# raw outputs it came from (Open Inference Protocol requests) to be read when feedback asks.
+RecentAnswer = tuple[LoadedModel, Any, Mapping[str, Any] | None]
 ConfigLookup = Callable[[str], PredictionLogConfig | None]
 
 
@@ -110,7 +114,7 @@ class PredictionLog:
         self.sinks: list[Sink] = [s for s in (self.files, self.events) if s is not None]
         # An OrderedDict: dropping its oldest entry is O(1), where a dict's first key takes a
         # scan past every entry deleted before it.
-        self.recent: OrderedDict[str, Served] = OrderedDict()
+        self.recent: OrderedDict[str, RecentAnswer] = OrderedDict()
         """The last RECENT_ANSWERS logged single-row answers, by request id."""
         self._pending: list[Event] = []
         self._pending_rows = 0
@@ -177,21 +181,24 @@ class PredictionLog:
             elif random.random() * 100 >= percent:  # noqa: S311 - sampling, not a secret
                 return
         rows = _rows(note)
-        event = Event(note, request_id, protocol, route, status, seconds, time.time(), rows)
-        if rows <= INLINE_ROWS:
-            # Formatted at once, while the request's arrays are still in the processor's caches
-            # (later, the same work costs more), and with nothing to hold or queue.
-            self._offer(event)
-        elif self._pending_rows + rows > self.queue_rows:
+        if self._pending_rows + rows > self.queue_rows:
             for sink in self.sinks:
                 sink.dropped += 1
             return
-        else:
-            self._pending.append(event)
-            self._pending_rows += rows
+        self._pending.append(
+            Event(note, request_id, protocol, route, status, seconds, time.time(), rows)
+        )
+        self._pending_rows += rows
         if rows == 1 and note.error is None:
+            # What feedback needs, not the note: dropping a note RECENT_ANSWERS requests later
+            # would free its arrays and answer long after they left the processor's caches.
+            predictions = note.predictions
+            if predictions is not None and predictions.predictions:
+                answered: RecentAnswer = (model, predictions.predictions[0], None)
+            else:
+                answered = (model, None, note.outputs)
             recent = self.recent
-            recent[request_id] = note
+            recent[request_id] = answered
             if len(recent) > RECENT_ANSWERS:
                 recent.popitem(last=False)
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from app.body import parse_json, read_body, validate
 from app.deps import RuntimeDep
 from app.feedback import FeedbackBook
+from app.predlog.log import RecentAnswer
 from app.responses import json_response, problem_docs
 from app.schemas import FeedbackItem, FeedbackRequest, FeedbackResponse
 from app.v2_schemas import inline_schema
@@ -19,7 +20,6 @@ from ml.errors import FieldError, InvalidInput, ModelNotReady
 from ml.model import LoadedModel
 from ml.outputs import Vocabulary
 from ml.registry import ModelEntry
-from ml.served import Served
 from ml.signature import OutputKind
 
 router = APIRouter(tags=["feedback"])
@@ -69,24 +69,26 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
 Joined = tuple[int, Any] | None  # the version that answered and its prediction, when known
 
 
-def _joined(entry: ModelEntry, item: FeedbackItem, note: Served | None) -> Joined:
+def _joined(entry: ModelEntry, item: FeedbackItem, answered: RecentAnswer | None) -> Joined:
     """The item's version and prediction: as sent, else from this process's logged answer."""
     if item.version is not None and item.prediction is not None:
         return item.version, item.prediction
-    model = note.model if note is not None else None
-    if note is None or model is None or model.name != entry.name:
+    if answered is None:
+        return None
+    model, prediction, outputs = answered
+    if model.name != entry.name:
         return None
     version = item.version if item.version is not None else model.version
     if version != model.version:
         return None
     if item.prediction is not None:
         return version, item.prediction
-    predictions = note.predictions
-    if predictions is None and note.outputs is not None:
-        predictions = model.decode_outputs(list(note.outputs.values()))
-    if predictions is None or predictions.predictions is None:
+    if prediction is None and outputs is not None:
+        decoded = model.decode_outputs(list(outputs.values()))
+        prediction = decoded.predictions[0] if decoded.predictions else None
+    if prediction is None:
         return None
-    return version, predictions.predictions[0]
+    return version, prediction
 
 
 def _kind_model(entry: ModelEntry, version: int | None) -> LoadedModel:

@@ -133,6 +133,28 @@ def test_without_version_and_prediction_the_logged_answer_is_joined(serve, store
     assert (body["scored"], body["ignored"]) == (1, 2)
 
 
+def test_an_open_inference_protocol_answer_is_joined_from_its_outputs(serve, store, tmp_path):
+    row = iris_rows(3)[1]
+    with serve(store, prediction_log_dir=tmp_path / "log") as client:
+        (tensor,) = client.get("/v2/models/flowers").json()["inputs"]
+        request = {"name": tensor["name"], "shape": [1, 4], "datatype": "FP32", "data": row}
+        answer = client.post("/v2/models/flowers/infer", json={"inputs": [request]})
+        assert answer.status_code == 200, answer.text
+        version = int(answer.json()["model_version"])
+        expected = client.post(
+            "/predict", json={"model": "flowers", "version": version, "features": row}
+        ).json()
+        body = client.post(
+            "/feedback",
+            json={"model": "flowers", "items": [
+                {"request_id": answer.headers["x-request-id"], "actual": expected["prediction"]},
+            ]},
+        ).json()  # fmt: skip
+    assert [(i["version"], i["outcome"]) for i in body["items"]] == [
+        (expected["version"], "correct")
+    ]
+
+
 def test_a_class_is_taken_by_its_name_or_by_its_value_in_the_graph(serve, store):
     data = load_iris()
     picks = list(range(0, 150, 3))
