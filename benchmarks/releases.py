@@ -1,0 +1,107 @@
+"""This checkout's server against an earlier commit's, side by side: single-row throughput and CPU
+time per request, with the access log off (as the other benchmarks run) or on (the default).
+
+    python -m benchmarks.releases --against COMMIT [--rounds 12] [--seconds 2] [--connections 8]
+                                  [--access-log]
+
+The earlier commit is checked out into a temporary git worktree; both servers run at once, each
+on its own copy of the demo store, and wrk drives one then the other, the order alternating
+from round to round. On a shared machine a round can lose half its rate to other load, so
+besides the medians it prints the best round of each server, the least disturbed, and the
+lowest CPU time per request (the server's user and system time over a round, divided by the
+requests wrk counted).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from benchmarks.bodies import SINGLE
+from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, has_prediction
+from benchmarks.options import rounds_parser
+from benchmarks.servers import REPO, Served, demo_stores
+from benchmarks.wrk import run_wrk
+from loadtest.server import model_server
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(server: Served) -> float:
+    """User and system time the server's process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def worktree(commit: str, folder: Path) -> Path:
+    """`commit` checked out (detached) at `folder`; BenchmarkFailed if git cannot."""
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), commit],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise BenchmarkFailed(f"cannot check out {commit!r}: {done.stderr.strip()}")
+    return folder
+
+
+@exits_non_zero_on_failure
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = rounds_parser(__doc__, rounds=12, seconds=2)
+    parser.add_argument("--against", required=True, help="the earlier commit (hash, tag, branch)")
+    parser.add_argument("--access-log", action="store_true", help="both servers log every request")
+    args = parser.parse_args(argv)
+    env = {"ACCESS_LOG": "true", "LOG_LEVEL": "info"} if args.access_log else {}
+    rates: dict[str, list[float]] = {"earlier": [], "this": []}
+    cpu: dict[str, list[float]] = {"earlier": [], "this": []}
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        earlier = worktree(args.against, Path(folder) / "earlier")
+        stack.callback(
+            subprocess.run,
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(earlier)],
+            check=False,
+        )
+        stores = demo_stores(Path(folder), "store-earlier", "store-this")
+        checkouts = {"earlier": earlier, "this": REPO}
+        servers = {
+            name: stack.enter_context(
+                model_server(stores[f"store-{name}"], extra_env=env, cwd=checkout)
+            )
+            for name, checkout in checkouts.items()
+        }
+        for server in servers.values():
+            run_wrk(server.url + "/predict", SINGLE, args.connections, 2)  # warm-up
+        for round_index in range(args.rounds):
+            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
+            for name in order:
+                server = servers[name]
+                before = cpu_seconds(server)
+                result = run_wrk(
+                    server.url + "/predict", SINGLE, args.connections, args.seconds,
+                    check=has_prediction,
+                )  # fmt: skip
+                used = cpu_seconds(server) - before
+                rates[name].append(result.requests_per_s)
+                cpu[name].append(used / (result.requests_per_s * args.seconds) * 1e6)
+                print(f"round {round_index + 1} {name:8} {result.summary()}", flush=True)
+
+    print(f"\naccess log {'on' if args.access_log else 'off'}, {args.connections} connections")
+    print("| server | median req/s | best round req/s | lowest CPU µs a request |")
+    print("| --- | --- | --- | --- |")
+    for name in rates:
+        label = f"{args.against} (earlier)" if name == "earlier" else "this checkout"
+        middle = statistics.median(rates[name])
+        print(f"| {label} | {middle:,.0f} | {max(rates[name]):,.0f} | {min(cpu[name]):.1f} |")
+    best = max(rates["this"]) / max(rates["earlier"])
+    print(f"\nthis / earlier: best round {best:.3f}x, lowest CPU a request "
+          f"{min(cpu['this']) / min(cpu['earlier']):.3f}x")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
