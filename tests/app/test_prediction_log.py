@@ -24,6 +24,7 @@ from onnx_factories import (
     write_columns_pipeline,
 )
 
+from app.predlog.events import _numeric_columns
 from app.predlog.files import PREFIX
 from app.predlog.log import LINE_OPTIONS
 from app.predlog.sink import Sink
@@ -341,3 +342,27 @@ def test_a_models_share_follows_its_model_toml_without_a_reload_of_the_model(
         answer = client.post("/predict", json={"model": "shapes", "features": ROWS[0]})
         (line,) = lines(folder, 1)
     assert line["request_id"] == answer.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32),
+        np.array([[1.0, np.nan, -0.0], [np.inf, 2.5e-8, 3e38]], dtype=np.float64),
+        np.arange(12, dtype=np.int64).reshape(4, 3) - 6,
+        np.array([[True, False, True]]),
+        np.zeros((0, 3), dtype=np.float32),
+        np.array([[7.0], [8.0]], dtype=np.float32),
+    ],
+    ids=["one-row-float32", "nan-inf-float64", "int64", "bool", "no-rows", "one-feature"],
+)
+def test_numeric_inputs_read_as_one_array_per_feature(matrix):
+    """The inputs' JSON, written from the whole matrix at once, reads as orjson writes each
+    column on its own, under names that JSON and %-formatting must both escape."""
+    names = ('a "quoted" name', "100% sure", "naïve\\path")[: matrix.shape[1]]
+    names = names + tuple(f"x{i}" for i in range(matrix.shape[1] - len(names)))
+    written = orjson.dumps({"inputs": _numeric_columns(names, matrix)})
+    columns = {n: np.ascontiguousarray(matrix[:, i]) for i, n in enumerate(names)}
+    expected = orjson.dumps({"inputs": columns}, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert written == expected
+    assert list(json.loads(written)["inputs"]) == list(names)
