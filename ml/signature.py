@@ -128,9 +128,18 @@ class Signature:
     missing_string: str = ""
     # Derived from `features` once: read on the request path and by the prediction log.
     feature_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_names", tuple(f.name for f in self.features))
+        fields = (self.layout, self.features, self.inputs, self.outputs, self.output_kind)
+        rest = (self.task, self.fixed_batch_size, self.targets, self.missing_values)
+        object.__setattr__(self, "_hash", hash((*fields, *rest, self.missing_string)))
+
+    def __hash__(self) -> int:
+        # Computed once: per-version caches keyed by the signature are read on every request,
+        # and the generated hash walks every feature and tensor each time.
+        return self._hash
 
 
 def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,16 @@ def test_iris_classifier(tmp_path: Path) -> None:
     assert signature.task == "classification"
     assert signature.fixed_batch_size is None
     assert [o.name for o in signature.outputs] == ["label", "probabilities"]
+
+
+def test_equal_signatures_hash_alike_and_a_changed_one_differs(tmp_path: Path) -> None:
+    signature = from_folder(write_iris_classifier(tmp_path / "a"))
+    again = from_folder(write_iris_classifier(tmp_path / "b"))
+    assert signature == again and hash(signature) == hash(again)
+    assert {signature: 1}[again] == 1  # a cache keyed by one finds the other
+    changed = replace(signature, task="regression", missing_values=True)
+    assert changed != signature and hash(changed) != hash(signature)
+    assert hash(replace(changed, task="classification", missing_values=False)) == hash(signature)
 
 
 def test_iris_without_metadata_gets_generated_names(tmp_path: Path) -> None:
