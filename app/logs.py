@@ -43,16 +43,20 @@ def _printable(value: Any) -> Any:
 
 
 class _SecondText:
-    """A time's text to the second, formatted once a second (strftime costs more than a line)."""
+    """A time's text to the second, formatted once a second (strftime costs more than a line).
+    The second and its text are kept as one tuple: a formatter in another thread never reads
+    one without the other."""
 
     def __init__(self, pattern: str, convert: Any) -> None:
         self.pattern, self.convert = pattern, convert
-        self.second, self.text = -1, ""
+        self.cached = (-1, "")
 
     def __call__(self, whole: int) -> str:
-        if whole != self.second:
-            self.second, self.text = whole, time.strftime(self.pattern, self.convert(whole))
-        return self.text
+        second, text = self.cached
+        if whole != second:
+            text = time.strftime(self.pattern, self.convert(whole))
+            self.cached = (whole, text)
+        return text
 
 
 _text_seconds = _SecondText("%Y-%m-%d %H:%M:%S", time.localtime)
