@@ -68,8 +68,7 @@ def log_access(
     if writer is None:  # logging set up by whoever embeds the app: through its handlers
         access_log.info(message, extra=fields)
     else:
-        head = {"ts": logs.json_time(time.time()), "level": "info", "logger": ACCESS_LOGGER}
-        writer.write(logs.json_line({**head, "message": message, **fields}))
+        writer.write(logs.json_record(time.time(), "info", ACCESS_LOGGER, message, fields))
 
 
 _TEXT_HEAD = f"INFO    {ACCESS_LOGGER}: "

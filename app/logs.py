@@ -75,7 +75,12 @@ def json_time(created: float) -> str:
     return f"{_json_seconds(whole)}.{int((created - whole) * 1000):03d}Z"
 
 
-def json_line(line: dict[str, Any]) -> str:
+def json_record(
+    created: float, level: str, logger: str, message: str, fields: dict[str, Any]
+) -> str:
+    """One JSON log line: time, level, logger, message, then the record's own fields."""
+    line = {"ts": json_time(created), "level": level, "logger": logger, "message": message}
+    line.update(fields)
     try:
         return orjson.dumps(line, default=str).decode()
     except orjson.JSONEncodeError:  # a lone surrogate: the line is kept, escaped
@@ -157,16 +162,11 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and the record's extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": json_time(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json_line(line)
+            fields["exception"] = self.formatException(record.exc_info)
+        level, message = record.levelname.lower(), record.getMessage()
+        return json_record(record.created, level, record.name, message, fields)
 
 
 class TextFormatter(logging.Formatter):

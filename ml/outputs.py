@@ -36,8 +36,7 @@ class Vocabulary:
     _answered: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = self.names
-        answered = list(self.classes if names is None else map(names.__getitem__, self.classes))
+        answered = self.classes if self.names is None else self.keys
         # A name wins over a class value spelled the same: it is what answers say.
         table: dict[Any, Any] = dict(zip(self.keys, answered, strict=True))
         for value, answer in zip(self.classes, answered, strict=True):

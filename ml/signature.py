@@ -11,6 +11,7 @@ cluster), by task or by skl2onnx's output names; anything else ("raw") is return
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -132,9 +133,8 @@ class Signature:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_names", tuple(f.name for f in self.features))
-        fields = (self.layout, self.features, self.inputs, self.outputs, self.output_kind)
-        rest = (self.task, self.fixed_batch_size, self.targets, self.missing_values)
-        object.__setattr__(self, "_hash", hash((*fields, *rest, self.missing_string)))
+        compared = (getattr(self, f.name) for f in dataclasses.fields(self) if f.compare)
+        object.__setattr__(self, "_hash", hash(tuple(compared)))
 
     def __hash__(self) -> int:
         # Computed once: per-version caches keyed by the signature are read on every request,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.logs import json_time
 from ml.served import Served
 from ml.signature import InputLayout
 
@@ -54,37 +54,14 @@ class Redactor:
         return digest[:REDACTED_HASH_CHARS]
 
 
-class Clock:
-    """RFC 3339 UTC times with milliseconds; each second's part is formatted once, and a
-    millisecond's whole text is kept while events of that millisecond come."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
-        self._milli = -1
-        self._milli_text = ""
-
-    def __call__(self, seconds: float) -> str:
-        milli = int(seconds * 1000)
-        if milli == self._milli:
-            return self._milli_text
-        whole = milli // 1000
-        if whole != self._second:
-            self._second = whole
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        self._milli = milli
-        self._milli_text = f"{self._text}.{milli - whole * 1000:03d}Z"
-        return self._milli_text
-
-
-def record(event: Event, redact: Redactor, clock: Clock) -> dict[str, Any]:
+def record(event: Event, redact: Redactor) -> dict[str, Any]:
     """The JSON object of one log line (numpy arrays left for orjson's numpy option)."""
     note = event.note
     model = note.model
     assert model is not None  # only requests that reached a model are logged
     hidden = model.metadata.get("redact") or ()
     line = {
-        "time": clock(event.at),
+        "time": json_time(event.at),
         "request_id": event.request_id,
         "model": model.name,
         "version": model.version,

@@ -30,7 +30,7 @@ from app.background import in_background
 from app.config import Settings
 from app.metrics import Metrics
 from app.predlog.cloudevents import CloudEventsSink, Target, requests_of
-from app.predlog.events import Clock, Event, Redactor, record
+from app.predlog.events import Event, Redactor, record
 from app.predlog.files import FileSink
 from app.predlog.sink import Sink
 from ml.config import PredictionLogConfig
@@ -118,7 +118,6 @@ class PredictionLog:
         """The last RECENT_ANSWERS logged single-row answers, by request id."""
         self._pending: list[Event] = []
         self._pending_rows = 0
-        self._clock = Clock()
         self._counted = {(sink.name, outcome): 0 for sink in self.sinks for outcome in OUTCOMES}
         events, write = instruments
         self._children = {key: events.labels(*key) for key in self._counted}
@@ -219,7 +218,7 @@ class PredictionLog:
 
     def _offer(self, event: Event) -> None:
         try:
-            line = record(event, self.redact, self._clock)
+            line = record(event, self.redact)
             if self.files is not None:
                 self.files.offer(orjson.dumps(line, option=LINE_OPTIONS), event.rows)
             if self.events is not None:
