@@ -8,9 +8,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 ACCESS_LOGGER = "model_server.access"
@@ -61,6 +62,7 @@ class _SecondText:
 
 _text_seconds = _SecondText("%Y-%m-%d %H:%M:%S", time.localtime)
 _json_seconds = _SecondText("%Y-%m-%dT%H:%M:%S", time.gmtime)
+_MILLIS = [b".%03dZ" % milli for milli in range(1000)]
 
 
 def text_time(created: float) -> str:
@@ -73,6 +75,18 @@ def json_time(created: float) -> str:
     """A time as JSON lines write it: RFC 3339 UTC, with milliseconds."""
     whole = int(created)
     return f"{_json_seconds(whole)}.{int((created - whole) * 1000):03d}Z"
+
+
+def json_time_parts(created: Sequence[float]) -> tuple[list[bytes], list[bytes]]:
+    """json_time of many times at once, as bytes in two parts each (the second's text, then
+    the milliseconds and "Z"): the seconds' text made once per second, the rest by numpy and
+    table lookups, no Python per time."""
+    times = np.asarray(created, dtype=np.float64)
+    wholes = times.astype(np.int64)
+    millis = ((times - wholes) * 1000).astype(np.int64).tolist()
+    wholes_list = wholes.tolist()
+    seconds = {whole: _json_seconds(whole).encode() for whole in set(wholes_list)}
+    return list(map(seconds.__getitem__, wholes_list)), list(map(_MILLIS.__getitem__, millis))
 
 
 def json_record(

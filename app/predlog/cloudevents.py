@@ -119,7 +119,7 @@ class CloudEventsSink(Sink):
         self._socket: socket.socket | None = None
         self._buffer = b""
 
-    def write(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+    def write(self, batch: Sequence[tuple[bytes, bytes]], events: int) -> None:
         for requests in batch:
             started = time.perf_counter()
             try:

@@ -116,11 +116,11 @@ def _numeric_columns(names: tuple[str, ...], matrix: np.ndarray) -> orjson.Fragm
     object by name. Writing each column as an array of its own costs several times more."""
     rows = orjson.dumps(np.ascontiguousarray(matrix.T), option=orjson.OPT_SERIALIZE_NUMPY)
     # Numbers and null hold no brackets: "],[" only ever separates two columns.
-    return orjson.Fragment(_columns_object(names) % tuple(rows[2:-2].split(b"],[")))
+    return orjson.Fragment(columns_template(names) % tuple(rows[2:-2].split(b"],[")))
 
 
 @functools.lru_cache(maxsize=256)
-def _columns_object(names: tuple[str, ...]) -> bytes:
+def columns_template(names: tuple[str, ...]) -> bytes:
     """`{"name": [%s], ...}`: a %-format of one list's values per feature name."""
     fields = (orjson.dumps(name).replace(b"%", b"%%") + b":[%s]" for name in names)
     return b"{" + b",".join(fields) + b"}"

@@ -11,6 +11,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 
 from app.predlog.sink import Sink
@@ -20,7 +21,8 @@ SUFFIX = ".jsonl"
 
 
 class FileSink(Sink):
-    """Appends each event's line (bytes ending in a newline) to this worker's current file."""
+    """Appends lines (bytes ending in a newline: one event's, or several) to this worker's
+    current file."""
 
     name = "file"
 
@@ -39,7 +41,7 @@ class FileSink(Sink):
         self._count = 0
         self._closed: deque[Path] = deque()
 
-    def write(self, batch: Sequence[bytes]) -> None:
+    def write(self, batch: Sequence[bytes], events: int) -> None:
         started = time.perf_counter()
         try:
             if self._fd is None:
@@ -53,18 +55,20 @@ class FileSink(Sink):
         except OSError as exc:
             # Which lines of the batch reached the file before the error is unknown: all of
             # them count as failed, so that written + dropped + failed is every event.
-            self.failed += len(batch)
+            self.failed += events
             self.warn("cannot write to %s: %s", self.folder, exc)
             self._drop_file()  # opened afresh on the next write: the folder may come back
             return
-        self.written += len(batch)
+        self.written += events
         self.observe(time.perf_counter() - started)
 
     def _write_rotating(self, batch: Sequence[bytes]) -> None:
         """`batch`, rotating wherever the next line would pass max_bytes (or the file aged):
         no file passes max_bytes."""
         pending: list[bytes] = []
-        for line in batch:
+        # A payload may hold many lines; bytes split at "\n" and "\r" only, which orjson
+        # always escapes inside a line.
+        for line in chain.from_iterable(payload.splitlines(keepends=True) for payload in batch):
             if self._size and (self._size + len(line) > self.max_bytes or self._aged()):
                 self._flush(pending)
                 pending = []

@@ -4,13 +4,16 @@ On the loop, once a prediction request has its answer (`finish`): the model's sh
 (`[prediction_log]` in model.toml, else PREDICTION_LOG_PERCENT) decides in or out, by the hash of
 the key header's value when the request carries one (the rollout's sticky hash, on a finer
 scale: one key is always in or always out, on every worker and replica), else at random. A
-request in is set aside, by reference, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS
-rows wait already.
+request in is set aside, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS rows wait already:
+single-row answers of a version that fits (app.predlog.singles) as columns, when files are the
+only sink; any other request by reference to its note.
 
 A formatter task, also on the loop, turns what was set aside into bytes every FORMAT_EVERY_S,
-yielding the loop every SLICE_ROWS rows (so requests never wait behind much of it): many lines
-formatted in a row cost less each than one line formatted after each request. Lines go to each
-sink, whose own bounded queue drops and counts what it cannot take.
+yielding the loop between versions' columns and every SLICE_ROWS rows of the rest (so requests
+never wait behind much of it): many lines formatted at once cost less each than one line
+formatted after each request. Lines of one turn are not in the order of their requests (each
+has its time). Lines go to each sink, whose own bounded queue drops and counts what it cannot
+take.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -29,12 +31,15 @@ from prometheus_client import Counter, Histogram
 from app.background import in_background
 from app.config import Settings
 from app.metrics import Metrics
+from app.predlog.answers import AnswerList, RecentAnswers
 from app.predlog.cloudevents import CloudEventsSink, Target, requests_of
 from app.predlog.events import Event, Redactor, record
 from app.predlog.files import FileSink
+from app.predlog.singles import SingleRows
 from app.predlog.sink import Sink
 from ml.config import PredictionLogConfig
 from ml.model import LoadedModel
+from ml.outputs import Predictions
 from ml.rollout import bucket
 from ml.served import Served
 
@@ -49,14 +54,12 @@ FORMAT_EVERY_S = 0.02
 SLICE_ROWS = 256
 LINE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 # Single-row answers this process logged, kept by request id for feedback that names no version
-# or prediction (app.feedback); the oldest go first.
+# or prediction (app.routes.feedback): at least this many of the last.
 RECENT_ANSWERS = 10_000
 
 HeaderLookup = Callable[[str], str | None]
-# A single-row answer kept for feedback: the version that gave it, and its prediction, or the
-# raw outputs it came from (Open Inference Protocol requests) to be read when feedback asks.
-RecentAnswer = tuple[LoadedModel, Any, Mapping[str, Any] | None]
 ConfigLookup = Callable[[str], PredictionLogConfig | None]
+_UNSEEN = object()
 
 
 def log_metrics(metrics: Metrics) -> tuple[Counter, Histogram]:
@@ -112,11 +115,15 @@ class PredictionLog:
                 timeout_s=settings.prediction_log_http_timeout_s,
             )
         self.sinks: list[Sink] = [s for s in (self.files, self.events) if s is not None]
-        # An OrderedDict: dropping its oldest entry is O(1), where a dict's first key takes a
-        # scan past every entry deleted before it.
-        self.recent: OrderedDict[str, RecentAnswer] = OrderedDict()
+        self.recent = RecentAnswers(RECENT_ANSWERS)
         """The last RECENT_ANSWERS logged single-row answers, by request id."""
+        self._general_answers: AnswerList | None = None
         self._pending: list[Event] = []
+        # Single-row answers by (version, protocol, route, status), set aside as columns (None:
+        # that version's take the general way); only the file sink takes their lines, so they
+        # are kept this way when it is the only sink.
+        self._singles: dict[tuple[int, str, str, int], SingleRows | None] = {}
+        self._by_column = self.files is not None and self.events is None
         self._pending_rows = 0
         self._counted = {(sink.name, outcome): 0 for sink in self.sinks for outcome in OUTCOMES}
         events, write = instruments
@@ -167,11 +174,7 @@ class PredictionLog:
         model = note.model
         if model is None:  # refused before any model took it: nothing of a model to keep
             return
-        percent, key_header = self.percent, self.key_header
-        config = self.config_of(model.name)
-        if config is not None:
-            percent = percent if config.percent is None else config.percent
-            key_header = key_header if config.key_header is None else config.key_header
+        percent, key_header = self._share_of(model.name)
         if percent < 100:
             key = header(key_header) if key_header is not None else None
             if key is not None:
@@ -179,6 +182,21 @@ class PredictionLog:
                     return
             elif random.random() * 100 >= percent:  # noqa: S311 - sampling, not a secret
                 return
+        arrays, predictions = note.arrays, note.predictions
+        if self._by_column and arrays and predictions is not None and note.error is None:
+            key = (id(model), protocol, route, status)
+            singles = self._singles.get(key, _UNSEEN)
+            if singles is _UNSEEN:
+                singles = self._singles[key] = _singles_of(
+                    model, protocol, route, status, arrays, predictions
+                )
+                if singles is not None:
+                    self.recent.add(singles)
+            if singles is not None and self._pending_rows < self.queue_rows:
+                (matrix,) = arrays.values()
+                if singles.add(time.time(), request_id, seconds, matrix, predictions):
+                    self._pending_rows += 1
+                    return
         rows = _rows(note)
         if self._pending_rows + rows > self.queue_rows:
             for sink in self.sinks:
@@ -191,15 +209,32 @@ class PredictionLog:
         if rows == 1 and note.error is None:
             # What feedback needs, not the note: dropping a note RECENT_ANSWERS requests later
             # would free its arrays and answer long after they left the processor's caches.
-            predictions = note.predictions
             if predictions is not None and predictions.predictions:
-                answered: RecentAnswer = (model, predictions.predictions[0], None)
+                self._remember(request_id, model, predictions.predictions[0], None)
             else:
-                answered = (model, None, note.outputs)
-            recent = self.recent
-            recent[request_id] = answered
-            if len(recent) > RECENT_ANSWERS:
-                recent.popitem(last=False)
+                self._remember(request_id, model, None, note.outputs)
+
+    def _share_of(self, name: str) -> tuple[float, str | None]:
+        """The model's share and key header: its model.toml's, else the settings'."""
+        percent, key_header = self.percent, self.key_header
+        config = self.config_of(name)
+        if config is not None:
+            percent = percent if config.percent is None else config.percent
+            key_header = key_header if config.key_header is None else config.key_header
+        return percent, key_header
+
+    def _remember(
+        self,
+        request_id: str,
+        model: LoadedModel,
+        prediction: Any,
+        outputs: Mapping[str, Any] | None,
+    ) -> None:
+        answers = self._general_answers
+        if answers is None:
+            answers = self._general_answers = AnswerList()
+            self.recent.add(answers)
+        answers.add(request_id, (model, prediction, outputs))
 
     async def _format_forever(self) -> None:
         while True:
@@ -208,6 +243,14 @@ class PredictionLog:
 
     async def _format_pending(self) -> None:
         pending, self._pending, self._pending_rows = self._pending, [], 0
+        singles, self._singles = self._singles, {}
+        self._general_answers = None
+        for group in singles.values():
+            if group is not None and len(group):
+                self._offer_lines(group)
+                group.release()
+                await asyncio.sleep(0)
+        self.recent.trim()
         budget = SLICE_ROWS
         for event in pending:
             self._offer(event)
@@ -227,6 +270,16 @@ class PredictionLog:
             for sink in self.sinks:
                 sink.unwritable += 1
 
+    def _offer_lines(self, group: SingleRows) -> None:
+        assert self.files is not None  # answers are set aside as columns for the file sink only
+        count = len(group)
+        try:
+            lines = group.lines()
+        except (TypeError, ValueError, orjson.JSONEncodeError):
+            self.files.unwritable += count
+            return
+        self.files.offer(lines, count, count)
+
     def flush(self) -> None:
         """Move the sinks' counts into the metrics (at each metrics flush)."""
         for sink in self.sinks:
@@ -239,6 +292,24 @@ class PredictionLog:
                 if now > self._counted[key]:
                     self._children[key].inc(now - self._counted[key])
                     self._counted[key] = now
+
+
+def _singles_of(
+    model: LoadedModel,
+    protocol: str,
+    route: str,
+    status: int,
+    arrays: Mapping[str, Any],
+    predictions: Predictions,
+) -> SingleRows | None:
+    if len(arrays) != 1:
+        return None
+    (matrix,) = arrays.values()
+    if not SingleRows.fits(model, matrix, predictions):
+        return None
+    return SingleRows(
+        model, protocol, route, status, matrix.dtype, predictions.probabilities is not None
+    )
 
 
 def _rows(note: Served) -> int:

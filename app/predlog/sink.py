@@ -39,7 +39,8 @@ class Sink:
         self.unwritable = 0  # events that could not become JSON, counted as failed (the loop's)
         self.written = 0
         self.failed = 0
-        self._queue: deque[tuple[Any, int]] = deque()
+        # (payload, rows, events): a payload holds one event, or several lines of the file sink.
+        self._queue: deque[tuple[Any, int, int]] = deque()
         self._put_rows = 0
         self._taken_rows = 0
         self._stopping = threading.Event()
@@ -50,13 +51,13 @@ class Sink:
 
     # -- on the loop ------------------------------------------------------------------------
 
-    def offer(self, payload: Any, rows: int) -> None:
-        """Queue one event's bytes, or drop and count it when the queue is full."""
+    def offer(self, payload: Any, rows: int, events: int = 1) -> None:
+        """Queue the bytes of `events` events, or drop and count them when the queue is full."""
         if self._put_rows - self._taken_rows + rows > self.queue_rows:
-            self.dropped += 1
+            self.dropped += events
             return
         self._put_rows += rows
-        self._queue.append((payload, rows))
+        self._queue.append((payload, rows, events))
 
     @property
     def queued_rows(self) -> int:
@@ -89,17 +90,19 @@ class Sink:
                 if not queue:
                     continue
             batch = [queue.popleft() for _ in range(min(len(queue), BATCH_EVENTS))]
+            events = sum(count for _, _, count in batch)
             try:
-                self.write([payload for payload, _ in batch])
+                self.write([payload for payload, _, _ in batch], events)
             except Exception as exc:  # a bug in a sink must not end its thread
-                self.failed += len(batch)
+                self.failed += events
                 self.warn("failed: %r", exc)
             finally:
-                self._taken_rows += sum(rows for _, rows in batch)
+                self._taken_rows += sum(rows for _, rows, _ in batch)
         self.close()
 
-    def write(self, batch: Sequence[Any]) -> None:
-        """Write `batch` (payloads as offered), adding to `written` and `failed`."""
+    def write(self, batch: Sequence[Any], events: int) -> None:
+        """Write `batch` (payloads as offered, `events` events in all), adding to `written` and
+        `failed`."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from app.body import parse_json, read_body, validate
 from app.deps import RuntimeDep
 from app.feedback import FeedbackBook
-from app.predlog.log import RecentAnswer
+from app.predlog.answers import RecentAnswer
 from app.responses import json_response, problem_docs
 from app.schemas import FeedbackItem, FeedbackRequest, FeedbackResponse
 from app.v2_schemas import inline_schema

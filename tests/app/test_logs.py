@@ -12,7 +12,15 @@ import pytest
 
 from app import logs
 from app.access import log_access
-from app.logs import JsonFormatter, LineWriter, TextFormatter, configure_logging, lines_gathered
+from app.logs import (
+    JsonFormatter,
+    LineWriter,
+    TextFormatter,
+    configure_logging,
+    json_time,
+    json_time_parts,
+    lines_gathered,
+)
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -142,3 +150,13 @@ def test_an_access_line_reads_as_logging_would_write_its_record(writer, log_form
         stamp = len("2026-01-01 00:00:00,000 ")
         assert written[stamp:] == through_logging[stamp:]
         assert "\\r\\nforged\\x1b[2J" in written
+
+
+def test_json_time_parts_join_to_json_time():
+    # Seconds' ends, the epoch, a second on its own, and times of one second in any order.
+    times = [1_790_000_000.9996, 1_790_000_001.0, 0.0, 1.999, 1_790_000_000.5, 1_790_000_000.001]
+    seconds, rest = json_time_parts(times)
+    assert [a + b for a, b in zip(seconds, rest, strict=True)] == [
+        json_time(t).encode() for t in times
+    ]
+    assert json_time_parts([]) == ([], [])

@@ -1,0 +1,193 @@
+"""The common case of the prediction log, formatted by the column: single-row answers of one
+version, route and status, numeric inputs in one tensor, no redacted feature. Each request only
+appends its parts to a few lists (`SingleRows.add`); the formatter then writes all their lines
+with a few calls for the lot: orjson writes the inputs as one matrix and the other values each
+in C, and one %-format of the line's template, repeated, fills them in. A line has the fields,
+order and values that `app.predlog.events.record` gives any other request.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.logs import json_time_parts
+from app.predlog.answers import RecentAnswer
+from ml.model import LoadedModel
+from ml.outputs import Predictions
+from ml.signature import InputLayout
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+class SingleRows:
+    """Single-row answers set aside as columns, for one version, protocol, route and status."""
+
+    __slots__ = (
+        "ats",
+        "dtype",
+        "ids",
+        "indexed",
+        "inputs",
+        "labels",
+        "model",
+        "pieces",
+        "probabilities",
+        "seconds",
+        "shape",
+        "with_probabilities",
+    )
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        protocol: str,
+        route: str,
+        status: int,
+        dtype: np.dtype[Any],
+        with_probabilities: bool,
+    ) -> None:
+        self.model = model  # held, so that the version's id() keyed to this stays its own
+        self.shape = (1, len(model.signature.feature_names))
+        self.dtype = dtype
+        self.with_probabilities = with_probabilities
+        head = {"model": model.name, "version": model.version, "protocol": protocol,
+                "route": route, "status": status}  # fmt: skip
+        names = [orjson.dumps(name) for name in model.signature.feature_names]
+        # The constant parts of a line, around its values: the line is
+        # pieces[0] value pieces[1] value ... pieces[-1].
+        self.pieces = [
+            b'{"time":"',
+            b"",  # between the time's second and its milliseconds
+            b'","request_id":',
+            b"," + orjson.dumps(head)[1:-1] + b',"error":null,"latency_ms":',
+            *(
+                (b',"inputs":{' if index == 0 else b"],") + name + b":["
+                for index, name in enumerate(names)
+            ),
+            b']},"answer":{"predictions":[',
+            *((b'],"probabilities":[',) if with_probabilities else ()),
+            b"]}}\n",
+        ]
+        self.indexed = 0  # entries of `ids` in the recent answers' index (app.predlog.answers)
+        # Times, latencies and inputs by value (a request's own objects are freed at its end,
+        # for the next to reuse); ids and predictions by reference.
+        self.ats = array("d")
+        self.seconds = array("d")
+        self.inputs = bytearray()
+        self.ids: list[str] = []
+        self.labels: list[Any] = []
+        self.probabilities: list[dict[str, float]] = []
+
+    @staticmethod
+    def fits(model: LoadedModel, matrix: np.ndarray, predictions: Predictions) -> bool:
+        """Whether a version's single-row answers can be set aside as columns, judged from
+        one of its answers (any number of rows)."""
+        return (
+            model.signature.layout is InputLayout.TENSOR
+            and not model.metadata.get("redact")
+            and matrix.dtype.kind in "biuf"
+            and type(predictions) is Predictions
+            and predictions.outputs is None
+            and not any("}" in key for row in predictions.probabilities or () for key in row)
+        )
+
+    def add(
+        self, at: float, request_id: str, seconds: float, matrix: np.ndarray,
+        predictions: Predictions,
+    ) -> bool:  # fmt: skip
+        """Set one answer aside; False when it does not fit (it takes the general way)."""
+        probabilities = predictions.probabilities
+        labels = predictions.predictions
+        if (
+            matrix.shape != self.shape
+            or matrix.dtype is not self.dtype  # its bytes are read back by this dtype
+            or labels is None
+            or len(labels) != 1
+            or (probabilities is not None) is not self.with_probabilities
+        ):
+            return False
+        try:
+            self.inputs += matrix.data  # its bytes, as numpy holds them
+        except (TypeError, BufferError):  # not contiguous: the general way takes it
+            return False
+        self.ats.append(at)
+        self.ids.append(request_id)
+        self.seconds.append(seconds)
+        self.labels.append(labels[0])
+        if probabilities is not None:
+            self.probabilities.append(probabilities[0])
+        return True
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def answer(self, index: int) -> RecentAnswer:
+        """The version and prediction of the `index`th answer (for feedback)."""
+        return self.model, self.labels[index], None
+
+    def release(self) -> None:
+        """Drop what only the lines needed, once written: ids and predictions stay, for
+        feedback."""
+        self.ats, self.seconds, self.inputs, self.probabilities = (
+            array("d"),
+            array("d"),
+            bytearray(),
+            [],
+        )
+
+    def lines(self) -> bytes:
+        """Every line set aside, in the order added (TypeError, ValueError or
+        orjson.JSONEncodeError when a value cannot be written: the caller counts them all as
+        failed)."""
+        count = len(self.ids)
+        matrix = np.frombuffer(self.inputs, dtype=self.dtype).reshape(count, -1)
+        inputs = orjson.dumps(matrix.T.copy(), option=_NUMPY)
+        # Numbers and null hold no brackets or commas: "],[" only ever separates two columns,
+        # and "," two values.
+        columns = [column.split(b",") for column in inputs[2:-2].split(b"],[")]
+        latencies = orjson.dumps(np.round(np.frombuffer(self.seconds) * 1000, 3), option=_NUMPY)
+        values = [
+            *json_time_parts(self.ats),
+            _strings(self.ids),
+            latencies[1:-1].split(b","),
+            *columns,
+            _values(self.labels),
+        ]
+        if self.with_probabilities:
+            values.append(_objects(self.probabilities))
+        # Every line's parts in order, set column by column: pieces[0], values[0][i], ...
+        pieces = self.pieces
+        width = len(pieces) + len(values)
+        parts: list[bytes] = [b""] * (width * count)
+        for index, piece in enumerate(pieces):
+            parts[2 * index :: width] = [piece] * count
+        for index, column in enumerate(values):
+            parts[2 * index + 1 :: width] = column
+        return b"".join(parts)
+
+
+# Each writes a list as one JSON array and splits it into its elements' JSON where the bytes
+# between two elements can only be that: orjson writes a NUL as an escape, never as itself.
+
+
+def _strings(values: list[str]) -> list[bytes]:
+    # Inside a string a quote is always escaped: '","' is only ever between two strings.
+    return orjson.dumps(values)[1:-1].replace(b'","', b'"\x00"').split(b"\x00")
+
+
+def _objects(values: list[dict[str, float]]) -> list[bytes]:
+    # Objects whose keys hold no brace (SingleRows.fits) and whose values are numbers.
+    return orjson.dumps(values)[1:-1].replace(b"},{", b"}\x00{").split(b"\x00")
+
+
+def _values(values: list[Any]) -> list[bytes]:
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return _strings(values)
+    if kinds <= {int, float}:
+        return orjson.dumps(values)[1:-1].split(b",")
+    return [orjson.dumps(value, option=_NUMPY) for value in values]
