@@ -83,6 +83,8 @@ class Runtime:
             StoreScanner(settings.model_store), settings.default_model, self.metrics
         )
         self._registry = registry
+        if self.prediction_log is not None:
+            registry.after_sync.append(self.prediction_log.forget_shares)
         self._watcher = StoreWatcher(registry, settings.poll_interval_s)
         self.draining = False
         logging_predictions = (

@@ -129,6 +129,9 @@ class ModelRegistry:
         self.scanned = False
         # The last unexpected failure of each model's sync, logged once rather than every poll.
         self._sync_failures: dict[str, str] = {}
+        self.after_sync: list[Callable[[], None]] = []
+        """Called after every sync, whatever it changed: for readers that keep what they read
+        from the entries (the prediction log's shares)."""
 
     # -- reading, on the request path -------------------------------------------------------
 
@@ -269,6 +272,8 @@ class ModelRegistry:
                 self._sync_failures.pop(name, None)
                 log.info("model %s removed from the store", name)
             self.scanned = True
+            for changed in self.after_sync:
+                changed()
             if self.observer is not None:
                 for entry in self._models.values():
                     self.observer.versions_serving(

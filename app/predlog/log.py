@@ -124,6 +124,8 @@ class PredictionLog:
         # are kept this way when it is the only sink.
         self._singles: dict[tuple[int, str, str, int], SingleRows | None] = {}
         self._by_column = self.files is not None and self.events is None
+        self._shares: dict[str, tuple[float, str | None]] = {}
+        """Each model's share and key header as its model.toml read at the last store sync."""
         self._pending_rows = 0
         self._counted = {(sink.name, outcome): 0 for sink in self.sinks for outcome in OUTCOMES}
         events, write = instruments
@@ -174,7 +176,10 @@ class PredictionLog:
         model = note.model
         if model is None:  # refused before any model took it: nothing of a model to keep
             return
-        percent, key_header = self._share_of(model.name)
+        share = self._shares.get(model.name)
+        if share is None:
+            share = self._shares[model.name] = self._share_of(model.name)
+        percent, key_header = share
         if percent < 100:
             key = header(key_header) if key_header is not None else None
             if key is not None:
@@ -213,6 +218,10 @@ class PredictionLog:
                 self._remember(request_id, model, predictions.predictions[0], None)
             else:
                 self._remember(request_id, model, None, note.outputs)
+
+    def forget_shares(self) -> None:
+        """The store was synced: model.toml files are read again (the registry calls this)."""
+        self._shares = {}
 
     def _share_of(self, name: str) -> tuple[float, str | None]:
         """The model's share and key header: its model.toml's, else the settings'."""
