@@ -101,6 +101,11 @@ def _raw_answer(problem: HTTPProblem) -> bytes:
     return head.encode("latin-1") + body
 
 
+# uvicorn's methods, called by name on the path of every request: `super()` builds a proxy
+# object at each call.
+_PARENT = HttpToolsProtocol
+
+
 class GuardedHttp(HttpToolsProtocol):
     """uvicorn's httptools connection, with the limits of `HttpLimits` (see the module)."""
 
@@ -139,7 +144,7 @@ class GuardedHttp(HttpToolsProtocol):
             return  # answered and closing: what still comes is dropped
         if self.in_head:
             self.head_bytes += len(data)
-        super().data_received(data)
+        _PARENT.data_received(self, data)
         if self.in_head:
             if not self.head_bytes:
                 return  # the usual case: whole requests, nothing under way
@@ -164,21 +169,21 @@ class GuardedHttp(HttpToolsProtocol):
         if (self.over_cap and not is_probe(self.url)) or len(self.headers) > self.max_header_count:
             refusal = self._refusal()
         if refusal is None or self.served is None:
-            super().on_headers_complete()
+            _PARENT.on_headers_complete(self)
         else:
             # The request is answered by the app's refusal rather than the app itself.
             problem, reason = refusal
             self._count(reason)
             app, self.app = self.app, self.served.refuse(problem)
             try:
-                super().on_headers_complete()
+                _PARENT.on_headers_complete(self)
             finally:
                 self.app = app
         if (self.draining or self.over_cap) and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _PARENT.on_message_complete(self)
         self.in_head = True
         if self.timer is not None:
             self._disarm()
