@@ -14,7 +14,6 @@ requests wrk counted).
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import tempfile
@@ -25,17 +24,9 @@ from pathlib import Path
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, has_prediction
 from benchmarks.options import rounds_parser
-from benchmarks.servers import REPO, Served, demo_stores
+from benchmarks.servers import REPO, cpu_seconds, demo_stores
 from benchmarks.wrk import run_wrk
 from loadtest.server import model_server
-
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(server: Served) -> float:
-    """User and system time the server's process has used, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
 def worktree(commit: str, folder: Path) -> Path:
