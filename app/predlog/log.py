@@ -39,7 +39,6 @@ from app.predlog.singles import SingleRows
 from app.predlog.sink import Sink
 from ml.config import PredictionLogConfig
 from ml.model import LoadedModel
-from ml.outputs import Predictions
 from ml.rollout import bucket
 from ml.served import Served
 
@@ -192,7 +191,7 @@ class PredictionLog:
             key = (id(model), protocol, route, status)
             singles = self._singles.get(key, _UNSEEN)
             if singles is _UNSEEN:
-                singles = self._singles[key] = _singles_of(
+                singles = self._singles[key] = SingleRows.for_answer(
                     model, protocol, route, status, arrays, predictions
                 )
                 if singles is not None:
@@ -301,24 +300,6 @@ class PredictionLog:
                 if now > self._counted[key]:
                     self._children[key].inc(now - self._counted[key])
                     self._counted[key] = now
-
-
-def _singles_of(
-    model: LoadedModel,
-    protocol: str,
-    route: str,
-    status: int,
-    arrays: Mapping[str, Any],
-    predictions: Predictions,
-) -> SingleRows | None:
-    if len(arrays) != 1:
-        return None
-    (matrix,) = arrays.values()
-    if not SingleRows.fits(model, matrix, predictions):
-        return None
-    return SingleRows(
-        model, protocol, route, status, matrix.dtype, predictions.probabilities is not None
-    )
 
 
 def _rows(note: Served) -> int:

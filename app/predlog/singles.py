@@ -1,14 +1,16 @@
 """The common case of the prediction log, formatted by the column: single-row answers of one
 version, route and status, numeric inputs in one tensor, no redacted feature. Each request only
 appends its parts to a few lists (`SingleRows.add`); the formatter then writes all their lines
-with a few calls for the lot: orjson writes the inputs as one matrix and the other values each
-in C, and one %-format of the line's template, repeated, fills them in. A line has the fields,
-order and values that `app.predlog.events.record` gives any other request.
+with a few calls for the lot: orjson writes the inputs as one matrix and each other column of
+values as one array, split into the values' JSON, and one join sets them between the lines'
+fixed parts. A line has the fields, order and values that `app.predlog.events.record` gives any
+other request.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ import orjson
 
 from app.logs import json_time_parts
 from app.predlog.answers import RecentAnswer
+from app.predlog.events import columns_pieces, json_columns
 from ml.model import LoadedModel
 from ml.outputs import Predictions
 from ml.signature import InputLayout
@@ -56,7 +59,7 @@ class SingleRows:
         self.with_probabilities = with_probabilities
         head = {"model": model.name, "version": model.version, "protocol": protocol,
                 "route": route, "status": status}  # fmt: skip
-        names = [orjson.dumps(name) for name in model.signature.feature_names]
+        inputs = columns_pieces(model.signature.feature_names)
         # The constant parts of a line, around its values: the line is
         # pieces[0] value pieces[1] value ... pieces[-1].
         self.pieces = [
@@ -64,11 +67,9 @@ class SingleRows:
             b"",  # between the time's second and its milliseconds
             b'","request_id":',
             b"," + orjson.dumps(head)[1:-1] + b',"error":null,"latency_ms":',
-            *(
-                (b',"inputs":{' if index == 0 else b"],") + name + b":["
-                for index, name in enumerate(names)
-            ),
-            b']},"answer":{"predictions":[',
+            b',"inputs":' + inputs[0],
+            *inputs[1:-1],
+            inputs[-1] + b',"answer":{"predictions":[',
             *((b'],"probabilities":[',) if with_probabilities else ()),
             b"]}}\n",
         ]
@@ -81,6 +82,26 @@ class SingleRows:
         self.ids: list[str] = []
         self.labels: list[Any] = []
         self.probabilities: list[dict[str, float]] = []
+
+    @classmethod
+    def for_answer(
+        cls,
+        model: LoadedModel,
+        protocol: str,
+        route: str,
+        status: int,
+        arrays: Mapping[str, np.ndarray],
+        predictions: Predictions,
+    ) -> SingleRows | None:
+        """Columns for the version's answers on this route, judged from one of its answers;
+        None when its answers take the general way."""
+        if len(arrays) != 1:
+            return None
+        (matrix,) = arrays.values()
+        if not cls.fits(model, matrix, predictions):
+            return None
+        with_probabilities = predictions.probabilities is not None
+        return cls(model, protocol, route, status, matrix.dtype, with_probabilities)
 
     @staticmethod
     def fits(model: LoadedModel, matrix: np.ndarray, predictions: Predictions) -> bool:
@@ -145,10 +166,8 @@ class SingleRows:
         failed)."""
         count = len(self.ids)
         matrix = np.frombuffer(self.inputs, dtype=self.dtype).reshape(count, -1)
-        inputs = orjson.dumps(matrix.T.copy(), option=_NUMPY)
-        # Numbers and null hold no brackets or commas: "],[" only ever separates two columns,
-        # and "," two values.
-        columns = [column.split(b",") for column in inputs[2:-2].split(b"],[")]
+        # Numbers and null hold no commas: "," only ever separates two values.
+        columns = [column.split(b",") for column in json_columns(matrix)]
         latencies = orjson.dumps(np.round(np.frombuffer(self.seconds) * 1000, 3), option=_NUMPY)
         values = [
             *json_time_parts(self.ats),
