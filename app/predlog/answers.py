@@ -10,7 +10,7 @@ that came since; a process that gets no feedback never builds it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,40 +50,59 @@ class AnswerList:
 
 
 class RecentAnswers:
-    """At least the last `capacity` answers (whole blocks go when newer ones hold as many)."""
+    """At least the last `capacity` answers (whole blocks go when newer ones hold as many).
+
+    `trim` (each turn of the log's formatter) closes the blocks added since the last one:
+    they grow no more, so their sizes add up once, and once indexed they are never looked at
+    again by a lookup."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._blocks: deque[Block] = deque()
+        self._closed_size = 0  # answers in the closed blocks still kept
+        self._growing: list[Block] = []  # added since the last turn: they may still grow
+        self._unindexed: list[Block] = []  # closed, with entries the index has not caught up to
         self._index: dict[str, tuple[Block, int]] = {}
 
     def add(self, block: Block) -> None:
-        """A block whose answers count from now (it may still grow)."""
+        """A block whose answers count from now (it may grow until the turn closes)."""
         self._blocks.append(block)
+        self._growing.append(block)
 
     def trim(self) -> None:
-        """Drop the oldest blocks that newer ones make unneeded."""
+        """Close the blocks of the turn, then drop the oldest that newer ones make unneeded."""
+        for block in self._growing:
+            self._closed_size += len(block.ids)
+            if block.indexed < len(block.ids):
+                self._unindexed.append(block)
+        self._growing = []
         blocks = self._blocks
-        newer = sum(len(block.ids) for block in blocks) - len(blocks[0].ids) if blocks else 0
-        while blocks and newer >= self.capacity:
-            self._forget(blocks.popleft())
-            newer -= len(blocks[0].ids) if blocks else 0
+        while len(blocks) > 1 and self._closed_size - len(blocks[0].ids) >= self.capacity:
+            oldest = blocks.popleft()
+            self._closed_size -= len(oldest.ids)
+            self._forget(oldest)
+
+    def find(self, request_ids: Iterable[str]) -> list[RecentAnswer | None]:
+        """The answer of each request id, or None where it is not kept."""
+        self._catch_up()
+        index = self._index
+        hits = [index.get(request_id) for request_id in request_ids]
+        return [None if hit is None else hit[0].answer(hit[1]) for hit in hits]
 
     def get(self, request_id: str) -> RecentAnswer | None:
-        self._catch_up()
-        found = self._index.get(request_id)
-        return found[0].answer(found[1]) if found is not None else None
+        return self.find((request_id,))[0]
 
     def __len__(self) -> int:
-        return sum(len(block.ids) for block in self._blocks)
+        return self._closed_size + sum(len(block.ids) for block in self._growing)
 
     def _catch_up(self) -> None:
-        for block in self._blocks:
+        for block in (*self._unindexed, *self._growing):
             done, size = block.indexed, len(block.ids)
             if done < size:
                 places = zip(repeat(block), range(done, size), strict=False)
                 self._index.update(zip(block.ids[done:size], places, strict=True))
                 block.indexed = size
+        self._unindexed = []
 
     def _forget(self, block: Block) -> None:
         index = self._index
@@ -91,3 +110,4 @@ class RecentAnswers:
             found = index.get(request_id)
             if found is not None and found[0] is block and found[1] == place:
                 del index[request_id]
+        block.indexed = len(block.ids)  # gone: never to be indexed

@@ -51,9 +51,11 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
         message = f"items has {len(body.items)} items; at most {limit} (FEEDBACK_MAX_ITEMS)"
         raise InvalidInput(message, [FieldError(("items",), message)])
     entry = runtime.registry.get(body.model)
-    recent = runtime.prediction_log.recent if runtime.prediction_log is not None else {}
+    ids = [item.request_id for item in body.items]
+    log = runtime.prediction_log
+    answered = log.recent.find(ids) if log is not None else [None] * len(ids)
     book = runtime.feedback
-    joined = [_joined(entry, item, recent.get(item.request_id)) for item in body.items]
+    joined = [_joined(entry, item, found) for item, found in zip(body.items, answered, strict=True)]
     scorings = _check(entry, body.items, joined)
     results = [
         _count(book, entry.name, *each) for each in zip(body.items, joined, scorings, strict=True)
