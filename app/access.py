@@ -8,7 +8,7 @@ import re
 import time
 
 from app import logs
-from app.logs import ACCESS_LOGGER, escape_controls
+from app.logs import ACCESS_LOGGER
 
 # A caller's request id (the `x-request-id` header or metadata) is kept when it looks like one.
 GIVEN_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -50,7 +50,7 @@ def log_access(
     if writer is not None and not writer.json:
         # The line a TextFormatter makes of the record, made without one (logging's record,
         # formatter and handler cost more than the request's own work).
-        writer.write(f"{logs.text_time(time.time())} {_TEXT_HEAD}{escape_controls(message)}")
+        writer.write(logs.text_line(time.time(), "INFO", ACCESS_LOGGER, message))
         return
     fields = {
         "request_id": request_id,
@@ -69,6 +69,3 @@ def log_access(
         access_log.info(message, extra=fields)
     else:
         writer.write(logs.json_record(time.time(), "info", ACCESS_LOGGER, message, fields))
-
-
-_TEXT_HEAD = f"INFO    {ACCESS_LOGGER}: "

@@ -89,6 +89,11 @@ def json_time_parts(created: Sequence[float]) -> tuple[list[bytes], list[bytes]]
     return list(map(seconds.__getitem__, wholes_list)), list(map(_MILLIS.__getitem__, millis))
 
 
+def text_line(created: float, level: str, logger: str, message: str) -> str:
+    """One text log line, `time level logger: message`, with control characters escaped."""
+    return escape_controls(f"{text_time(created)} {level:<7} {logger}: {message}")
+
+
 def json_record(
     created: float, level: str, logger: str, message: str, fields: dict[str, Any]
 ) -> str:
@@ -184,17 +189,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time level logger: message`, with control characters escaped: one record, one line
-    (a traceback follows on lines of its own)."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return text_time(record.created)  # logging's default form, the second formatted once
+    """`time level logger: message` (`text_line`): one record, one line (a traceback follows
+    on lines of its own)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
-        return escape_controls(super().formatMessage(record))
+        return text_line(record.created, record.levelname, record.name, record.message)
 
 
 def configure_logging(level: str, log_format: str) -> None:
