@@ -166,7 +166,7 @@ class GuardedHttp(HttpToolsProtocol):
         if self.timer is not None:
             self._disarm()
         refusal = None
-        if (self.over_cap and not is_probe(self.url)) or len(self.headers) > self.max_header_count:
+        if self.over_cap or len(self.headers) > self.max_header_count:
             refusal = self._refusal()
         if refusal is None or self.served is None:
             _PARENT.on_headers_complete(self)
@@ -210,7 +210,7 @@ class GuardedHttp(HttpToolsProtocol):
             detail = f"the request has {count} headers; the limit is {limit} (MAX_HEADER_COUNT)"
             problem = HTTPProblem(431, "Request headers too large", detail, headers=_CLOSE)
             return problem, "header_count"
-        if self.over_cap:
+        if self.over_cap and not is_probe(self.url):  # probes are answered, then closed
             limit = self.limits.max_connections
             detail = f"the server holds its limit of {limit} connections (MAX_CONNECTIONS)"
             busy = _CLOSE | {"Retry-After": "1"}
