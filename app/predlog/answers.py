@@ -16,10 +16,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ml.model import LoadedModel
+    from ml.outputs import Predictions
 
 # A single-row answer kept for feedback: the version that gave it, and its prediction, or the
 # raw outputs it came from (Open Inference Protocol requests) to be read when feedback asks.
 RecentAnswer = tuple["LoadedModel", Any, Mapping[str, Any] | None]
+
+
+def read_outputs(model: LoadedModel, outputs: Mapping[str, Any]) -> Predictions | None:
+    """Raw outputs of an Open Inference Protocol answer, read as /predict reads them (kept raw
+    until someone asks); None when the model layer cannot read them."""
+    try:
+        return model.decode_outputs(list(outputs.values()))
+    except Exception:  # a tensor the model layer cannot read: nothing to tell, never raised
+        return None
 
 
 class Block(Protocol):

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from app.logs import json_time
+from app.predlog.answers import read_outputs
 from ml.served import Served
 from ml.signature import InputLayout
 
@@ -160,10 +161,7 @@ def _answer(note: Served) -> dict[str, Any] | None:
     """The answer as /predict/batch words it: predictions (and probabilities), or outputs."""
     predictions = note.predictions
     if predictions is None and note.outputs is not None and note.model is not None:
-        try:  # the protocol's raw tensors, read as /predict reads them
-            predictions = note.model.decode_outputs(list(note.outputs.values()))
-        except Exception:  # a tensor the model layer cannot read: left out, never raised
-            return None
+        predictions = read_outputs(note.model, note.outputs)
     if predictions is None:
         return None
     if predictions.outputs is not None:

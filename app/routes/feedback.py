@@ -12,7 +12,7 @@ from starlette.responses import Response
 from app.body import parse_json, read_body, validate
 from app.deps import RuntimeDep
 from app.feedback import FeedbackBook
-from app.predlog.answers import RecentAnswer
+from app.predlog.answers import RecentAnswer, read_outputs
 from app.responses import json_response, problem_docs
 from app.schemas import FeedbackItem, FeedbackRequest, FeedbackResponse
 from app.v2_schemas import inline_schema
@@ -86,8 +86,8 @@ def _joined(entry: ModelEntry, item: FeedbackItem, answered: RecentAnswer | None
     if item.prediction is not None:
         return version, item.prediction
     if prediction is None and outputs is not None:
-        decoded = model.decode_outputs(list(outputs.values()))
-        prediction = decoded.predictions[0] if decoded.predictions else None
+        decoded = read_outputs(model, outputs)
+        prediction = decoded.predictions[0] if decoded and decoded.predictions else None
     if prediction is None:
         return None
     return version, prediction

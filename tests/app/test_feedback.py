@@ -6,8 +6,10 @@ and the adding up of workers' figures (app.feedback.FeedbackBook)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from onnx_factories import (
     IRIS_LABELS,
@@ -24,6 +26,11 @@ from sklearn.datasets import load_diabetes, load_iris
 
 from app.feedback import FeedbackBook
 from app.metrics import Metrics
+from app.predlog.answers import read_outputs
+from app.routes.feedback import _joined
+from app.schemas import FeedbackItem
+from ml.config import ModelConfig
+from ml.model import load_model
 
 CLASSES = (3, 7, 9)  # integer classes, no labels: answers give the numbers themselves
 VALUES = (10, 20, 30)  # the graph's classes of "petals", named IRIS_LABELS by its metadata.json
@@ -333,3 +340,15 @@ def test_every_workers_figures_add_up(tmp_path):
         assert figures[2]["total"]["matched"] == 2
         assert figures[2]["total"]["mean_abs_error"] == pytest.approx((2.5 + 1.0) / 2)
         assert figures[3]["recent"]["mean_abs_error"] == 0.0
+
+
+def test_a_logged_answer_the_model_cannot_read_is_unknown_not_a_failure(store):
+    """Raw outputs kept for feedback (an Open Inference Protocol answer) naming a class the graph
+    did not declare: the item cannot be joined, and the call goes on."""
+    model = load_model("petals", 1, store / "petals" / "1", ModelConfig())  # classes named
+    names = [spec.name for spec in model.signature.outputs]
+    undeclared = {names[0]: np.array([5]), names[1]: np.array([[0.2, 0.3, 0.5]], np.float32)}
+    assert read_outputs(model, undeclared) is None
+    item = FeedbackItem(request_id="r-1", actual=IRIS_LABELS[0])
+    entry = SimpleNamespace(name="petals")
+    assert _joined(entry, item, (model, None, undeclared)) is None  # type: ignore[arg-type]
