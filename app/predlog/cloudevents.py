@@ -25,6 +25,7 @@ system calls. A receiver slower than PREDICTION_LOG_HTTP_TIMEOUT_S, or answering
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
@@ -41,8 +42,6 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 SPEC_VERSION = "1.0"
 # The most of an answer's head read before giving up on it.
 MAX_HEAD_BYTES = 16 * 1024
-# Model versions whose header fields a target keeps made.
-MAX_MODEL_FIELDS = 256
 _REQUEST_TYPE = f"ce-type: {REQUEST_TYPE}\r\ncontent-length: ".encode()
 _RESPONSE_TYPE = f"ce-type: {RESPONSE_TYPE}\r\ncontent-length: ".encode()
 
@@ -64,20 +63,15 @@ class Target:
             f"ce-specversion: {SPEC_VERSION}\r\nce-component: predictor\r\n"
             "content-type: application/json\r\nce-id: "
         ).encode()
-        self._model_fields: dict[tuple[str, str], bytes] = {}
 
-    def model_fields(self, model: str, version: str) -> bytes:
-        """The header fields that name the model version, made once per version."""
-        key = (model, version)
-        fields = self._model_fields.get(key)
-        if fields is None:
-            if len(self._model_fields) >= MAX_MODEL_FIELDS:
-                self._model_fields.clear()  # versions come and go: start afresh, not grow
-            fields = self._model_fields[key] = (
-                f"ce-source: /models/{model}/versions/{version}\r\n"
-                f"ce-inferenceservicename: {model}\r\nce-modelversion: {version}\r\n"
-            ).encode()
-        return fields
+
+@functools.lru_cache(maxsize=256)  # versions come and go: the least recently used go first
+def _model_fields(model: str, version: str) -> bytes:
+    """The header fields that name the model version, made once per version."""
+    return (
+        f"ce-source: /models/{model}/versions/{version}\r\n"
+        f"ce-inferenceservicename: {model}\r\nce-modelversion: {version}\r\n"
+    ).encode()
 
 
 def requests_of(line: dict[str, Any], target: Target) -> tuple[bytes, bytes]:
@@ -98,7 +92,7 @@ def requests_of(line: dict[str, Any], target: Target) -> tuple[bytes, bytes]:
         (
             target.opening,
             f"{line['request_id']}\r\nce-time: {line['time']}\r\n".encode(),
-            target.model_fields(line["model"], str(line["version"])),
+            _model_fields(line["model"], str(line["version"])),
         )
     )
     return (
