@@ -58,7 +58,8 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
     joined = [_joined(entry, item, found) for item, found in zip(body.items, answered, strict=True)]
     scorings = _check(entry, body.items, joined)
     results = [
-        _count(book, entry.name, *each) for each in zip(body.items, joined, scorings, strict=True)
+        _count(book, entry.name, item, scoring)
+        for item, scoring in zip(body.items, scorings, strict=True)
     ]
     if book.shared:  # other workers read this process's figures
         await asyncio.to_thread(book.publish, book.snapshot())
@@ -105,8 +106,10 @@ def _kind_model(entry: ModelEntry, version: int | None) -> LoadedModel:
 
 class Scoring(NamedTuple):
     """How an item that fits the model is scored: as a classifier's or a regressor's, on its
-    `actual` and `prediction` (None when unknown) as the version's answers give them."""
+    `actual` and `prediction` as the version's answers give them, and the version that gave
+    the prediction (both None when unknown: the item is counted, not scored)."""
 
+    version: int | None
     classifier: bool
     actual: Any
     prediction: Any
@@ -127,15 +130,15 @@ def _check(entry: ModelEntry, items: list[FeedbackItem], joined: list[Joined]) -
             continue
         model = _kind_model(entry, found[0] if found else item.version)
         kind = model.signature.output_kind
-        given = [("actual", item.actual)]
+        actual, problem = _read(model, kind, item.actual)
+        if problem is not None:
+            errors.append(FieldError((*loc, "actual"), problem))
+        version, prediction = found if found is not None else (None, None)
         if found is not None:
-            given.append(("prediction", found[1]))
-        read: dict[str, Any] = {}
-        for field, value in given:
-            read[field], problem = _read(model, kind, value)
+            prediction, problem = _read(model, kind, prediction)
             if problem is not None:
-                errors.append(FieldError((*loc, field), problem))
-        scorings.append(Scoring(kind in CLASSIFIERS, read["actual"], read.get("prediction")))
+                errors.append(FieldError((*loc, "prediction"), problem))
+        scorings.append(Scoring(version, kind in CLASSIFIERS, actual, prediction))
     if errors:
         summary = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
         raise InvalidInput(summary, errors)
@@ -175,15 +178,13 @@ def _some(values: tuple[Any, ...]) -> str:
     return f"[{listed}, ... {more} more]" if more > 0 else f"[{listed}]"
 
 
-def _count(
-    book: FeedbackBook, model: str, item: FeedbackItem, found: Joined, scoring: Scoring
-) -> dict[str, Any]:
+def _count(book: FeedbackBook, model: str, item: FeedbackItem, scoring: Scoring) -> dict[str, Any]:
     """Score the item, or count it as ignored: unknown (no version and prediction to score it
     on) or duplicate (this process scored its request id before)."""
-    if found is None:
+    version = scoring.version
+    if version is None:
         outcome = book.ignore(model, item.version, "unknown")
         return {"request_id": item.request_id, "version": item.version, "outcome": outcome}
-    version = found[0]
     if not book.first_time(model, item.request_id):
         outcome = book.ignore(model, version, "duplicate")
     else:
