@@ -11,9 +11,8 @@ cluster), by task or by skl2onnx's output names; anything else ("raw") is return
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -133,7 +132,7 @@ class Signature:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_names", tuple(f.name for f in self.features))
-        compared = (getattr(self, f.name) for f in dataclasses.fields(self) if f.compare)
+        compared = (getattr(self, f.name) for f in fields(self) if f.compare)
         object.__setattr__(self, "_hash", hash(tuple(compared)))
 
     def __hash__(self) -> int:
