@@ -13,6 +13,7 @@ and start with `Subclass.start(...)`.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -228,6 +229,14 @@ class LiveServer:
 
 
 start_server = LiveServer.start
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP response from `sock`: status, headers (lower-case names), body."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    body = response.read()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
 def check_problem(

@@ -4,18 +4,16 @@ comment of the packages, the status page or the deployment files names the servi
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from cli_tools import CONSOLE_SCRIPTS, NO_ARGUMENTS, REPO, help_argvs
 
-from loadtest.__main__ import main as loadtest_main
 from ml.cli.demo_models import main as demo_main
-from ml.cli.export import main as export_main
-from ml.cli.rollout import main as rollout_main
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("app", "ml", "loadtest", "deploy")
 TEXT_SUFFIXES = {".py", ".js", ".html", ".css", ".proto", ".json", ".yaml", ".yml", ".toml"}
 PRIVATE = re.compile(r"CONTRACT|[Ss]ection \d+ of the contract|contract section \d+")
@@ -42,16 +40,22 @@ def test_no_shipped_file_cites_the_contract() -> None:
     assert not cited, "\n".join(cited)
 
 
+# Every console script's --help (and its subcommands'), and the demo store builder's.
 HELP: list[tuple[str, Callable[[Sequence[str]], object], list[str]]] = [
-    ("model-export", export_main, ["--help"]),
-    ("model-rollout", rollout_main, ["--help"]),
     *[
-        (f"model-rollout {command}", rollout_main, [command, "--help"])
-        for command in ("start", "set", "promote", "rollback", "retire")
+        (" ".join([name, *argv[:-1]]), main, argv)
+        for name, main in CONSOLE_SCRIPTS.items()
+        if name not in NO_ARGUMENTS
+        for argv in help_argvs(name)
     ],
-    ("model-loadtest", loadtest_main, ["--help"]),
     ("demo store builder", demo_main, ["--help"]),
 ]
+
+
+@pytest.mark.parametrize("name", NO_ARGUMENTS)
+def test_the_scripts_without_help_take_no_arguments(name: str) -> None:
+    """A console script is left out of the --help checks only when it has no parser to ask."""
+    assert not inspect.signature(CONSOLE_SCRIPTS[name]).parameters
 
 
 @pytest.mark.parametrize(("name", "main", "argv"), HELP, ids=[h[0] for h in HELP])

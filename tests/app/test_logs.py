@@ -75,19 +75,30 @@ class Stream:
         pass
 
 
+# The loggers configure_logging sets up (the root and uvicorn's): the fixture puts them back.
+CONFIGURED = (None, "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 @pytest.fixture
 def writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LineWriter, Stream]]:
-    """`configure_logging`'s writer, over a stream that records its writes."""
+    """`configure_logging`'s writer, over a stream that records its writes; afterwards every
+    logger it configured has its handlers, level, propagation and disabled flag back, so that
+    uvicorn's loggers are not left cleared or disabled for the tests that follow."""
     stream = Stream()
     monkeypatch.setattr(sys, "stderr", stream)
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    configure_logging("info", "text")
-    assert logs.line_writer is not None
-    yield logs.line_writer, stream
-    logs.line_writer = None
-    root.handlers[:], level = saved
-    root.setLevel(level)
+    monkeypatch.setattr(logs, "line_writer", logs.line_writer)
+    loggers = [logging.getLogger(name) for name in CONFIGURED]
+    saved = [(one.handlers[:], one.level, one.propagate, one.disabled) for one in loggers]
+    try:
+        configure_logging("info", "text")
+        assert logs.line_writer is not None
+        yield logs.line_writer, stream
+    finally:
+        for one, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+            one.handlers[:] = handlers
+            one.setLevel(level)  # setLevel, not the attribute: it clears the loggers' caches
+            one.propagate = propagate
+            one.disabled = disabled
 
 
 def access(path: str = "/predict", status: int = 200) -> None:

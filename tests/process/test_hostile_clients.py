@@ -23,7 +23,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from live_server import LiveServer, check_problem, copy_demo_store, wait_until
+from live_server import LiveServer, check_problem, copy_demo_store, read_response, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
@@ -81,23 +81,6 @@ def read_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
             break
         data += chunk
     return bytes(data)
-
-
-def read_one_answer(sock: socket.socket) -> bytes:
-    """One whole answer, by its Content-Length: its head and body may arrive in separate reads."""
-    data = bytearray()
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before the answer's head was complete: {bytes(data)!r}"
-        data += chunk
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
-    assert length, f"an answer without Content-Length: {head!r}"
-    while len(body) < int(length.group(1)):
-        chunk = sock.recv(65536)
-        assert chunk, "closed before the answer's body was complete"
-        body += chunk
-    return head + b"\r\n\r\n" + body
 
 
 def status_and_body(answer: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
@@ -202,8 +185,10 @@ def test_idle_sockets_close_and_connections_past_the_cap_get_503(server):
 def test_a_kept_alive_connection_closes_after_keep_alive_timeout_s(server):
     with connect(server) as sock:
         sock.sendall(post_head(len(PREDICT)) + b"\r\n" + PREDICT)
-        status, _, body = status_and_body(read_one_answer(sock))
-        assert status == 200 and body["model"] == "iris"
+        status, headers, body = read_response(sock)
+        # An answer sized by its Content-Length, so that the connection can stay open after it.
+        assert "content-length" in headers, headers
+        assert status == 200 and json.loads(body)["model"] == "iris"
         started = time.monotonic()
         assert read_all(sock) == b""  # closed by the server, with nothing more said
     assert 1.0 < time.monotonic() - started < 3.5

@@ -3,7 +3,6 @@ workers, and a lying Content-Length. Each test starts `python -m app` with its o
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import signal
@@ -19,7 +18,7 @@ import live_server
 import numpy as np
 import onnxruntime as ort
 import pytest
-from live_server import DEMO_STORE, LiveServer, copy_demo_store
+from live_server import DEMO_STORE, LiveServer, copy_demo_store, read_response
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics import FLUSH_INTERVAL_S
@@ -75,14 +74,6 @@ def request_head(path: str, content_length: int) -> bytes:
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {content_length}\r\n\r\n"
     ).encode()
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP response from `sock`: status, headers (lower-case names), body."""
-    response = http.client.HTTPResponse(sock)
-    response.begin()
-    body = response.read()
-    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
 def read_until_closed(sock: socket.socket, timeout_s: float) -> bytes:
