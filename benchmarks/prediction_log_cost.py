@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction
 from benchmarks.options import rounds_parser
-from benchmarks.servers import Served, cpu_seconds, demo_stores, our_server
+from benchmarks.servers import Served, demo_stores, our_server
 from benchmarks.wrk import WrkResult, median, median_table, run_wrk
 
 P50_BUDGET = 1.05
@@ -91,11 +91,11 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
             env = {"PREDICTION_LOG_DIR": str(log_dir / str(round_index))} if name == "on" else {}
             with our_server(store, extra_env=env) as server:
                 run_wrk(server.url + "/predict", SINGLE, connections, 2)  # warm-up
-                before = cpu_seconds(server)
+                before = server.cpu_seconds()
                 result = run_wrk(
                     server.url + "/predict", SINGLE, connections, seconds, check=has_prediction
                 )
-                used = cpu_seconds(server) - before  # the log's thread included
+                used = server.cpu_seconds() - before  # the log's thread included
             results[name].append(result)
             cpu[name].append(used / (result.requests_per_s * seconds) * 1e6)
             print(f"round {round_index + 1} log {name:3} {result.summary()} "

@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, has_prediction
 from benchmarks.options import rounds_parser
-from benchmarks.servers import REPO, cpu_seconds, demo_stores
+from benchmarks.servers import REPO, demo_stores
 from benchmarks.wrk import run_wrk
 from loadtest.server import model_server
 
@@ -71,12 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
             for name in order:
                 server = servers[name]
-                before = cpu_seconds(server)
+                before = server.cpu_seconds()
                 result = run_wrk(
                     server.url + "/predict", SINGLE, args.connections, args.seconds,
                     check=has_prediction,
                 )  # fmt: skip
-                used = cpu_seconds(server) - before
+                used = server.cpu_seconds() - before
                 rates[name].append(result.requests_per_s)
                 cpu[name].append(used / (result.requests_per_s * args.seconds) * 1e6)
                 print(f"round {round_index + 1} {name:8} {result.summary()}", flush=True)
