@@ -30,7 +30,7 @@ from benchmarks.bodies import SINGLE
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction
 from benchmarks.options import rounds_parser
 from benchmarks.servers import Served, demo_stores, our_server
-from benchmarks.wrk import WrkResult, median, median_table, run_wrk
+from benchmarks.wrk import WrkResult, median, median_table, run_wrk, run_wrk_with_cpu
 
 P50_BUDGET = 1.05
 SETTLE_S = 60.0
@@ -91,13 +91,12 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
             env = {"PREDICTION_LOG_DIR": str(log_dir / str(round_index))} if name == "on" else {}
             with our_server(store, extra_env=env) as server:
                 run_wrk(server.url + "/predict", SINGLE, connections, 2)  # warm-up
-                before = server.cpu_seconds()
-                result = run_wrk(
-                    server.url + "/predict", SINGLE, connections, seconds, check=has_prediction
+                # The server's every thread counts: the log's writer included.
+                result, cpu_us = run_wrk_with_cpu(
+                    server, "/predict", SINGLE, connections, seconds, check=has_prediction
                 )
-                used = server.cpu_seconds() - before  # the log's thread included
             results[name].append(result)
-            cpu[name].append(used / (result.requests_per_s * seconds) * 1e6)
+            cpu[name].append(cpu_us)
             print(f"round {round_index + 1} log {name:3} {result.summary()} "
                   f"CPU {cpu[name][-1]:.1f} µs a request", flush=True)  # fmt: skip
 

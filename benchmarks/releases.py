@@ -25,7 +25,7 @@ from benchmarks.bodies import SINGLE
 from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, has_prediction
 from benchmarks.options import rounds_parser
 from benchmarks.servers import REPO, demo_stores
-from benchmarks.wrk import run_wrk
+from benchmarks.wrk import run_wrk, run_wrk_with_cpu
 from loadtest.server import model_server
 
 
@@ -70,15 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_index in range(args.rounds):
             order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
             for name in order:
-                server = servers[name]
-                before = server.cpu_seconds()
-                result = run_wrk(
-                    server.url + "/predict", SINGLE, args.connections, args.seconds,
+                result, cpu_us = run_wrk_with_cpu(
+                    servers[name], "/predict", SINGLE, args.connections, args.seconds,
                     check=has_prediction,
                 )  # fmt: skip
-                used = server.cpu_seconds() - before
                 rates[name].append(result.requests_per_s)
-                cpu[name].append(used / (result.requests_per_s * args.seconds) * 1e6)
+                cpu[name].append(cpu_us)
                 print(f"round {round_index + 1} {name:8} {result.summary()}", flush=True)
 
     print(f"\naccess log {'on' if args.access_log else 'off'}, {args.connections} connections")
