@@ -16,7 +16,7 @@ from loadtest.server import Served, model_server, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "Served", "baseline_server", "demo_stores", "our_server"]
+__all__ = ["REPO", "Served", "baseline_server", "demo_store", "demo_stores", "our_server"]
 
 
 def our_server(
@@ -41,6 +41,11 @@ def baseline_server(
     return serve(command, {"MODEL_PATH": str(model_path)}, ready_path="/health/live", cwd=REPO)
 
 
+def demo_store(dest: Path) -> Path:
+    """A copy of the demo store (models_store) at `dest`, for a benchmark to change."""
+    return Path(shutil.copytree(REPO / "models_store", dest))
+
+
 def demo_stores(root: Path, *names: str) -> dict[str, Path]:
-    """A copy of the demo store (models_store) under `root` for each name, to change apart."""
-    return {name: Path(shutil.copytree(REPO / "models_store", root / name)) for name in names}
+    """A copy of the demo store under `root` for each name, to change apart."""
+    return {name: demo_store(root / name) for name in names}
