@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction
-from benchmarks.options import rounds_parser
+from benchmarks.options import alternating, rounds_parser
 from benchmarks.servers import Served, demo_store, our_server
 from benchmarks.wrk import WrkResult, median, median_table, run_wrk, run_wrk_with_cpu
 
@@ -87,7 +87,7 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
     cpu: dict[str, list[float]] = {"off": [], "on": []}
     for round_index in range(rounds):
         # off on, then on off: neither is always the one that starts after a server stopped.
-        for name in ("off", "on") if round_index % 2 == 0 else ("on", "off"):
+        for name in alternating(("off", "on"), round_index):
             env = {"PREDICTION_LOG_DIR": str(log_dir / str(round_index))} if name == "on" else {}
             with our_server(store, extra_env=env) as server:
                 run_wrk(server.url + "/predict", SINGLE, connections, 2)  # warm-up

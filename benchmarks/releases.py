@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, has_prediction
-from benchmarks.options import rounds_parser
+from benchmarks.options import alternating, rounds_parser
 from benchmarks.servers import REPO, demo_stores
 from benchmarks.wrk import WrkResult, median, run_wrk, run_wrk_with_cpu
 from loadtest.server import model_server
@@ -66,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers.values():
             run_wrk(server.url + "/predict", SINGLE, args.connections, 2)  # warm-up
         for round_index in range(args.rounds):
-            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
-            for name in order:
+            for name in alternating(servers, round_index):
                 result, cpu_us = run_wrk_with_cpu(
                     servers[name], "/predict", SINGLE, args.connections, args.seconds,
                     check=has_prediction,
