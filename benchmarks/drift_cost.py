@@ -28,7 +28,7 @@ from sklearn.datasets import load_iris
 from app.config import Settings
 from benchmarks.bodies import BATCH, BATCH_ROWS, SINGLE
 from benchmarks.failures import exits_non_zero_on_failure, has_prediction, has_predictions
-from benchmarks.options import rounds_parser
+from benchmarks.options import alternating, rounds_parser
 from benchmarks.servers import demo_stores, our_server
 from benchmarks.wrk import WrkResult, median, run_wrk
 from ml.config import ModelConfig
@@ -105,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers.values():
             run_wrk(server.url + "/predict", SINGLE, args.connections, 2)  # warm-up
         for round_index in range(args.rounds):
-            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
-            for name in order:
+            for name in alternating(servers, round_index):
                 url = servers[name].url
                 one = run_wrk(
                     url + "/predict", SINGLE, args.connections, args.seconds, check=has_prediction

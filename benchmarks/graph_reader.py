@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, require
+from benchmarks.options import alternating
 from benchmarks.servers import REPO
 
 MODEL = REPO / "models_store" / "iris" / "2" / "model.onnx"
@@ -98,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     require(args.model.is_file(), f"no model at {args.model}")
     runs: dict[str, list[dict[str, Any]]] = {"reader": [], "onnx": []}
     for repeat in range(args.repeats):
-        order = ("reader", "onnx") if repeat % 2 == 0 else ("onnx", "reader")
-        for variant in order:
+        for variant in alternating(("reader", "onnx"), repeat):
             runs[variant].append(probe(variant, args.model))
     reader_classes = runs["reader"][0]["classes"]
     require(reader_classes is not None, f"the reader found no classes in {args.model}")

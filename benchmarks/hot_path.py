@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import Strict, TypeAdapter
 
 from benchmarks.failures import exits_non_zero_on_failure, require
+from benchmarks.options import alternating
 from benchmarks.servers import REPO
 
 MODEL = REPO / "models_store" / "iris" / "2" / "model.onnx"
@@ -54,8 +55,7 @@ def pair(
     require(_same(chosen(), other()), f"{chosen} and {other} answered differently: not a fair pair")
     times: tuple[list[float], list[float]] = ([], [])
     for r in range(rounds):
-        order = ((0, chosen), (1, other)) if r % 2 == 0 else ((1, other), (0, chosen))
-        for slot, call in order:
+        for slot, call in alternating(((0, chosen), (1, other)), r):
             times[slot].append(per_call_us(call, repeats))
     return statistics.median(times[0]), statistics.median(times[1])
 

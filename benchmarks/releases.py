@@ -14,31 +14,34 @@ requests wrk counted).
 
 from __future__ import annotations
 
-import statistics
+import contextlib
 import subprocess
 import tempfile
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from benchmarks.bodies import SINGLE
 from benchmarks.failures import BenchmarkFailed, exits_non_zero_on_failure, has_prediction
-from benchmarks.options import rounds_parser
-from benchmarks.servers import REPO, cpu_seconds, demo_stores
-from benchmarks.wrk import run_wrk
+from benchmarks.options import alternating, rounds_parser
+from benchmarks.servers import REPO, demo_stores
+from benchmarks.wrk import WrkResult, median, run_wrk, run_wrk_with_cpu
 from loadtest.server import model_server
 
 
-def worktree(commit: str, folder: Path) -> Path:
-    """`commit` checked out (detached) at `folder`; BenchmarkFailed if git cannot."""
+@contextlib.contextmanager
+def worktree(commit: str, folder: Path) -> Iterator[Path]:
+    """`commit` checked out (detached) at `folder` while the block runs, removed after;
+    BenchmarkFailed if git cannot check it out."""
+    git = ["git", "-C", str(REPO), "worktree"]
     done = subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), commit],
-        capture_output=True,
-        text=True,
+        [*git, "add", "--detach", str(folder), commit], capture_output=True, text=True
     )
     if done.returncode != 0:
         raise BenchmarkFailed(f"cannot check out {commit!r}: {done.stderr.strip()}")
-    return folder
+    try:
+        yield folder
+    finally:
+        subprocess.run([*git, "remove", "--force", str(folder)], check=False)
 
 
 @exits_non_zero_on_failure
@@ -48,15 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--access-log", action="store_true", help="both servers log every request")
     args = parser.parse_args(argv)
     env = {"ACCESS_LOG": "true", "LOG_LEVEL": "info"} if args.access_log else {}
-    rates: dict[str, list[float]] = {"earlier": [], "this": []}
+    results: dict[str, list[WrkResult]] = {"earlier": [], "this": []}
     cpu: dict[str, list[float]] = {"earlier": [], "this": []}
-    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
-        earlier = worktree(args.against, Path(folder) / "earlier")
-        stack.callback(
-            subprocess.run,
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(earlier)],
-            check=False,
-        )
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+        earlier = stack.enter_context(worktree(args.against, Path(folder) / "earlier"))
         stores = demo_stores(Path(folder), "store-earlier", "store-this")
         checkouts = {"earlier": earlier, "this": REPO}
         servers = {
@@ -68,27 +66,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers.values():
             run_wrk(server.url + "/predict", SINGLE, args.connections, 2)  # warm-up
         for round_index in range(args.rounds):
-            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
-            for name in order:
-                server = servers[name]
-                before = cpu_seconds(server)
-                result = run_wrk(
-                    server.url + "/predict", SINGLE, args.connections, args.seconds,
+            for name in alternating(servers, round_index):
+                result, cpu_us = run_wrk_with_cpu(
+                    servers[name], "/predict", SINGLE, args.connections, args.seconds,
                     check=has_prediction,
                 )  # fmt: skip
-                used = cpu_seconds(server) - before
-                rates[name].append(result.requests_per_s)
-                cpu[name].append(used / (result.requests_per_s * args.seconds) * 1e6)
+                results[name].append(result)
+                cpu[name].append(cpu_us)
                 print(f"round {round_index + 1} {name:8} {result.summary()}", flush=True)
 
     print(f"\naccess log {'on' if args.access_log else 'off'}, {args.connections} connections")
     print("| server | median req/s | best round req/s | lowest CPU µs a request |")
     print("| --- | --- | --- | --- |")
-    for name in rates:
+    best_rate = {name: max(r.requests_per_s for r in runs) for name, runs in results.items()}
+    for name, runs in results.items():
         label = f"{args.against} (earlier)" if name == "earlier" else "this checkout"
-        middle = statistics.median(rates[name])
-        print(f"| {label} | {middle:,.0f} | {max(rates[name]):,.0f} | {min(cpu[name]):.1f} |")
-    best = max(rates["this"]) / max(rates["earlier"])
+        middle = median(runs, "requests_per_s")
+        print(f"| {label} | {middle:,.0f} | {best_rate[name]:,.0f} | {min(cpu[name]):.1f} |")
+    best = best_rate["this"] / best_rate["earlier"]
     print(f"\nthis / earlier: best round {best:.3f}x, lowest CPU a request "
           f"{min(cpu['this']) / min(cpu['earlier']):.3f}x")  # fmt: skip
     return 0

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from benchmarks.failures import exits_non_zero_on_failure, require
-from benchmarks.servers import REPO, our_server
+from benchmarks.servers import REPO, demo_store, our_server
 
 TOKEN = "reload-memory-benchmark"
 SAMPLE_VALUES = {"number": 0.5, "integer": 1, "string": "a", "boolean": False}
@@ -103,8 +103,7 @@ def checkpoint(done: int, cycles: int, warmup: int, every: int) -> str | None:
 
 def measure(model: str, cycles: int, warmup: int, every: int) -> tuple[list[Sample], list[float]]:
     with tempfile.TemporaryDirectory(prefix="reload-memory-") as scratch:
-        store = Path(scratch) / "store"
-        shutil.copytree(REPO / "models_store", store)
+        store = demo_store(Path(scratch) / "store")
         if not (store / model).is_dir():
             raise SystemExit(f"models_store has no model {model!r}")
         # POLL_INTERVAL_S=0: only /admin/reload changes what is loaded.

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.servers import REPO, our_server
+from benchmarks.servers import demo_store, our_server
 from ml.files import SAMPLES_MAX_BYTES
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(shutil.copytree(REPO / "models_store", Path(tmp) / "store"))
+        store = demo_store(Path(tmp) / "store")
         (store / "iris" / "model.toml").write_text('version_policy = "all"\ndefault_version = 1\n')
         env = {"POLL_INTERVAL_S": "0.2"}
         with our_server(store, extra_env=env) as served, Prober(served.url) as prober:

@@ -7,7 +7,6 @@ our server the same way for `model-loadtest --store`.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 from collections.abc import Mapping
@@ -17,7 +16,7 @@ from loadtest.server import Served, model_server, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "Served", "baseline_server", "cpu_seconds", "demo_stores", "our_server"]
+__all__ = ["REPO", "Served", "baseline_server", "demo_store", "demo_stores", "our_server"]
 
 
 def our_server(
@@ -42,15 +41,11 @@ def baseline_server(
     return serve(command, {"MODEL_PATH": str(model_path)}, ready_path="/health/live", cwd=REPO)
 
 
+def demo_store(dest: Path) -> Path:
+    """A copy of the demo store (models_store) at `dest`, for a benchmark to change."""
+    return Path(shutil.copytree(REPO / "models_store", dest))
+
+
 def demo_stores(root: Path, *names: str) -> dict[str, Path]:
-    """A copy of the demo store (models_store) under `root` for each name, to change apart."""
-    return {name: Path(shutil.copytree(REPO / "models_store", root / name)) for name in names}
-
-
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(server: Served) -> float:
-    """User and system time the server's process has used (every thread), from /proc."""
-    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    """A copy of the demo store under `root` for each name, to change apart."""
+    return {name: demo_store(root / name) for name in names}

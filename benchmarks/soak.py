@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.servers import REPO, Served, our_server
+from benchmarks.servers import REPO, Served, demo_store, our_server
 
 POLL_INTERVAL_S = 1.0
 BATCH_EVERY = 10  # every tenth request of a thread is a batch
@@ -185,8 +185,7 @@ def _run(
 
 def soak(minutes: float, interval: float, threads: int) -> Result:
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
-        store = Path(scratch) / "store"
-        shutil.copytree(REPO / "models_store", store)
+        store = demo_store(Path(scratch) / "store")
         log = Path(scratch) / "server.log"
         extra_env = {"POLL_INTERVAL_S": str(POLL_INTERVAL_S)}
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.failures import BenchmarkFailed, Check, check_answer
+from loadtest.server import Served
 
 SCRIPT = """
 wrk.method = "POST"
@@ -54,6 +55,7 @@ def ensure_wrk() -> str:
 
 @dataclass(frozen=True)
 class WrkResult:
+    requests: int  # completed over the run, as wrk counted them
     requests_per_s: float
     p50_ms: float
     p99_ms: float
@@ -121,6 +123,23 @@ def run_wrk(
     return parse_wrk_output(url, out)
 
 
+def run_wrk_with_cpu(
+    server: Served,
+    path: str,
+    body: str | bytes | None,
+    connections: int,
+    seconds: float,
+    check: Check | None = None,
+) -> tuple[WrkResult, float]:
+    """run_wrk on `server`'s `path`, and the CPU time in µs its process used a request: its user
+    and system time over the run (every thread) over the requests wrk counted, not over rate
+    times `seconds`, since wrk runs whole seconds."""
+    before = server.cpu_seconds()
+    result = run_wrk(server.url + path, body, connections, seconds, check=check)
+    used = server.cpu_seconds() - before
+    return result, used / result.requests * 1e6
+
+
 def parse_wrk_output(url: str, out: str) -> WrkResult:
     """The figures of wrk's `--latency` report; BenchmarkFailed when any request failed."""
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -131,9 +150,7 @@ def parse_wrk_output(url: str, out: str) -> WrkResult:
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     if errors:
-        total = re.search(r"(\d+) requests in", out)
-        raise BenchmarkFailed(
-            f"{url}: {errors} of {total.group(1) if total else '?'} requests failed under wrk"
-        )
-    return WrkResult(rate, p50, p99, errors)
+        raise BenchmarkFailed(f"{url}: {errors} of {requests} requests failed under wrk")
+    return WrkResult(requests=requests, requests_per_s=rate, p50_ms=p50, p99_ms=p99, errors=errors)

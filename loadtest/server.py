@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 STOP_TIMEOUT_S = 40.0
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -51,6 +52,13 @@ class Served:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError(f"no VmRSS for process {self.pid}")
+
+    def cpu_seconds(self) -> float:
+        """User and system time the server's process has used (every thread), from
+        /proc/<pid>/stat."""
+        # The name in field 2 may hold spaces and parentheses: split after its closing one.
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ Transfer/sec:      4.50MB
 def test_a_clean_wrk_run_gives_its_figures():
     result = parse_wrk_output("http://x/predict", WRK_REPORT.format(errors=""))
     assert (result.requests_per_s, result.p50_ms, result.p99_ms) == (15500.0, 0.48, 1.2)
+    assert result.requests == 31000
 
 
 @pytest.mark.parametrize(
