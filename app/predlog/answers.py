@@ -71,7 +71,8 @@ class RecentAnswers:
         self._blocks: deque[Block] = deque()
         self._closed_size = 0  # answers in the closed blocks still kept
         self._growing: list[Block] = []  # added since the last turn: they may still grow
-        self._unindexed: list[Block] = []  # closed, with entries the index has not caught up to
+        # Closed, with entries the index has not caught up to: kept blocks only, oldest first.
+        self._unindexed: deque[Block] = deque()
         self._index: dict[str, tuple[Block, int]] = {}
 
     def add(self, block: Block) -> None:
@@ -112,7 +113,7 @@ class RecentAnswers:
                 places = zip(repeat(block), range(done, size), strict=False)
                 self._index.update(zip(block.ids[done:size], places, strict=True))
                 block.indexed = size
-        self._unindexed = []
+        self._unindexed.clear()
 
     def _forget(self, block: Block) -> None:
         index = self._index
@@ -121,3 +122,5 @@ class RecentAnswers:
             if found is not None and found[0] is block and found[1] == place:
                 del index[request_id]
         block.indexed = len(block.ids)  # gone: never to be indexed
+        if self._unindexed and self._unindexed[0] is block:  # the oldest there too
+            self._unindexed.popleft()

@@ -4,7 +4,9 @@ way writes each line (app.predlog.events.record): same fields, order and values.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +177,33 @@ def test_recent_answers_keep_at_least_the_last_capacity_and_find_ids_added_late(
     assert len(book) == 5
     assert book.get("t3-0") is None
     assert book.get("t3-1") == (model, "newer", None)
+
+
+class _Answers(AnswerList):
+    """An AnswerList a test can hold a weak reference to."""
+
+    __slots__ = ("__weakref__",)
+
+
+def test_recent_answers_hold_no_dropped_block_whether_feedback_came_or_not(tmp_path):
+    model = version(tmp_path, "labelled")
+    for looked_up in (False, True):
+        book = RecentAnswers(capacity=10)
+        first = _Answers()
+        book.add(first)
+        first.add("first", (model, "p", None))
+        gone = weakref.ref(first)
+        del first
+        if looked_up:
+            assert book.get("first") == (model, "p", None)
+        for turn in range(50):  # turns with answers and no feedback
+            book.trim()
+            block = AnswerList()
+            book.add(block)
+            for i in range(5):
+                block.add(f"t{turn}-{i}", (model, "p", None))
+        book.trim()
+        gc.collect()
+        assert gone() is None, looked_up  # dropped, and nothing of the book keeps it
+        assert book.get("first") is None
+        assert 10 <= len(book) <= 15
