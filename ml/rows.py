@@ -75,6 +75,10 @@ class Unusable(StrEnum):
     NOT_A_STRING = "not a string"
 
 
+# Tensors of up to this many values are checked in Python rather than numpy.
+_FEW_VALUES = 32
+
+
 def unusable_value(
     array: np.ndarray, takes_missing: bool, missing_string: str
 ) -> tuple[int, Any, Unusable] | None:
@@ -87,6 +91,9 @@ def unusable_value(
     version's `missing_string`, as the graph was trained to see it.
     """
     if array.dtype.kind == "f":
+        # A few values are checked quicker one by one than through numpy's calls.
+        if array.size <= _FEW_VALUES and all(map(math.isfinite, array.ravel().tolist())):
+            return None
         finite = np.isfinite(array)
         if finite.all():
             return None
@@ -139,6 +146,9 @@ class RowCodec:
         self._uniform_dtype = (
             self.features[0].dtype if signature.layout is InputLayout.TENSOR else None
         )
+        # Fixed per version: read by every tensor request (check_arrays).
+        self._shapes = self._build_tensor_shapes()
+        self._dtypes = self._build_tensor_dtypes()
 
     def row_schema(self) -> dict[str, Any]:
         """JSON Schema of one row: an object by feature name, or a list in feature order."""
@@ -311,6 +321,9 @@ class RowCodec:
     def tensor_shapes(self) -> dict[str, tuple[int | None, ...]]:
         """The shape of each input by name, in the session's order; `None` marks a dynamic
         dimension. A feature dimension the graph leaves dynamic is fixed by metadata.json."""
+        return dict(self._shapes)
+
+    def _build_tensor_shapes(self) -> dict[str, tuple[int | None, ...]]:
         signature = self.signature
         if signature.layout is InputLayout.TENSOR:
             info = signature.inputs[0]
@@ -325,7 +338,26 @@ class RowCodec:
         many rows as the other inputs, finite numbers and, for a string input, strings only.
         Raises InvalidInput naming each input at fault.
         """
-        shapes = self.tensor_shapes()
+        shapes, dtypes = self._shapes, self._dtypes
+        if len(arrays) == len(shapes) and all(name in arrays for name in shapes):
+            # The usual request: each input once, by its name.
+            errors: list[FieldError] = []
+            for name, shape in shapes.items():
+                array = arrays[name]
+                problem = _tensor_problem(array, dtypes[name], shape) or self._unusable(name, array)
+                if problem is not None:
+                    errors.append(FieldError(("inputs", name), f"input {name!r} {problem}"))
+            if not errors:
+                if len(shapes) == 1:
+                    ((name, array),) = arrays.items()
+                    return {name: array}, int(array.shape[0])
+                rows = {name: int(arrays[name].shape[0]) for name in shapes}
+                if len(set(rows.values())) == 1:
+                    return {name: arrays[name] for name in shapes}, next(iter(rows.values()))
+                counts = ", ".join(f"{name!r} has {count}" for name, count in rows.items())
+                message = f"the inputs disagree on the number of rows: {counts}"
+                errors.append(FieldError(("inputs",), message))
+            raise _invalid_tensors(errors, len(errors))
         takes = f"{self.model_name} takes the inputs {', '.join(shapes)}"
         n_unknown = sum(name not in shapes for name in arrays)
         unknown = (name for name in arrays if name not in shapes)
@@ -338,25 +370,7 @@ class RowCodec:
             for name in shapes
             if name not in arrays
         ]
-        if not errors:
-            dtypes = self._tensor_dtypes()
-            for name, shape in shapes.items():
-                problem = _tensor_problem(arrays[name], dtypes[name], shape) or self._unusable(
-                    name, arrays[name]
-                )
-                if problem is not None:
-                    errors.append(FieldError(("inputs", name), f"input {name!r} {problem}"))
-        if not errors:
-            rows = {name: int(arrays[name].shape[0]) for name in shapes}
-            if len(set(rows.values())) == 1:
-                return {name: arrays[name] for name in shapes}, next(iter(rows.values()))
-            counts = ", ".join(f"{name!r} has {count}" for name, count in rows.items())
-            message = f"the inputs disagree on the number of rows: {counts}"
-            errors.append(FieldError(("inputs",), message))
-        count = len(errors) + max(0, n_unknown - MAX_FIELD_ERRORS)
-        more = count - min(len(errors), 5)
-        detail = "; ".join(e.msg for e in errors[:5]) + (f" (and {more} more)" if more > 0 else "")
-        raise InvalidInput(detail, errors, count)
+        raise _invalid_tensors(errors, len(errors) + max(0, n_unknown - MAX_FIELD_ERRORS))
 
     def _unusable(self, name: str, array: np.ndarray) -> str | None:
         """What breaks the value rule in `array`, naming the row and the feature."""
@@ -373,10 +387,18 @@ class RowCodec:
             return f"{where}: model {self.model_name} does not take missing values"
         return f"{where}: values must be finite numbers"
 
-    def _tensor_dtypes(self) -> dict[str, np.dtype[Any]]:
+    def _build_tensor_dtypes(self) -> dict[str, np.dtype[Any]]:
         if self._uniform_dtype is not None:
             return {self.signature.inputs[0].name: self._uniform_dtype}
         return {f.name: f.dtype for f in self.features}
+
+
+def _invalid_tensors(errors: list[FieldError], count: int) -> InvalidInput:
+    """The error of tensors at fault: the first five named in the detail, at most
+    MAX_FIELD_ERRORS listed, `count` in all."""
+    more = count - min(len(errors), 5)
+    detail = "; ".join(e.msg for e in errors[:5]) + (f" (and {more} more)" if more > 0 else "")
+    return InvalidInput(detail, errors, count)
 
 
 def _tensor_problem(
@@ -385,12 +407,13 @@ def _tensor_problem(
     """What is wrong with one input tensor, or None."""
     if array.dtype != dtype:
         return f"takes {_dtype_text(dtype)}; got {_dtype_text(array.dtype)}"
-    if array.ndim != len(shape) or any(
-        want is not None and got != want for got, want in zip(array.shape, shape, strict=True)
+    got = array.shape
+    if len(got) != len(shape) or not all(
+        want is None or size == want for size, want in zip(got, shape, strict=True)
     ):
         wanted = [-1 if d is None else d for d in shape]
-        return f"takes shape {wanted} (-1: any size); got {list(array.shape)}"
-    if array.shape[0] < 1:
+        return f"takes shape {wanted} (-1: any size); got {list(got)}"
+    if got[0] < 1:
         return "has no rows: its first (batch) dimension must be at least 1"
     return None
 
