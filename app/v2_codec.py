@@ -119,6 +119,10 @@ def _parameter(
 
 
 def _binary_size(tensor: V2RequestInput) -> int | None:
+    if not tensor.parameters:  # the usual JSON tensor
+        if tensor.data is None:
+            raise invalid(f"input {tensor.name!r} has no data (nor binary_data_size)")
+        return None
     where = f"input {tensor.name!r}"
     unsupported(tensor.parameters, where, ("shared_memory_region",))
     size: int | None = _parameter(tensor.parameters, "binary_data_size", int, where)
@@ -181,7 +185,7 @@ def _value_adapter(datatype: str) -> tuple[TypeAdapter[list[Any]], StrictValue]:
 def _narrow_floats(values: list[Any], dtype: np.dtype[Any], where: str) -> np.ndarray:
     """JSON numbers as `dtype` (FP32, FP16), refusing finite values that `dtype` cannot hold;
     null becomes NaN, for the model's missing-value rule to judge."""
-    limit = float(np.finfo(dtype).max)
+    limit = _largest(dtype)
     if len(values) <= SMALL_TENSOR:
         # A few values are checked quicker one by one than through numpy's calls.
         too_large = any(v is not None and limit < abs(v) < math.inf for v in values)
@@ -192,6 +196,11 @@ def _narrow_floats(values: list[Any], dtype: np.dtype[Any], where: str) -> np.nd
     if too_large:
         raise invalid(f"{where}: values must lie within ±{limit:.6g} ({dtype})")
     return np.array(values, dtype=dtype)
+
+
+@functools.cache
+def _largest(dtype: np.dtype[Any]) -> float:
+    return float(np.finfo(dtype).max)
 
 
 def _requested_outputs(

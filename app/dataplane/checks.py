@@ -48,19 +48,21 @@ def too_many_rows(
 def check_shape(shape: Sequence[int], max_rows: int, name: str) -> None:
     """An input tensor's shape: no negative dimension, at most `max_rows` rows, and a size
     (zero dimensions aside) that a request could carry."""
-    where = f"input {name!r}"
-    if any(d < 0 for d in shape):
-        raise invalid(f"{where} has shape {list(shape)}; dimensions must not be negative")
-    if shape:
-        too_many_rows(shape[0], max_rows, ("inputs", name), where)
     size = 1
     for dimension in shape:
-        size *= dimension or 1
-        if size > MAX_ELEMENTS:
+        if dimension < 0:
             raise invalid(
-                f"{where} has shape {list(shape)}; its dimensions (zeros aside) multiply past "
-                f"{MAX_ELEMENTS} elements, more than a request can carry"
+                f"input {name!r} has shape {list(shape)}; dimensions must not be negative"
             )
+        # Held just past the limit: a long shape of huge dimensions multiplies in constant time.
+        size = min(size * (dimension or 1), MAX_ELEMENTS + 1)
+    if shape and shape[0] > max_rows:
+        too_many_rows(shape[0], max_rows, ("inputs", name), f"input {name!r}")
+    if size > MAX_ELEMENTS:
+        raise invalid(
+            f"input {name!r} has shape {list(shape)}; its dimensions (zeros aside) multiply "
+            f"past {MAX_ELEMENTS} elements, more than a request can carry"
+        )
 
 
 def not_given_twice(name: str, seen: Container[str], what: str = "input") -> None:
