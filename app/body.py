@@ -47,14 +47,19 @@ def body_cut_short() -> HTTPProblem:
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int, json_only: bool) -> bytes:
     """The raw body, refused with 413 as soon as it would pass `max_bytes` (whatever
-    `Content-Length` claims, chunked or not), and with 415 unless it is JSON when `json_only`."""
+    `Content-Length` claims, chunked or not), and with 415 unless it is JSON when `json_only`
+    or when it is compressed (`Content-Encoding`: refused before it is read, as it would be
+    once read)."""
     content_type = b""
+    encoding: bytes | None = None
     declared: int | None = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             content_type = value
         elif key == b"content-length" and value.isdigit():
             declared = int(value)
+        elif key == b"content-encoding":
+            encoding = value
     # The usual header needs no parsing.
     if json_only and content_type != JSON_MEDIA_TYPE and not _is_json(content_type):
         raise HTTPProblem(
@@ -62,6 +67,9 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, json_only: b
             "Unsupported media type",
             "send the body as JSON with 'Content-Type: application/json'",
         )
+    if encoding and encoding.strip().lower() != b"identity":
+        shown = encoding.strip().decode("latin-1")[:40]
+        raise HTTPProblem(415, "Unsupported media type", f"Content-Encoding {shown} is not read")
     if declared is not None and declared > max_bytes:
         raise body_too_large(max_bytes, declared)
     message: Message = await receive()

@@ -277,10 +277,8 @@ class Edge:
             await self._fail(call, path, not_post, scope, receive, send)
             return
         try:
-            header = _HeaderReader(scope).get
-            v2_infer.check_encoding(header)
             body = await read_body(scope, receive, self.max_body_bytes, json_only=False)
-            reply = await v2_infer.answer(self.runtime, target, body, header)
+            reply = await v2_infer.answer(self.runtime, target, body, _HeaderReader(scope).get)
         except Exception as exc:  # a bug too must answer {"error"}, not a traceback
             await self._fail(call, path, exc, scope, receive, send)
             return

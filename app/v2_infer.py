@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from app.dataplane.binary import HEADER_LENGTH
 from app.dataplane.infer import HeaderLookup, infer_request, offload, output_bytes
-from app.errors import HTTPProblem
 from app.runtime import Runtime
 from app.v2_codec import decode_request, encode_response
 
@@ -73,19 +72,11 @@ def match(path: str) -> InferTarget | None:
     return None
 
 
-def check_encoding(header: HeaderLookup) -> None:
-    """A compressed body is refused (415) before it is read: it would be refused once read."""
-    encoding = (header("content-encoding") or "identity").strip().lower()
-    if encoding != "identity":
-        raise HTTPProblem(415, "Unsupported media type", f"Content-Encoding {encoding} is not read")
-
-
 async def answer(
     runtime: Runtime, target: InferTarget, body: bytes, header: HeaderLookup
 ) -> InferReply:
     """Decode the body, run it through the dataplane, encode the answer; large bodies and
-    answers are decoded and encoded off the event loop. The body's encoding was checked
-    (`check_encoding`) before it was read."""
+    answers are decoded and encoded off the event loop."""
     max_rows = runtime.settings.max_batch_rows
     name, version = target.name, target.version
     length = header(HEADER_LENGTH)

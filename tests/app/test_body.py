@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 
@@ -87,6 +88,28 @@ def test_missing_content_type_is_415(small, problem, route):
 
     assert "content-type" not in response.request.headers
     problem(response, 415)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("encoding", ["gzip", "br", " Deflate "])
+def test_compressed_body_is_415_naming_the_encoding(small, problem, route, encoding):
+    # Refused before it is read, even past the size limit: it would be refused once read.
+    content = gzip.compress(json.dumps(GOOD[route]).encode()) + bytes(LIMIT)
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+
+    body = problem(small.post(route, content=content, headers=headers), 415)
+
+    assert f"Content-Encoding {encoding.strip()}" in body["detail"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("encoding", ["identity", "IDENTITY", ""])
+def test_identity_encoding_is_read(small, route, encoding):
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+
+    response = small.post(route, content=json.dumps(GOOD[route]).encode(), headers=headers)
+
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("route", ROUTES)
