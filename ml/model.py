@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ from ml.signature import OutputKind, Signature, SignatureError, derive_signature
 from ml.store import METADATA_FILE, MODEL_FILE, SAMPLES_FILE
 
 log = logging.getLogger(__name__)
+
+# A session's run: output names, input arrays by name, run options -> outputs in that order.
+SessionRun = Callable[[list[str], Mapping[str, np.ndarray], ort.RunOptions | None], list[Any]]
 
 # Runs estimated to take less than this stay on the event loop: the hop to a worker thread costs
 # more than a small forest takes for dozens of rows (README, Performance).
@@ -74,10 +77,16 @@ class LoadedModel:
     _output_names: list[str] = field(default_factory=list)
     # One for every run: given none, onnxruntime builds a default per call, on the hot path.
     _run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
+    # The session's run as every served run calls it (`direct_run`), derived from `session`.
+    _session_run: SessionRun = field(init=False, repr=False)
     # Hears of served runs only: the warm-up and samples.json were answered before it was set.
     observer: ServingObserver | None = None
     # Counts served rows by profile bin when the version has a profile.json.
     drift: DriftCounter | None = None
+
+    def __post_init__(self) -> None:
+        # Derived here, so that a copy with another session (`replace`) runs that session.
+        object.__setattr__(self, "_session_run", direct_run(self.session))
     _traffic: _Traffic = field(default_factory=_Traffic, init=False, repr=False)
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
@@ -94,8 +103,9 @@ class LoadedModel:
         # Timed here rather than by `_clocked_run`: a call less on every request.
         started = time.perf_counter()
         try:
+            run = self._session_run
             if size is None or size == n_rows:
-                outputs = self.session.run(self._output_names, arrays, self._run_options)
+                outputs = run(self._output_names, arrays, self._run_options)
             else:
                 outputs = self._run_fixed(arrays, n_rows, size)
         except Exception as exc:  # onnxruntime raises several unrelated types
@@ -106,6 +116,7 @@ class LoadedModel:
         return outputs, time.perf_counter() - started
 
     def _run_fixed(self, arrays: Mapping[str, np.ndarray], n_rows: int, size: int) -> list[Any]:
+        run = self._session_run
         parts: list[list[Any]] = []
         for start in range(0, n_rows, size):
             chunk = {name: a[start : start + size] for name, a in arrays.items()}
@@ -115,7 +126,7 @@ class LoadedModel:
                     n: np.concatenate([a, np.repeat(a[-1:], short, axis=0)])
                     for n, a in chunk.items()
                 }
-            parts.append(self.session.run(self._output_names, chunk, self._run_options))
+            parts.append(run(self._output_names, chunk, self._run_options))
         joined: list[Any] = []
         for i in range(len(self._output_names)):
             pieces = [p[i] for p in parts]
@@ -399,6 +410,17 @@ def load_model(
         classes = warm.vocabulary.classes if warm.vocabulary is not None else None
         drift = DriftCounter(profile, warm.signature, classes)
     return replace(unobserved, samples_checked=checked, observer=observer, drift=drift)
+
+
+def direct_run(session: ort.InferenceSession) -> SessionRun:
+    """The session's run without onnxruntime's Python layer around it, which costs a served
+    single-row run a good part of its time: that layer checks that every graph input is fed, that no value belongs to another
+    session and that no WebGPU graph is being captured, which the row codec's checks (every
+    input of the signature, as numpy arrays) and this server's CPU-only sessions already
+    ensure. The layer's own run where onnxruntime has no such binding."""
+    native = getattr(session, "_sess", None)
+    run = getattr(native, "run", None)
+    return run if callable(run) else session.run
 
 
 def _clocked_run(

@@ -34,7 +34,7 @@ from onnx_factories import (
 
 from ml.config import ModelConfig, RuntimeConfig
 from ml.errors import InferenceFailed, InvalidInput
-from ml.model import LoadedModel, ModelLoadError, load_model
+from ml.model import LoadedModel, ModelLoadError, direct_run, load_model
 from ml.observer import ServingObserver
 from ml.outputs import Predictions
 from ml.signature import OutputKind
@@ -75,6 +75,31 @@ def test_iris_classifier(tmp_path: Path) -> None:
     assert [list(p) for p in result.probabilities] == [list(IRIS_LABELS)] * 9
     got = np.array([[p[k] for k in IRIS_LABELS] for p in result.probabilities])
     np.testing.assert_allclose(got, probabilities, rtol=1e-6)
+
+
+def test_served_runs_skip_onnxruntime_python_layer(tmp_path: Path, monkeypatch) -> None:
+    folder = write_iris_classifier(tmp_path / "1")
+    model = load(folder)
+    rows = iris_rows(3)
+    want = predict(model, rows)
+
+    def wrapper_called(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("served runs go through onnxruntime's Python layer")
+
+    monkeypatch.setattr(ort.InferenceSession, "run", wrapper_called)
+    got = predict(model, rows)
+
+    assert got == want  # answered as before the layer was patched: it was never called
+
+
+def test_direct_run_falls_back_to_the_session_run_without_a_binding() -> None:
+    class Plain:
+        def run(self, *args: Any) -> list[Any]:
+            return ["ran"]
+
+    session = Plain()
+
+    assert direct_run(session)([], {}, None) == ["ran"]  # type: ignore[arg-type]
 
 
 def test_named_rows_predict_like_positional_ones(tmp_path: Path) -> None:
