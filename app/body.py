@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 
 import orjson
 import pydantic_core
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import SchemaValidator
 from starlette.types import Message, Receive, Scope
 
 from app.errors import HTTPProblem, validation_problem
 from ml.errors import MAX_FIELD_ERRORS
 
-Model = TypeVar("Model", bound=BaseModel)
+Model = TypeVar("Model")
 
 JSON_MEDIA_TYPE = b"application/json"
 # pydantic's words for a key the schema does not have.
@@ -107,14 +108,19 @@ def parse_json(body: bytes | memoryview) -> Any:
 
 
 @cache
-def _field_names(schema: type[BaseModel]) -> frozenset[str]:
-    # Once per schema: pydantic's `model_fields` runs a Python descriptor on every read.
-    return frozenset(schema.model_fields)
+def _schema(schema: type[Any]) -> tuple[frozenset[str], SchemaValidator]:
+    """A body schema's keys and its core validator, once per schema: a pydantic model, or a
+    TypedDict (whose bodies validate into plain dicts). pydantic's `model_fields` runs a Python
+    descriptor on every read, and TypeAdapter.validate_python adds a layer of Python per call."""
+    if issubclass(schema, BaseModel):
+        return frozenset(schema.model_fields), schema.__pydantic_validator__
+    keys = schema.__required_keys__ | schema.__optional_keys__
+    return frozenset(keys), TypeAdapter(schema).validator
 
 
 def validate(schema: type[Model], payload: Any) -> Model:
     """`payload` checked against `schema`, or a 422 naming each field at fault."""
-    fields = _field_names(schema)
+    fields, validator = _schema(schema)
     if type(payload) is dict and len(payload) > len(fields):
         # Unknown keys, named here: pydantic would build an error for every one of them, and a
         # body can hold millions.
@@ -123,8 +129,7 @@ def validate(schema: type[Model], payload: Any) -> Model:
         count = len(payload) - sum(name in payload for name in fields)
         raise validation_problem(extra, count)
     try:
-        # The validator itself: model_validate wraps the same call in a layer of Python.
-        return schema.__pydantic_validator__.validate_python(payload)  # type: ignore[no-any-return]
+        return validator.validate_python(payload)  # type: ignore[no-any-return]
     except ValidationError as exc:
         count = exc.error_count()
         if count > MAX_FIELD_ERRORS:  # listing them all would cost more than the request

@@ -63,43 +63,45 @@ def decode_request(
     _addressed(request, name, version)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
-    for tensor in request.inputs:
-        not_given_twice(tensor.name, arrays)
-        check_shape(tensor.shape, max_rows, tensor.name)
+    for tensor in request["inputs"]:
+        name, shape = tensor["name"], tensor["shape"]
+        not_given_twice(name, arrays)
+        check_shape(shape, max_rows, name)
         size = _binary_size(tensor)
         if size is None:
-            arrays[tensor.name] = _from_json(tensor)
+            arrays[name] = _from_json(tensor)
             continue
         if header_length is None:
             raise invalid(
-                f"input {tensor.name!r} sets binary_data_size but the request has no "
+                f"input {name!r} sets binary_data_size but the request has no "
                 f"{HEADER_LENGTH} header to say where the binary data starts"
             )
         if offset + size > len(binary):
             raise invalid(
-                f"input {tensor.name!r} needs {size} bytes of binary data; only "
+                f"input {name!r} needs {size} bytes of binary data; only "
                 f"{len(binary) - offset} are left after the JSON"
             )
         chunk = binary[offset : offset + size]
-        arrays[tensor.name] = tensor_from_bytes(chunk, tensor.name, tensor.datatype, tensor.shape)
+        arrays[name] = tensor_from_bytes(chunk, name, tensor["datatype"], shape)
         offset += size
     if offset != len(binary):
         raise invalid(
             f"{len(binary) - offset} bytes after the JSON belong to no input's binary_data_size"
         )
-    return InferCall(request.id, arrays, *_requested_outputs(request))
+    return InferCall(request.get("id"), arrays, *_requested_outputs(request))
 
 
 def _addressed(request: V2InferRequest, name: str, version: str | None) -> None:
     """`model_name` and `model_version` in the body (KServe's SDK sends them) must say what the
     URL says; an empty `model_version` means none, as over gRPC."""
-    if request.model_name is not None and request.model_name != name:
+    given_name = request.get("model_name")
+    if given_name is not None and given_name != name:
         raise invalid(
-            f"model_name: the body names model {quoted(request.model_name)} but the URL "
+            f"model_name: the body names model {quoted(given_name)} but the URL "
             f"names {quoted(name)}; leave it out or make them agree",
             ("model_name",),
         )
-    given = request.model_version or None
+    given = request.get("model_version") or None
     if given is not None and given != version:
         url = "no version (the default)" if version is None else f"version {quoted(version)}"
         raise invalid(
@@ -119,49 +121,49 @@ def _parameter(
 
 
 def _binary_size(tensor: V2RequestInput) -> int | None:
-    if not tensor.parameters:  # the usual JSON tensor
-        if tensor.data is None:
-            raise invalid(f"input {tensor.name!r} has no data (nor binary_data_size)")
+    parameters = tensor.get("parameters")
+    if not parameters:  # the usual JSON tensor
+        if tensor.get("data") is None:
+            raise invalid(f"input {tensor['name']!r} has no data (nor binary_data_size)")
         return None
-    where = f"input {tensor.name!r}"
-    unsupported(tensor.parameters, where, ("shared_memory_region",))
-    size: int | None = _parameter(tensor.parameters, "binary_data_size", int, where)
+    where = f"input {tensor['name']!r}"
+    unsupported(parameters, where, ("shared_memory_region",))
+    size: int | None = _parameter(parameters, "binary_data_size", int, where)
     if size is not None:
         if size < 0:
             raise invalid(f"{where}: binary_data_size must not be negative; got {size}")
-        if tensor.data is not None:
+        if tensor.get("data") is not None:
             raise invalid(f"{where} has both data and binary_data_size; send one of them")
-    elif tensor.data is None:
+    elif tensor.get("data") is None:
         raise invalid(f"{where} has no data (nor binary_data_size)")
     return size
 
 
 def _from_json(tensor: V2RequestInput) -> np.ndarray:
-    where = f"input {tensor.name!r}"
-    dtype = dtype_of(tensor.datatype, where)
-    if type(tensor.data) is not list:
+    where = f"input {tensor['name']!r}"
+    datatype, shape, data = tensor["datatype"], tensor["shape"], tensor.get("data")
+    dtype = dtype_of(datatype, where)
+    if type(data) is not list:
         raise invalid(f"{where}: data must be a list of values (flat or nested)")
-    values = _flatten(tensor.data, where)
-    count = math.prod(tensor.shape)
+    values = _flatten(data, where)
+    count = math.prod(shape)
     if len(values) != count:
-        raise invalid(
-            f"{where} has {len(values)} values but its shape {tensor.shape} holds {count}"
-        )
-    adapter, value = _value_adapter(tensor.datatype)
+        raise invalid(f"{where} has {len(values)} values but its shape {shape} holds {count}")
+    adapter, value = _value_adapter(datatype)
     try:
         checked = adapter.validator.validate_python(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         expected = value.in_range if first["type"] in RANGE_ERRORS else value.expected
         raise invalid(
-            f"{where}: value {first['loc'][0]} must be {expected} ({tensor.datatype}); "
+            f"{where}: value {first['loc'][0]} must be {expected} ({datatype}); "
             f"got {repr(first['input'])[:40]}"
         ) from None
     if dtype.kind == "f" and dtype != np.float64:
         array = _narrow_floats(checked, dtype, where)
     else:
         array = np.array(checked, dtype=dtype)
-    return array.reshape(tensor.shape)
+    return array.reshape(shape)
 
 
 def _flatten(data: list[Any], where: str) -> list[Any]:
@@ -206,17 +208,19 @@ def _largest(dtype: np.dtype[Any]) -> float:
 def _requested_outputs(
     request: V2InferRequest,
 ) -> tuple[list[tuple[str, bool]] | None, bool]:
-    default = bool(_parameter(request.parameters, "binary_data_output", bool, "the request"))
-    if not request.outputs:
+    default = bool(_parameter(request.get("parameters"), "binary_data_output", bool, "the request"))
+    outputs = request.get("outputs")
+    if not outputs:
         return None, default
     wanted: dict[str, bool] = {}
-    for output in request.outputs:
-        where = f"output {output.name!r}"
-        unsupported(output.parameters, where, ("classification", "shared_memory_region"))
-        if output.name in wanted:
+    for output in outputs:
+        where = f"output {output['name']!r}"
+        parameters = output.get("parameters")
+        unsupported(parameters, where, ("classification", "shared_memory_region"))
+        if output["name"] in wanted:
             raise invalid(f"{where} is asked for twice")
-        binary = _parameter(output.parameters, "binary_data", bool, where)
-        wanted[output.name] = default if binary is None else binary
+        binary = _parameter(parameters, "binary_data", bool, where)
+        wanted[output["name"]] = default if binary is None else binary
     return list(wanted.items()), default
 
 

@@ -6,9 +6,10 @@ against its `datatype` and `shape` by app.v2_codec, which also reads Triton's bi
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict  # pydantic reads typing's own only from Python 3.12
 
 from app.dataplane.checks import MAX_INPUTS
 
@@ -19,37 +20,36 @@ Dimension = Annotated[int, Field(ge=0)]
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class V2RequestInput(BaseModel):
+# Requests validate into dicts (TypedDicts) rather than models: the decoder reads each once, and
+# dicts cost pydantic a third of the time to build.
+
+
+@with_config(_STRICT)
+class V2RequestInput(TypedDict):
     """One input tensor; `data` is row-major, flat or nested, unless the tensor is sent as binary
     data after the JSON (`parameters.binary_data_size`)."""
 
-    model_config = _STRICT
-
     name: str
     shape: list[Dimension]
-    datatype: str = Field(description="BOOL, UINT8-64, INT8-64, FP16, FP32, FP64 or BYTES")
-    parameters: Parameters | None = None
-    data: Any = None
+    datatype: Annotated[
+        str, Field(description="BOOL, UINT8-64, INT8-64, FP16, FP32, FP64 or BYTES")
+    ]
+    parameters: NotRequired[Parameters | None]
+    data: NotRequired[Any]
 
 
-class V2RequestOutput(BaseModel):
+@with_config(_STRICT)
+class V2RequestOutput(TypedDict):
     """An output to return; `parameters.binary_data: true` returns it as binary data."""
 
-    model_config = _STRICT
-
     name: str
-    parameters: Parameters | None = None
+    parameters: NotRequired[Parameters | None]
 
 
-class V2InferRequest(BaseModel):
-    """An inference request. Without `outputs`, every tensor output of the model is returned;
-    `parameters.binary_data_output: true` returns them as binary data. `model_name` and
-    `model_version` (which some clients, KServe's SDK among them, send) must match the URL."""
-
-    model_config = ConfigDict(
+@with_config(
+    ConfigDict(
         extra="forbid",
         strict=True,
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -67,15 +67,24 @@ class V2InferRequest(BaseModel):
             ]
         },
     )
+)
+class V2InferRequest(TypedDict):
+    """An inference request. Without `outputs`, every tensor output of the model is returned;
+    `parameters.binary_data_output: true` returns them as binary data. `model_name` and
+    `model_version` (which some clients, KServe's SDK among them, send) must match the URL."""
 
-    id: str | None = None
-    model_name: str | None = Field(None, description="When given, the model the URL names")
-    model_version: str | None = Field(
-        None, description="When given and not empty, the version the URL names"
-    )
-    parameters: Parameters | None = None
-    inputs: list[V2RequestInput] = Field(min_length=1, max_length=MAX_INPUTS)
-    outputs: list[V2RequestOutput] | None = None
+    id: NotRequired[str | None]
+    model_name: NotRequired[
+        Annotated[str | None, Field(description="When given, the model the URL names")]
+    ]
+    model_version: NotRequired[
+        Annotated[
+            str | None, Field(description="When given and not empty, the version the URL names")
+        ]
+    ]
+    parameters: NotRequired[Parameters | None]
+    inputs: Annotated[list[V2RequestInput], Field(min_length=1, max_length=MAX_INPUTS)]
+    outputs: NotRequired[list[V2RequestOutput] | None]
 
 
 class V2ResponseOutput(BaseModel):
@@ -142,10 +151,12 @@ class V2ModelMetadata(BaseModel):
     )
 
 
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON Schema of `model` with its nested models written in place, for a request body
-    that the route reads itself (its own `$defs` would not resolve inside the OpenAPI document)."""
-    schema = model.model_json_schema()
+def inline_schema(model: type[Any]) -> dict[str, Any]:
+    """The JSON Schema of `model` (a pydantic model or a TypedDict) with its nested models
+    written in place, for a request body that the route reads itself (its own `$defs` would not
+    resolve inside the OpenAPI document)."""
+    is_model = isinstance(model, type) and issubclass(model, BaseModel)
+    schema = model.model_json_schema() if is_model else TypeAdapter(model).json_schema()
     defs = schema.pop("$defs", {})
 
     def resolve(node: Any) -> Any:
