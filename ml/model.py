@@ -87,6 +87,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         # Derived here, so that a copy with another session (`replace`) runs that session.
         object.__setattr__(self, "_session_run", direct_run(self.session))
+
     _traffic: _Traffic = field(default_factory=_Traffic, init=False, repr=False)
 
     def run(self, arrays: Mapping[str, np.ndarray], n_rows: int) -> list[Any]:
@@ -414,10 +415,10 @@ def load_model(
 
 def direct_run(session: ort.InferenceSession) -> SessionRun:
     """The session's run without onnxruntime's Python layer around it, which costs a served
-    single-row run a good part of its time: that layer checks that every graph input is fed, that no value belongs to another
-    session and that no WebGPU graph is being captured, which the row codec's checks (every
-    input of the signature, as numpy arrays) and this server's CPU-only sessions already
-    ensure. The layer's own run where onnxruntime has no such binding."""
+    single-row run a good part of its time: that layer checks that every graph input is fed,
+    that no value belongs to another session and that no WebGPU graph is being captured, which
+    the row codec's checks (every input of the signature, as numpy arrays) and this server's
+    CPU-only sessions already ensure. The layer's own run where onnxruntime has no binding."""
     native = getattr(session, "_sess", None)
     run = getattr(native, "run", None)
     return run if callable(run) else session.run

@@ -339,7 +339,7 @@ class RowCodec:
         Raises InvalidInput naming each input at fault.
         """
         shapes, dtypes = self._shapes, self._dtypes
-        if len(arrays) == len(shapes) and all(name in arrays for name in shapes):
+        if arrays.keys() == shapes.keys():
             # The usual request: each input once, by its name.
             errors: list[FieldError] = []
             for name, shape in shapes.items():
@@ -408,9 +408,13 @@ def _tensor_problem(
     if array.dtype != dtype:
         return f"takes {_dtype_text(dtype)}; got {_dtype_text(array.dtype)}"
     got = array.shape
-    if len(got) != len(shape) or not all(
-        want is None or size == want for size, want in zip(got, shape, strict=True)
-    ):
+    fits = len(got) == len(shape)
+    if fits:
+        for size, want in zip(got, shape, strict=True):
+            if want is not None and size != want:
+                fits = False
+                break
+    if not fits:
         wanted = [-1 if d is None else d for d in shape]
         return f"takes shape {wanted} (-1: any size); got {list(got)}"
     if got[0] < 1:
