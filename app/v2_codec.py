@@ -121,21 +121,25 @@ def _parameter(
 
 
 def _binary_size(tensor: V2RequestInput) -> int | None:
+    """The size of the tensor's binary data, or None when its values are in `data`."""
     parameters = tensor.get("parameters")
-    if not parameters:  # the usual JSON tensor
+    size: int | None = None
+    if parameters:  # a plain JSON tensor has none: nothing to check
+        where = f"input {tensor['name']!r}"
+        unsupported(parameters, where, ("shared_memory_region",))
+        size = _parameter(parameters, "binary_data_size", int, where)
+    if size is None:
         if tensor.get("data") is None:
             raise invalid(f"input {tensor['name']!r} has no data (nor binary_data_size)")
         return None
-    where = f"input {tensor['name']!r}"
-    unsupported(parameters, where, ("shared_memory_region",))
-    size: int | None = _parameter(parameters, "binary_data_size", int, where)
-    if size is not None:
-        if size < 0:
-            raise invalid(f"{where}: binary_data_size must not be negative; got {size}")
-        if tensor.get("data") is not None:
-            raise invalid(f"{where} has both data and binary_data_size; send one of them")
-    elif tensor.get("data") is None:
-        raise invalid(f"{where} has no data (nor binary_data_size)")
+    if size < 0:
+        raise invalid(
+            f"input {tensor['name']!r}: binary_data_size must not be negative; got {size}"
+        )
+    if tensor.get("data") is not None:
+        raise invalid(
+            f"input {tensor['name']!r} has both data and binary_data_size; send one of them"
+        )
     return size
 
 

@@ -430,10 +430,10 @@ def _clocked_run(
     arrays: Mapping[str, np.ndarray],
     run_options: ort.RunOptions | None,
 ) -> tuple[list[Any], float]:
-    """One plain run of the session and how long it took, for the warm-up's timing (served runs
-    are timed the same way in `LoadedModel._timed_run`)."""
+    """One plain run of the session and how long it took, for the warm-up's timing: through
+    the same call as served runs (`direct_run`), timed as `LoadedModel._timed_run` times them."""
     started = time.perf_counter()
-    outputs = session.run(output_names, arrays, run_options)
+    outputs = direct_run(session)(output_names, arrays, run_options)
     return outputs, time.perf_counter() - started
 
 
