@@ -20,7 +20,6 @@ baselines` the first.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -36,7 +35,7 @@ from benchmarks.failures import (
 )
 from benchmarks.options import alternating, rounds_parser
 from benchmarks.servers import REPO, Served, baseline_server, our_server
-from benchmarks.wrk import WrkResult, median, run_wrk
+from benchmarks.wrk import WrkResult, median, round_ratios, run_wrk
 
 STORE = REPO / "models_store"
 MODEL = STORE / "iris" / "2" / "model.onnx"
@@ -107,16 +106,11 @@ def report(results: dict[str, dict[str, list[WrkResult]]], connections: int) -> 
             f"{ratio(ours['single'], naive['single'], 'p99_ms'):.2f}x",
             f"- 64-row batch rows/s, ours / {label}: {ratio(ours['batch'], naive['batch']):.2f}x",
         ]
-    # Ours and the floor run one after the other in each round: their ratio, round by round,
-    # is steadier on a shared machine than the ratio of medians.
-    paired = sorted(
-        a.requests_per_s / b.requests_per_s
-        for a, b in zip(ours["single"], bare["single"], strict=True)
-    )
+    # Ours and the floor run one after the other in each round.
+    paired, rounds = round_ratios(ours["single"], bare["single"])
     lines += [
         f"- single-row throughput, ours / bare ASGI: {ratio(ours['single'], bare['single']):.2f}x "
-        f"(median of the rounds' ratios {statistics.median(paired):.2f}x: "
-        f"{', '.join(f'{r:.2f}' for r in paired)})",
+        f"(median of the rounds' ratios {paired:.2f}x: {rounds})",
         f"- 64-row batch rows/s, ours / bare ASGI: {ratio(ours['batch'], bare['batch']):.2f}x",
     ]
     return "\n".join(lines)
@@ -167,18 +161,14 @@ def report_v2(results: dict[str, list[WrkResult]]) -> str:
             f"| {name} | {rate:,.0f} | {per_request[name]:,.0f} | {median(runs, 'p50_ms'):.3f} "
             f"| {rate * rows:,.0f} |"
         )
-    # Each round's /predict and /v2 JSON ran back to back: their ratio, round by round.
-    ratios = sorted(
-        predict.requests_per_s / v2.requests_per_s
-        for predict, v2 in zip(results[PREDICT_ONE], results[V2_JSON_ONE], strict=True)
-    )
-    ratio = statistics.median(ratios)
+    # Each round's /predict and /v2 JSON ran back to back; time per request is 1 / req/s.
+    ratio, rounds = round_ratios(results[PREDICT_ONE], results[V2_JSON_ONE])
     lines += [
         "",
         "1 connection (a sequential client), 1 worker, wrk and the server sharing the cores.",
         "",
         f"- single-row time per request, /v2 JSON / /predict: {ratio:.2f}x (median of the "
-        f"rounds' ratios: {', '.join(f'{r:.2f}' for r in ratios)})",
+        f"rounds' ratios: {rounds})",
         f"- {V2_BINARY_ROWS:,}-row binary rows/s: "
         f"{median(results[V2_BINARY_MANY], 'requests_per_s') * V2_BINARY_ROWS:,.0f}",
     ]

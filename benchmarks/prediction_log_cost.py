@@ -98,7 +98,7 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
             results[name].append(result)
             cpu[name].append(cpu_us)
             print(f"round {round_index + 1} log {name:3} {result.summary()} "
-                  f"CPU {cpu[name][-1]:.1f} µs a request", flush=True)  # fmt: skip
+                  f"CPU {cpu_us:.1f} µs a request", flush=True)  # fmt: skip
 
     print("\n" + median_table(results, "prediction log"))
     ratio = median(results["on"], "p50_ms") / median(results["off"], "p50_ms")

@@ -74,6 +74,16 @@ def median(results: Sequence[WrkResult], field: str) -> float:
     return statistics.median(getattr(r, field) for r in results)
 
 
+def round_ratios(
+    top: Sequence[WrkResult], bottom: Sequence[WrkResult], field: str = "requests_per_s"
+) -> tuple[float, str]:
+    """The median of each round's ratio of one figure, top / bottom (runs paired by round, so
+    a busy minute on a shared machine slows both sides of a ratio), and the ratios, sorted, as
+    text."""
+    ratios = sorted(getattr(a, field) / getattr(b, field) for a, b in zip(top, bottom, strict=True))
+    return statistics.median(ratios), ", ".join(f"{r:.2f}" for r in ratios)
+
+
 def median_table(results: Mapping[str, Sequence[WrkResult]], heading: str) -> str:
     """A Markdown table of each name's medians: req/s, p50 and p99, the names under `heading`."""
     lines = [f"| {heading} | req/s | p50 ms | p99 ms |", "| --- | --- | --- | --- |"]

@@ -31,4 +31,4 @@ SUBCOMMANDS = {"model-rollout": ("start", "set", "promote", "rollback", "retire"
 
 def help_argvs(command: str) -> list[list[str]]:
     """The argument lists that print a command's --help: its own, then each subcommand's."""
-    return [[*sub, "--help"] for sub in ((), *((name,) for name in SUBCOMMANDS.get(command, ())))]
+    return [["--help"], *([name, "--help"] for name in SUBCOMMANDS.get(command, ()))]

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
-from cli_tools import CONSOLE_SCRIPTS, NO_ARGUMENTS, REPO, help_argvs
+from cli_tools import CONSOLE_SCRIPTS, NO_ARGUMENTS, help_argvs
+from live_server import REPO
 
 README = REPO / "README.md"
 

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from cli_tools import CONSOLE_SCRIPTS, NO_ARGUMENTS, REPO, help_argvs
+from cli_tools import CONSOLE_SCRIPTS, NO_ARGUMENTS, help_argvs
+from live_server import REPO
 
 from ml.cli.demo_models import main as demo_main
 
