@@ -57,7 +57,9 @@ class Redactor:
 
 
 def record(event: Event, redact: Redactor) -> dict[str, Any]:
-    """The JSON object of one log line (numpy arrays left for orjson's numpy option)."""
+    """The JSON object of one log line (numpy arrays left for orjson's numpy option). Its
+    fields and their order are also laid out by hand in app.predlog.singles.SingleRows.pieces:
+    change both (a test compares their lines)."""
     note = event.note
     model = note.model
     assert model is not None  # only requests that reached a model are logged

@@ -11,7 +11,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Sequence
-from itertools import chain
 from pathlib import Path
 
 from app.predlog.sink import Sink
@@ -66,15 +65,20 @@ class FileSink(Sink):
         """`batch`, rotating wherever the next line would pass max_bytes (or the file aged):
         no file passes max_bytes."""
         pending: list[bytes] = []
-        # A payload may hold many lines; bytes split at "\n" and "\r" only, which orjson
-        # always escapes inside a line.
-        for line in chain.from_iterable(payload.splitlines(keepends=True) for payload in batch):
-            if self._size and (self._size + len(line) > self.max_bytes or self._aged()):
-                self._flush(pending)
-                pending = []
-                self._rotate()
-            pending.append(line)
-            self._size += len(line)
+        for payload in batch:
+            if self._size + len(payload) <= self.max_bytes and not (self._size and self._aged()):
+                pending.append(payload)  # the usual payload: whole, into the open file
+                self._size += len(payload)
+                continue
+            # A payload may hold many lines; bytes split at "\n" and "\r" only, which orjson
+            # always escapes inside a line.
+            for line in payload.splitlines(keepends=True):
+                if self._size and (self._size + len(line) > self.max_bytes or self._aged()):
+                    self._flush(pending)
+                    pending = []
+                    self._rotate()
+                pending.append(line)
+                self._size += len(line)
         self._flush(pending)
 
     def _aged(self) -> bool:

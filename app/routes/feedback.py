@@ -88,7 +88,7 @@ def _joined(entry: ModelEntry, item: FeedbackItem, answered: RecentAnswer | None
         return version, item.prediction
     if prediction is None and outputs is not None:
         decoded = read_outputs(model, outputs)
-        prediction = decoded.predictions[0] if decoded and decoded.predictions else None
+        prediction = decoded.predictions[0] if decoded is not None and decoded.predictions else None
     if prediction is None:
         return None
     return version, prediction
