@@ -146,6 +146,20 @@ def test_a_payload_of_many_lines_rotates_between_lines(tmp_path):
     assert b"".join(f.read_bytes() for f in files) == b"".join(lines)
 
 
+def test_payloads_of_many_lines_are_counted_line_by_line_written_or_dropped(tmp_path):
+    sink = FileSink(tmp_path, queue_rows=10, max_bytes=1 << 20, max_age_s=3600, max_files=10)
+    lines = [b'{"n":%d}\n' % i for i in range(6)]
+    sink.offer(b"".join(lines), rows=6, events=6)
+    sink.offer(b"".join(lines), rows=6, events=6)  # 12 rows would pass the queue's 10
+
+    sink.start()
+    sink.stop(5.0)
+
+    assert (sink.written, sink.dropped, sink.failed) == (6, 6, 0)
+    (file,) = tmp_path.glob(f"{PREFIX}*")
+    assert file.read_bytes() == b"".join(lines)
+
+
 def test_recent_answers_keep_at_least_the_last_capacity_and_find_ids_added_late(tmp_path):
     model = version(tmp_path, "labelled")
     book = RecentAnswers(capacity=5)
