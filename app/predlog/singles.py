@@ -31,6 +31,7 @@ class SingleRows:
 
     __slots__ = (
         "ats",
+        "classes",
         "dtype",
         "ids",
         "indexed",
@@ -41,7 +42,6 @@ class SingleRows:
         "probabilities",
         "seconds",
         "shape",
-        "with_probabilities",
     )
 
     def __init__(
@@ -56,10 +56,19 @@ class SingleRows:
         self.model = model  # held, so that the version's id() keyed to this stays its own
         self.shape = (1, len(model.signature.feature_names))
         self.dtype = dtype
-        self.with_probabilities = with_probabilities
         head = {"model": model.name, "version": model.version, "protocol": protocol,
                 "route": route, "status": status}  # fmt: skip
         inputs = columns_pieces(model.signature.feature_names)
+        # A classifier's probabilities are kept as values, in the order of its class names:
+        # the order every answer of the version gives them in.
+        self.classes = len(model.labels or ()) if with_probabilities else 0
+        classes = [orjson.dumps(name) for name in model.labels or ()][: self.classes]
+        answer_end = (
+            [b'],"probabilities":[{' + classes[0] + b":",
+             *(b"," + name + b":" for name in classes[1:]), b"}]}}\n"]
+            if classes
+            else [b"]}}\n"]
+        )  # fmt: skip
         # The constant parts of a line, around its values: the line is
         # pieces[0] value pieces[1] value ... pieces[-1].
         self.pieces = [
@@ -70,18 +79,17 @@ class SingleRows:
             b',"inputs":' + inputs[0],
             *inputs[1:-1],
             inputs[-1] + b',"answer":{"predictions":[',
-            *((b'],"probabilities":[',) if with_probabilities else ()),
-            b"]}}\n",
+            *answer_end,
         ]
         self.indexed = 0  # entries of `ids` in the recent answers' index (app.predlog.answers)
         # Times, latencies and inputs by value (a request's own objects are freed at its end,
-        # for the next to reuse); ids and predictions by reference.
+        # for the next to reuse); ids, predicted labels and probabilities by reference.
         self.ats = array("d")
         self.seconds = array("d")
         self.inputs = bytearray()
+        self.probabilities: list[float] = []  # each answer's, one after the other
         self.ids: list[str] = []
         self.labels: list[Any] = []
-        self.probabilities: list[dict[str, float]] = []
 
     @classmethod
     def for_answer(
@@ -113,7 +121,7 @@ class SingleRows:
             and matrix.dtype.kind in "biuf"
             and type(predictions) is Predictions
             and predictions.outputs is None
-            and not any("}" in key for row in predictions.probabilities or () for key in row)
+            and (predictions.probabilities is None or model.labels is not None)
         )
 
     def add(
@@ -121,26 +129,23 @@ class SingleRows:
         predictions: Predictions,
     ) -> bool:  # fmt: skip
         """Set one answer aside; False when it does not fit (it takes the general way)."""
-        probabilities = predictions.probabilities
-        labels = predictions.predictions
-        if (
-            matrix.shape != self.shape
-            or matrix.dtype is not self.dtype  # its bytes are read back by this dtype
-            or labels is None
-            or len(labels) != 1
-            or (probabilities is not None) is not self.with_probabilities
-        ):
-            return False
+        if matrix.shape != self.shape or matrix.dtype is not self.dtype:
+            return False  # its bytes are read back by this shape and dtype
         try:
+            (label,) = predictions.predictions  # type: ignore[misc]
+            if self.classes:
+                row = predictions.probabilities[0]  # type: ignore[index]
+                if len(row) != self.classes:
+                    return False
             self.inputs += matrix.data  # its bytes, as numpy holds them
-        except (TypeError, BufferError):  # not contiguous: the general way takes it
-            return False
+        except (TypeError, ValueError, BufferError):  # not one label, no probabilities, or
+            return False  # not contiguous: the general way takes it
+        if self.classes:
+            self.probabilities.extend(row.values())
         self.ats.append(at)
         self.ids.append(request_id)
         self.seconds.append(seconds)
-        self.labels.append(labels[0])
-        if probabilities is not None:
-            self.probabilities.append(probabilities[0])
+        self.labels.append(label)
         return True
 
     def __len__(self) -> int:
@@ -176,8 +181,9 @@ class SingleRows:
             *columns,
             _values(self.labels),
         ]
-        if self.with_probabilities:
-            values.append(_objects(self.probabilities))
+        if self.classes:
+            probabilities = np.array(self.probabilities).reshape(count, self.classes)
+            values += [column.split(b",") for column in json_columns(probabilities)]
         # Every line's parts in order, set column by column: pieces[0], values[0][i], ...
         pieces = self.pieces
         width = len(pieces) + len(values)
@@ -196,11 +202,6 @@ class SingleRows:
 def _strings(values: list[str]) -> list[bytes]:
     # Inside a string a quote is always escaped: '","' is only ever between two strings.
     return orjson.dumps(values)[1:-1].replace(b'","', b'"\x00"').split(b"\x00")
-
-
-def _objects(values: list[dict[str, float]]) -> list[bytes]:
-    # Objects whose keys hold no brace (SingleRows.fits) and whose values are numbers.
-    return orjson.dumps(values)[1:-1].replace(b"},{", b"}\x00{").split(b"\x00")
 
 
 def _values(values: list[Any]) -> list[bytes]:
