@@ -181,10 +181,12 @@ class Edge:
         hot = HOT_ROUTES.get(path)
         infer = None if hot is not None else v2_infer.match(path)
         call = Call(request_id)
-        note = None
+        note = draw = None
         if self.prediction_log is not None and (hot is not None or infer is not None):
-            note = Served()  # filled by the model that answers (ml.served)
-            SERVED.set(note)
+            draw = self.prediction_log.draw()
+            if draw is not None:  # None: past every model's share, nothing to note
+                note = Served()  # filled by the model that answers (ml.served)
+                SERVED.set(note)
         task = self._current_task()
         self.deadlines.start(task)
         try:
@@ -239,7 +241,7 @@ class Edge:
                 route = infer.route.path
             else:
                 route = _route(scope)
-            self._record(scope, route, call, time.perf_counter() - started, note)
+            self._record(scope, route, call, time.perf_counter() - started, note, draw)
 
     def refuse(self, problem: HTTPProblem) -> ASGIApp:
         """An app that answers every request with `problem`, as the edge answers errors (request
@@ -323,13 +325,16 @@ class Edge:
         call: Call,
         seconds: float,
         note: Served | None = None,
+        draw: float | None = None,
     ) -> None:
         status = call.status or 500  # no answer started: the connection was dropped
         self.metrics.answered(route, call.model, call.version, status, seconds)
-        if note is not None and self.prediction_log is not None:
+        if note is not None and draw is not None and self.prediction_log is not None:
             request_id = call.request_id.decode()
             lookup = _HeaderReader(scope).get
-            self.prediction_log.finish(note, request_id, "http", route, status, seconds, lookup)
+            self.prediction_log.finish(
+                note, draw, request_id, "http", route, status, seconds, lookup
+            )
         if self.access_log_on and logging_access():
             client = scope.get("client")
             log_access(

@@ -18,7 +18,6 @@ from app.predlog.log import PredictionLog
 from app.recent import RecentTraffic
 from app.shutdown import not_ready_on_sigterm
 from ml.config import PredictionLogConfig
-from ml.errors import ModelNotFound
 from ml.registry import ModelRegistry
 from ml.store import StoreScanner
 from ml.watch import StoreWatcher
@@ -50,7 +49,7 @@ class Runtime:
         self._registry: ModelRegistry | None = None
         self._watcher: StoreWatcher | None = None
         self.prediction_log = PredictionLog.configured(
-            settings, self.metrics, self._prediction_log_config
+            settings, self.metrics, self._prediction_log_configs
         )
         """The prediction log, when PREDICTION_LOG_DIR or PREDICTION_LOG_URL is set."""
         self.feedback = FeedbackBook(self.metrics, settings.feedback_window_s, multiprocess_dir())
@@ -84,7 +83,7 @@ class Runtime:
         )
         self._registry = registry
         if self.prediction_log is not None:
-            registry.after_sync.append(self.prediction_log.forget_shares)
+            registry.after_sync.append(self.prediction_log.read_shares)
         self._watcher = StoreWatcher(registry, settings.poll_interval_s)
         self.draining = False
         logging_predictions = (
@@ -114,13 +113,13 @@ class Runtime:
                     await self.deadlines.close()
         self.metrics.flush()  # runs that ended while the versions closed
 
-    def _prediction_log_config(self, name: str) -> PredictionLogConfig | None:
-        """`[prediction_log]` of the model's model.toml as it reads now."""
-        try:
-            config = self.registry.get(name).config
-        except ModelNotFound:
-            return None
-        return config.prediction_log if config is not None else None
+    def _prediction_log_configs(self) -> dict[str, PredictionLogConfig]:
+        """Each model's `[prediction_log]` in its model.toml as the store reads now."""
+        return {
+            entry.name: entry.config.prediction_log
+            for entry in self.registry
+            if entry.config is not None and entry.config.prediction_log is not None
+        }
 
     def not_ready_reason(self) -> str | None:
         """Why the server is not ready, or None when it is (/health/ready, /v2/health/ready)."""

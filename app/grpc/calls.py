@@ -32,6 +32,7 @@ class Tags:
     model: str = ""
     version: str = ""
     note: Served | None = None  # an infer call the prediction log may keep
+    draw: float | None = None  # its draw for the log's random share (PredictionLog.draw)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((REQUEST_ID_KEY, self.request_id),)
@@ -69,10 +70,10 @@ class CallLog:
         seconds = time.perf_counter() - started
         status = code.value[0]
         self.metrics.answered(route, tags.model, tags.version, status, seconds)
-        if tags.note is not None and self.prediction_log is not None:
+        if tags.note is not None and tags.draw is not None and self.prediction_log is not None:
             lookup = lambda key: self.metadata_value(context, key)  # noqa: E731
             self.prediction_log.finish(
-                tags.note, tags.request_id, "grpc", route, status, seconds, lookup
+                tags.note, tags.draw, tags.request_id, "grpc", route, status, seconds, lookup
             )
         if self.access_log_on and logging_access():
             log_access(

@@ -131,9 +131,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest | None, context: Context
     ) -> pb.ModelInferResponse:
         async def infer(tags: Tags) -> pb.ModelInferResponse:
-            if self.calls.prediction_log is not None:
-                tags.note = Served()  # filled by the model that answers (ml.served)
-                SERVED.set(tags.note)
+            log = self.calls.prediction_log
+            if log is not None:
+                tags.draw = log.draw()
+                if tags.draw is not None:  # None: past every model's share, nothing to note
+                    tags.note = Served()  # filled by the model that answers (ml.served)
+                    SERVED.set(tags.note)
             return await self._infer(request, context, tags)
 
         return await self._answer(context, "ModelInfer", request, infer)

@@ -3,7 +3,9 @@
 On the loop, once a prediction request has its answer (`finish`): the model's share
 (`[prediction_log]` in model.toml, else PREDICTION_LOG_PERCENT) decides in or out, by the hash of
 the key header's value when the request carries one (the rollout's sticky hash, on a finer
-scale: one key is always in or always out, on every worker and replica), else at random. A
+scale: one key is always in or always out, on every worker and replica), else by a random draw
+the edge made when the request came (`draw`). The draw comes first so that a request past every
+model's share is not noted at all: sampling a small share costs the other requests nothing. A
 request in is set aside, or dropped and counted when PREDICTION_LOG_QUEUE_ROWS rows wait already:
 single-row answers of a version that fits (app.predlog.singles) as columns, when files are the
 only sink; any other request by reference to its note.
@@ -57,7 +59,7 @@ LINE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 RECENT_ANSWERS = 10_000
 
 HeaderLookup = Callable[[str], str | None]
-ConfigLookup = Callable[[str], PredictionLogConfig | None]
+ConfigsLookup = Callable[[], Mapping[str, PredictionLogConfig]]
 _UNSEEN = object()
 
 
@@ -89,13 +91,19 @@ class PredictionLog:
         settings: Settings,
         metrics: Metrics,
         instruments: tuple[Counter, Histogram],
-        config_of: ConfigLookup,
+        configs: ConfigsLookup,
     ) -> None:
         key = settings.prediction_log_redact_key
         self.redact = Redactor(key.get_secret_value().encode() if key is not None else None)
         self.percent = settings.prediction_log_percent
         self.key_header = settings.prediction_log_key_header
-        self.config_of = config_of
+        self.configs = configs
+        """Each model's `[prediction_log]` in its model.toml, as the store reads now."""
+        self._configs: Mapping[str, PredictionLogConfig] = {}
+        # The largest share a request drawn at random may fall in, over every model (100 while
+        # any share is decided by a key header, whose requests are not drawn): read at each
+        # store sync, with the model.toml files (`read_shares`).
+        self._ceiling = 100.0
         self.queue_rows = settings.prediction_log_queue_rows
         self.files: FileSink | None = None
         self.events: CloudEventsSink | None = None
@@ -135,14 +143,14 @@ class PredictionLog:
 
     @classmethod
     def configured(
-        cls, settings: Settings, metrics: Metrics, config_of: ConfigLookup
+        cls, settings: Settings, metrics: Metrics, configs: ConfigsLookup
     ) -> PredictionLog | None:
         """The log, when a sink is set (PREDICTION_LOG_DIR, PREDICTION_LOG_URL); else None.
         Its metrics are registered either way."""
         instruments = log_metrics(metrics)
         if settings.prediction_log_dir is None and settings.prediction_log_url is None:
             return None
-        return cls(settings, metrics, instruments, config_of)
+        return cls(settings, metrics, instruments, configs)
 
     # -- on the loop ------------------------------------------------------------------------
 
@@ -161,9 +169,17 @@ class PredictionLog:
                 await asyncio.to_thread(sink.stop, STOP_TIMEOUT_S)
             self.flush()
 
+    def draw(self) -> float | None:
+        """A request's random draw, from 0 to 100, when it comes: None when it falls past every
+        model's share (nothing of it will be kept: the edge notes nothing of it), else the
+        number that `finish` compares with its model's share."""
+        draw = random.random() * 100  # noqa: S311 - sampling, not a secret
+        return draw if draw < self._ceiling else None
+
     def finish(
         self,
         note: Served,
+        draw: float,
         request_id: str,
         protocol: str,
         route: str,
@@ -184,7 +200,7 @@ class PredictionLog:
             if key is not None:
                 if bucket(model.name, key, KEY_SLOTS) >= percent * (KEY_SLOTS // 100):
                     return
-            elif random.random() * 100 >= percent:  # noqa: S311 - sampling, not a secret
+            elif draw >= percent:
                 return
         arrays, predictions = note.arrays, note.predictions
         if self._by_column and arrays and predictions is not None and note.error is None:
@@ -218,14 +234,22 @@ class PredictionLog:
             else:
                 self._remember(request_id, model, None, note.outputs)
 
-    def forget_shares(self) -> None:
-        """The store was synced: model.toml files are read again (the registry calls this)."""
+    def read_shares(self) -> None:
+        """The store was synced: each model's share is read again from its model.toml, and the
+        ceiling of the draws with them (the registry calls this)."""
         self._shares = {}
+        self._configs = self.configs()
+        ceiling, keyed = self.percent, self.key_header is not None
+        for config in self._configs.values():
+            if config.percent is not None:
+                ceiling = max(ceiling, config.percent)
+            keyed = keyed or config.key_header is not None
+        self._ceiling = 100.0 if keyed else ceiling
 
     def _share_of(self, name: str) -> tuple[float, str | None]:
         """The model's share and key header: its model.toml's, else the settings'."""
         percent, key_header = self.percent, self.key_header
-        config = self.config_of(name)
+        config = self._configs.get(name)
         if config is not None:
             percent = percent if config.percent is None else config.percent
             key_header = key_header if config.key_header is None else config.key_header

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -24,10 +25,13 @@ from onnx_factories import (
     write_columns_pipeline,
 )
 
+from app.config import Settings
+from app.metrics import Metrics
 from app.predlog.events import _numeric_columns
 from app.predlog.files import PREFIX
-from app.predlog.log import LINE_OPTIONS
+from app.predlog.log import LINE_OPTIONS, PredictionLog
 from app.predlog.sink import Sink
+from ml.config import PredictionLogConfig
 
 NAMES = ("length", "width", "depth", "height")
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -343,6 +347,57 @@ def test_a_models_share_follows_its_model_toml_without_a_reload_of_the_model(
         answer = client.post("/predict", json={"model": "shapes", "features": ROWS[0]})
         (line,) = lines(folder, 1)
     assert line["request_id"] == answer.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("percent", "key_header", "configs", "kept"),
+    [
+        # Past the settings' share: drawn out before anything of the request is noted.
+        (10.0, None, {}, [5.0, 9.99, None, None]),
+        # A model's own larger share raises the ceiling for every request.
+        (10.0, None, {"m": PredictionLogConfig(percent=50)}, [5.0, 9.99, 10.0, None]),
+        (0.0, None, {"m": PredictionLogConfig(percent=10)}, [5.0, 9.99, None, None]),
+        # A share decided by a key header: no request is drawn out (its key decides).
+        (10.0, None, {"m": PredictionLogConfig(key_header="x-user")}, [5.0, 9.99, 10.0, 99.0]),
+        (10.0, "x-user", {}, [5.0, 9.99, 10.0, 99.0]),
+    ],
+)
+def test_a_request_past_every_models_share_is_drawn_out_when_it_comes(
+    tmp_path, monkeypatch, percent, key_header, configs, kept
+):
+    settings = Settings(
+        _env_file=None,
+        prediction_log_dir=tmp_path,
+        prediction_log_percent=percent,
+        prediction_log_key_header=key_header,
+    )
+    log = PredictionLog.configured(settings, Metrics(), lambda: configs)
+    assert log is not None
+    draws = iter([0.05, 0.0999, 0.1, 0.99] * 2)
+    monkeypatch.setattr(random, "random", lambda: next(draws))
+    # Before the store's first sync no share is known: nothing is drawn out.
+    assert [log.draw() for _ in range(4)] == [5.0, 9.99, 10.0, 99.0]
+    log.read_shares()
+    assert [log.draw() for _ in range(4)] == kept
+
+
+def test_a_share_raised_in_model_toml_past_the_settings_is_logged_after_a_reload(
+    serve, store, tmp_path
+):
+    folder = tmp_path / "log"
+    auth = {"Authorization": "Bearer t0ken"}
+    with serve(
+        store, prediction_log_dir=folder, prediction_log_percent=0, admin_token="t0ken"
+    ) as client:
+        for _ in range(5):  # past the share of every model: none is kept
+            assert client.post("/predict", json={"model": "shapes", "features": ROWS[0]}).is_success
+        (store / "shapes" / "model.toml").write_text("[prediction_log]\npercent = 100\n")
+        assert client.post("/admin/reload", headers=auth).is_success
+        answers = [
+            client.post("/predict", json={"model": "shapes", "features": row}) for row in ROWS
+        ]
+        found = lines(folder, len(ROWS))
+    assert [line["request_id"] for line in found] == [a.headers["x-request-id"] for a in answers]
 
 
 @pytest.mark.parametrize(
