@@ -40,8 +40,8 @@ class SingleRows:
         "model",
         "pieces",
         "probabilities",
+        "row_bytes",
         "seconds",
-        "shape",
     )
 
     def __init__(
@@ -54,8 +54,8 @@ class SingleRows:
         with_probabilities: bool,
     ) -> None:
         self.model = model  # held, so that the version's id() keyed to this stays its own
-        self.shape = (1, len(model.signature.feature_names))
         self.dtype = dtype
+        self.row_bytes = len(model.signature.feature_names) * dtype.itemsize
         head = {"model": model.name, "version": model.version, "protocol": protocol,
                 "route": route, "status": status}  # fmt: skip
         inputs = columns_pieces(model.signature.feature_names)
@@ -129,17 +129,21 @@ class SingleRows:
         predictions: Predictions,
     ) -> bool:  # fmt: skip
         """Set one answer aside; False when it does not fit (it takes the general way)."""
-        if matrix.shape != self.shape or matrix.dtype is not self.dtype:
-            return False  # its bytes are read back by this shape and dtype
+        if matrix.dtype is not self.dtype or len(matrix) != 1:
+            return False  # its bytes are read back by this dtype, one row of them
+        # Its bytes in row order (a copy, which costs less than lending numpy's buffer).
+        data = matrix.tobytes()
+        if len(data) != self.row_bytes:
+            return False
         try:
             (label,) = predictions.predictions  # type: ignore[misc]
             if self.classes:
                 row = predictions.probabilities[0]  # type: ignore[index]
                 if len(row) != self.classes:
                     return False
-            self.inputs += matrix.data  # its bytes, as numpy holds them
-        except (TypeError, ValueError, BufferError):  # not one label, no probabilities, or
-            return False  # not contiguous: the general way takes it
+        except (TypeError, ValueError):  # not one label, or no probabilities
+            return False
+        self.inputs += data
         if self.classes:
             self.probabilities.extend(row.values())
         self.ats.append(at)

@@ -116,6 +116,20 @@ def test_an_answer_that_does_not_fit_is_left_for_the_general_way(tmp_path):
     assert len(singles.lines().splitlines()) == 1
 
 
+def test_a_row_that_numpy_holds_with_gaps_is_kept_by_its_values(tmp_path):
+    model = version(tmp_path, "labelled")
+    (event,) = answered(model, np.ones((1, 4)))
+    singles = by_column([event])
+    note = event.note
+    assert note.predictions is not None
+    wide = np.arange(8, dtype=np.float32).reshape(1, 8)
+    strided = wide[:, ::2]  # every other value: not contiguous in memory
+    assert not strided.flags.c_contiguous
+    assert singles.add(0.0, "x", 0.1, strided, note.predictions)
+    second = json.loads(singles.lines().splitlines()[1])
+    assert list(second["inputs"].values()) == [[0.0], [2.0], [4.0], [6.0]]
+
+
 def test_versions_that_redact_are_not_kept_by_column(tmp_path):
     model = version(tmp_path, "labelled")
     (event,) = answered(model, np.ones((1, 4)))
