@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -61,6 +62,7 @@ RECENT_ANSWERS = 10_000
 HeaderLookup = Callable[[str], str | None]
 ConfigsLookup = Callable[[], Mapping[str, PredictionLogConfig]]
 _UNSEEN = object()
+_ALWAYS_ZERO: Callable[[], float] = itertools.repeat(0.0).__next__
 
 
 def log_metrics(metrics: Metrics) -> tuple[Counter, Histogram]:
@@ -104,6 +106,10 @@ class PredictionLog:
         # any share is decided by a key header, whose requests are not drawn): read at each
         # store sync, with the model.toml files (`read_shares`).
         self._ceiling = 100.0
+        self.draw: Callable[[], float | None] = self._random_draw
+        """A request's random draw, from 0 to 100, made when it comes: None when it falls past
+        every model's share (nothing of it will be kept: the edge notes nothing of it), else
+        the number that `finish` compares with its model's share."""
         self.queue_rows = settings.prediction_log_queue_rows
         self.files: FileSink | None = None
         self.events: CloudEventsSink | None = None
@@ -169,10 +175,7 @@ class PredictionLog:
                 await asyncio.to_thread(sink.stop, STOP_TIMEOUT_S)
             self.flush()
 
-    def draw(self) -> float | None:
-        """A request's random draw, from 0 to 100, when it comes: None when it falls past every
-        model's share (nothing of it will be kept: the edge notes nothing of it), else the
-        number that `finish` compares with its model's share."""
+    def _random_draw(self) -> float | None:
         draw = random.random() * 100  # noqa: S311 - sampling, not a secret
         return draw if draw < self._ceiling else None
 
@@ -245,6 +248,16 @@ class PredictionLog:
                 ceiling = max(ceiling, config.percent)
             keyed = keyed or config.key_header is not None
         self._ceiling = 100.0 if keyed else ceiling
+        everything = (
+            not keyed
+            and self.percent >= 100
+            and all(
+                config.percent is None or config.percent >= 100 for config in self._configs.values()
+            )
+        )
+        # Every request kept (the default): any draw is in every share, and 0 costs no Python
+        # frame on each request.
+        self.draw = _ALWAYS_ZERO if everything else self._random_draw
 
     def _share_of(self, name: str) -> tuple[float, str | None]:
         """The model's share and key header: its model.toml's, else the settings'."""

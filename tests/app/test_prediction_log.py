@@ -360,6 +360,9 @@ def test_a_models_share_follows_its_model_toml_without_a_reload_of_the_model(
         # A share decided by a key header: no request is drawn out (its key decides).
         (10.0, None, {"m": PredictionLogConfig(key_header="x-user")}, [5.0, 9.99, 10.0, 99.0]),
         (10.0, "x-user", {}, [5.0, 9.99, 10.0, 99.0]),
+        # Every request kept: every draw is in (0, with no random number made).
+        (100.0, None, {"m": PredictionLogConfig(percent=100)}, [0.0, 0.0, 0.0, 0.0]),
+        (100.0, None, {"m": PredictionLogConfig(percent=50)}, [5.0, 9.99, 10.0, 99.0]),
     ],
 )
 def test_a_request_past_every_models_share_is_drawn_out_when_it_comes(
