@@ -129,19 +129,19 @@ class SingleRows:
         predictions: Predictions,
     ) -> bool:  # fmt: skip
         """Set one answer aside; False when it does not fit (it takes the general way)."""
-        if matrix.dtype is not self.dtype or len(matrix) != 1:
-            return False  # its bytes are read back by this dtype, one row of them
-        # Its bytes in row order (a copy, which costs less than lending numpy's buffer).
-        data = matrix.tobytes()
-        if len(data) != self.row_bytes:
-            return False
         try:
+            if matrix.dtype is not self.dtype or len(matrix) != 1:
+                return False  # its bytes are read back by this dtype, one row of them
+            # Its bytes in row order (a copy, which costs less than lending numpy's buffer).
+            data = matrix.tobytes()
+            if len(data) != self.row_bytes:
+                return False
             (label,) = predictions.predictions  # type: ignore[misc]
             if self.classes:
                 row = predictions.probabilities[0]  # type: ignore[index]
                 if len(row) != self.classes:
                     return False
-        except (TypeError, ValueError):  # not one label, or no probabilities
+        except (TypeError, ValueError):  # no rows at all, not one label, or no probabilities
             return False
         self.inputs += data
         if self.classes:

@@ -105,6 +105,7 @@ def test_an_answer_that_does_not_fit_is_left_for_the_general_way(tmp_path):
     two_rows = np.vstack([matrix, matrix])
     assert not singles.add(0.0, "x", 0.1, two_rows, note.predictions)
     assert not singles.add(0.0, "x", 0.1, matrix.astype(np.float64), note.predictions)
+    assert not singles.add(0.0, "x", 0.1, np.asarray(matrix[0, 0]), note.predictions)  # 0-d
     no_probabilities = Predictions(predictions=note.predictions.predictions)
     assert not singles.add(0.0, "x", 0.1, matrix, no_probabilities)
     labels = note.predictions.predictions
