@@ -106,6 +106,7 @@ class PredictionLog:
         # any share is decided by a key header, whose requests are not drawn): read at each
         # store sync, with the model.toml files (`read_shares`).
         self._ceiling = 100.0
+        self._everything = False  # every share 100, none keyed: set by `read_shares`
         self.draw: Callable[[], float | None] = self._random_draw
         """A request's random draw, from 0 to 100, made when it comes: None when it falls past
         every model's share (nothing of it will be kept: the edge notes nothing of it), else
@@ -194,17 +195,18 @@ class PredictionLog:
         model = note.model
         if model is None:  # refused before any model took it: nothing of a model to keep
             return
-        share = self._shares.get(model.name)
-        if share is None:
-            share = self._shares[model.name] = self._share_of(model.name)
-        percent, key_header = share
-        if percent < 100:
-            key = header(key_header) if key_header is not None else None
-            if key is not None:
-                if bucket(model.name, key, KEY_SLOTS) >= percent * (KEY_SLOTS // 100):
+        if not self._everything:
+            share = self._shares.get(model.name)
+            if share is None:
+                share = self._shares[model.name] = self._share_of(model.name)
+            percent, key_header = share
+            if percent < 100:
+                key = header(key_header) if key_header is not None else None
+                if key is not None:
+                    if bucket(model.name, key, KEY_SLOTS) >= percent * (KEY_SLOTS // 100):
+                        return
+                elif draw >= percent:
                     return
-            elif draw >= percent:
-                return
         arrays, predictions = note.arrays, note.predictions
         if self._by_column and arrays and predictions is not None and note.error is None:
             key = (id(model), protocol, route, status)
@@ -241,23 +243,14 @@ class PredictionLog:
         """The store was synced: each model's share is read again from its model.toml, and the
         ceiling of the draws with them (the registry calls this)."""
         self._shares = {}
-        self._configs = self.configs()
-        ceiling, keyed = self.percent, self.key_header is not None
-        for config in self._configs.values():
-            if config.percent is not None:
-                ceiling = max(ceiling, config.percent)
-            keyed = keyed or config.key_header is not None
-        self._ceiling = 100.0 if keyed else ceiling
-        everything = (
-            not keyed
-            and self.percent >= 100
-            and all(
-                config.percent is None or config.percent >= 100 for config in self._configs.values()
-            )
-        )
+        self._configs = configs = self.configs()
+        shares = [self.percent, *(c.percent for c in configs.values() if c.percent is not None)]
+        keyed = self.key_header is not None or any(c.key_header for c in configs.values())
+        self._ceiling = 100.0 if keyed else max(shares)
+        self._everything = not keyed and min(shares) >= 100
         # Every request kept (the default): any draw is in every share, and 0 costs no Python
-        # frame on each request.
-        self.draw = _ALWAYS_ZERO if everything else self._random_draw
+        # frame on each request; `finish` looks up no share.
+        self.draw = _ALWAYS_ZERO if self._everything else self._random_draw
 
     def _share_of(self, name: str) -> tuple[float, str | None]:
         """The model's share and key header: its model.toml's, else the settings'."""
