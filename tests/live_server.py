@@ -46,9 +46,22 @@ PROBLEM_KEYS = {"type", "title", "status", "detail", "errors", "error_count"}
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: each stays bound until all are picked, since the
+    system may hand a port it just freed out again (a server once got the same port for HTTP
+    and gRPC, and failed to start)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def server_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -124,13 +137,13 @@ class LiveServer:
         `split_stderr` logs stderr to a file of its own (`errors()`); `preexec_fn` runs in the
         child before exec.
         """
-        port = free_port()
+        port, grpc_port = free_ports(2)
         environment = server_environ(base_env)
         environment.update(
             MODEL_STORE=str(store),
             HOST="127.0.0.1",
             PORT=str(port),
-            GRPC_PORT=str(free_port()),
+            GRPC_PORT=str(grpc_port),
             POLL_INTERVAL_S="0",
             PYTHONUNBUFFERED="1",
         )
