@@ -121,10 +121,10 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
                       f"CPU {cpu_us:.1f} µs a request", flush=True)  # fmt: skip
 
     print("\n" + median_table(results, "prediction log"))
-    ratio = 0.0
+    p50_ratios: dict[str, float] = {}
     for name in ("100%", "10%"):
         p50, each = round_ratios(results[name], results["off"], "p50_ms")
-        ratio = ratio or p50
+        p50_ratios[name] = p50
         medians = median(results[name], "p50_ms") / median(results["off"], "p50_ms")
         # Time another process took from the machine stretches latency but is not the
         # server's CPU time: CPU a request is the steadier figure on a shared host.
@@ -133,6 +133,7 @@ def cost(store: Path, log_dir: Path, rounds: int, seconds: float, connections: i
         print(f"\nlog {name} / off: p50 {p50:.3f} (median of the rounds' ratios: {each}), "
               f"{medians:.3f} (ratio of the medians); CPU a request {used:.3f} (median of the "
               f"rounds' ratios), lowest {lowest}")  # fmt: skip
+    ratio = p50_ratios["100%"]
     verdict = "within" if ratio <= P50_BUDGET else "OVER"
     print(f"\nevery request logged: p50 {ratio:.3f} of the log off, {verdict} the budget of "
           f"{P50_BUDGET}")  # fmt: skip

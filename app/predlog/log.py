@@ -101,7 +101,6 @@ class PredictionLog:
         self.key_header = settings.prediction_log_key_header
         self.configs = configs
         """Each model's `[prediction_log]` in its model.toml, as the store reads now."""
-        self._configs: Mapping[str, PredictionLogConfig] = {}
         # The largest share a request drawn at random may fall in, over every model (100 while
         # any share is decided by a key header, whose requests are not drawn): read at each
         # store sync, with the model.toml files (`read_shares`).
@@ -138,8 +137,10 @@ class PredictionLog:
         # are kept this way when it is the only sink.
         self._singles: dict[tuple[int, str, str, int], SingleRows | None] = {}
         self._by_column = self.files is not None and self.events is None
+        self._default_share = (self.percent, self.key_header)
         self._shares: dict[str, tuple[float, str | None]] = {}
-        """Each model's share and key header as its model.toml read at the last store sync."""
+        """The share and key header of each model whose model.toml sets either, as read at the
+        last store sync (`read_shares`); any other model's are the settings'."""
         self._pending_rows = 0
         self._counted = {(sink.name, outcome): 0 for sink in self.sinks for outcome in OUTCOMES}
         events, write = instruments
@@ -196,10 +197,7 @@ class PredictionLog:
         if model is None:  # refused before any model took it: nothing of a model to keep
             return
         if not self._everything:
-            share = self._shares.get(model.name)
-            if share is None:
-                share = self._shares[model.name] = self._share_of(model.name)
-            percent, key_header = share
+            percent, key_header = self._shares.get(model.name, self._default_share)
             if percent < 100:
                 key = header(key_header) if key_header is not None else None
                 if key is not None:
@@ -242,24 +240,21 @@ class PredictionLog:
     def read_shares(self) -> None:
         """The store was synced: each model's share is read again from its model.toml, and the
         ceiling of the draws with them (the registry calls this)."""
-        self._shares = {}
-        self._configs = configs = self.configs()
-        shares = [self.percent, *(c.percent for c in configs.values() if c.percent is not None)]
-        keyed = self.key_header is not None or any(c.key_header for c in configs.values())
-        self._ceiling = 100.0 if keyed else max(shares)
-        self._everything = not keyed and min(shares) >= 100
+        default_percent, default_key = self._default_share
+        self._shares = {
+            name: (
+                default_percent if config.percent is None else config.percent,
+                default_key if config.key_header is None else config.key_header,
+            )
+            for name, config in self.configs().items()
+        }
+        shares = [self._default_share, *self._shares.values()]
+        keyed = any(key is not None for _, key in shares)
+        self._ceiling = 100.0 if keyed else max(percent for percent, _ in shares)
+        self._everything = not keyed and min(percent for percent, _ in shares) >= 100
         # Every request kept (the default): any draw is in every share, and 0 costs no Python
         # frame on each request; `finish` looks up no share.
         self.draw = _ALWAYS_ZERO if self._everything else self._random_draw
-
-    def _share_of(self, name: str) -> tuple[float, str | None]:
-        """The model's share and key header: its model.toml's, else the settings'."""
-        percent, key_header = self.percent, self.key_header
-        config = self._configs.get(name)
-        if config is not None:
-            percent = percent if config.percent is None else config.percent
-            key_header = key_header if config.key_header is None else config.key_header
-        return percent, key_header
 
     def _remember(
         self,

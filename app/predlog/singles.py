@@ -61,12 +61,12 @@ class SingleRows:
         inputs = columns_pieces(model.signature.feature_names)
         # A classifier's probabilities are kept as values, in the order of its class names:
         # the order every answer of the version gives them in.
-        self.classes = len(model.labels or ()) if with_probabilities else 0
-        classes = [orjson.dumps(name) for name in model.labels or ()][: self.classes]
+        keys = [orjson.dumps(name) for name in model.labels or ()] if with_probabilities else []
+        self.classes = len(keys)
         answer_end = (
-            [b'],"probabilities":[{' + classes[0] + b":",
-             *(b"," + name + b":" for name in classes[1:]), b"}]}}\n"]
-            if classes
+            [b'],"probabilities":[{' + keys[0] + b":", *(b"," + key + b":" for key in keys[1:]),
+             b"}]}}\n"]
+            if keys
             else [b"]}}\n"]
         )  # fmt: skip
         # The constant parts of a line, around its values: the line is
