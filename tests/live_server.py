@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from app.config import Settings
+from loadtest.server import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_STORE = REPO / "models_store"
@@ -43,25 +44,6 @@ SETTINGS_VARS = frozenset(name.upper() for name in Settings.model_fields)
 SERVER_VARS = SETTINGS_VARS | {"PROMETHEUS_MULTIPROC_DIR"}
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "errors", "error_count"}
-
-
-def free_port() -> int:
-    (port,) = free_ports(1)
-    return port
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports: each stays bound until all are picked, since the
-    system may hand a port it just freed out again (a server once got the same port for HTTP
-    and gRPC, and failed to start)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [
-            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            for _ in range(count)
-        ]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def server_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:

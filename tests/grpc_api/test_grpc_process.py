@@ -15,11 +15,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from live_server import LiveServer, copy_demo_store, free_port, server_environ, wait_until
+from live_server import LiveServer, copy_demo_store, server_environ, wait_until
 from onnx_factories import write_slow_model
 
 from app.grpc.proto import grpc_predict_v2_pb2 as pb
 from app.grpc.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from loadtest.server import free_port
 
 pytestmark = pytest.mark.slow  # real server processes
 
